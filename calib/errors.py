@@ -1,0 +1,12 @@
+"""One exception type for user-facing errors; the CLI prints these without a traceback."""
+
+
+class CalibError(ValueError):
+    """Bad input or an unusable artefact. The message names the bad value and the valid choices."""
+
+
+def check_choice(kind: str, value, choices) -> None:
+    """Raise CalibError unless ``value`` is one of ``choices``."""
+    choices = list(choices)
+    if value not in choices:
+        raise CalibError(f"unknown {kind} {value!r}; valid choices: {', '.join(map(str, choices))}")
