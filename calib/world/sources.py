@@ -1,0 +1,100 @@
+"""The world's named sources, in the roles the paper's corpora play.
+
+Document ``i`` of (source, split, seed) is drawn from its own Generator seeded
+by those four numbers, so a document never depends on how many were asked for,
+and the same seed gives byte-identical text on any platform.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Iterator
+
+import numpy as np
+
+from calib.errors import CalibError, check_choice
+from calib.world.domains import DOMAINS, Writer
+from calib.world.kb import KB, build_kb
+
+KB_SEED = 0
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    role: str  # the corpus this source stands in for in the paper
+    mixture: tuple[tuple[str, float], ...]  # (domain, weight)
+    description: str
+    sampling: str  # the paper's sampling mode for its counterpart: "document" or "concat"
+
+
+SOURCES: dict[str, Source] = {s.name: s for s in [
+    Source("world/pretrain", "DCLM",
+           (("web", 0.45), ("stories", 0.18), ("news", 0.18), ("code", 0.125), ("encyclopedia", 0.05),
+            ("instructions", 0.015)),
+           "held-out draws of the exact pretraining mixture", "document"),
+    Source("world/web", "C4",
+           (("web", 0.85), ("news", 0.10), ("dialogue", 0.05)),
+           "web text; overlaps the pretraining mixture in part", "document"),
+    Source("world/encyclopedia", "Wikipedia", (("encyclopedia", 1.0),),
+           "formal articles: high quality, but only 5% of pretraining", "concat"),
+    Source("world/mixed", "SlimPajama",
+           (("web", 0.15), ("encyclopedia", 0.2), ("code", 0.05), ("stories", 0.05), ("papers", 0.3),
+            ("dialogue", 0.25)),
+           "a broad mixture, including registers (papers, dialogue) absent from pretraining", "document"),
+    Source("world/instructions", "Alpaca", (("instructions", 1.0),),
+           "held-out instruction-response pairs, for evaluation only", "concat"),
+]}
+
+# Distinct streams: the model is trained on split "train"; calibration draws
+# come from "calib"; the Alpaca-role evaluation set from "eval".
+SPLITS = {"train": 1, "calib": 2, "eval": 3}
+_SOURCE_IDS = {name: i + 11 for i, name in enumerate(SOURCES)}
+
+
+@lru_cache(maxsize=4)
+def kb(seed: int = KB_SEED) -> KB:
+    return build_kb(seed)
+
+
+def get_source(name: str) -> Source:
+    check_choice("world source", name, SOURCES)
+    return SOURCES[name]
+
+
+def document(source: str, index: int, seed: int = 0, split: str = "calib") -> str:
+    """Document ``index`` of a source's stream."""
+    src = get_source(source)
+    check_choice("split", split, SPLITS)
+    rng = np.random.default_rng([KB_SEED, _SOURCE_IDS[source], SPLITS[split], seed, index])
+    domains = [d for d, _ in src.mixture]
+    weights = np.array([p for _, p in src.mixture], dtype=np.float64)
+    domain = domains[int(rng.choice(len(domains), p=weights / weights.sum()))]
+    writer = Writer(kb(), rng)
+    # A document is 1 + Geometric pieces of one domain (a page of posts, an
+    # article with sections), so lengths vary and some fall short of seqlen.
+    pieces = 1 if domain == "instructions" else int(rng.geometric(0.4)) + int(rng.random() < 0.5)
+    return "\n\n".join(DOMAINS[domain](writer) for _ in range(pieces))
+
+
+def iter_documents(source: str, seed: int = 0, split: str = "calib", start: int = 0) -> Iterator[str]:
+    i = start
+    while True:
+        yield document(source, i, seed, split)
+        i += 1
+
+
+def documents(source: str, n: int, seed: int = 0, split: str = "calib") -> list[str]:
+    if n < 0:
+        raise CalibError(f"number of documents must be >= 0, got {n}")
+    return [document(source, i, seed, split) for i in range(n)]
+
+
+def domain_documents(domain: str, n: int, seed: int = 0) -> list[str]:
+    """Documents of one domain alone (used to show the domains differ)."""
+    check_choice("world domain", domain, DOMAINS)
+    out = []
+    for i in range(n):
+        rng = np.random.default_rng([KB_SEED, 97, list(DOMAINS).index(domain), seed, i])
+        out.append(DOMAINS[domain](Writer(kb(), rng)))
+    return out
