@@ -1,0 +1,228 @@
+"""Calibration data: named sources and windowed sampling with recorded semantics.
+
+A calibration set is ``nsamples`` windows of ``seqlen`` token ids drawn from a
+finite pool of documents. Two sampling modes, as in the paper's released code:
+
+* ``document``: pick a document whose tokenization has at least ``seqlen``
+  tokens, then a uniformly random window inside it (C4, SlimPajama, DCLM).
+* ``concat``: join the pool with single spaces, tokenize once, and take random
+  windows of the stream; they may cross document boundaries (Wikipedia and the
+  self-generated data).
+
+The set's identity is ``calibration_hash``: sha256 of the ids as int32 bytes.
+"""
+from __future__ import annotations
+
+import bisect
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from calib.errors import CalibError, check_choice
+
+log = logging.getLogger("calib.data")
+
+MODES = ("document", "concat")
+
+# name -> (datasets args, text field, paper's sampling mode)
+HUB_SOURCES = {
+    "c4": (dict(path="allenai/c4", name="en", split="train"), "text", "document"),
+    "wikipedia": (dict(path="wikimedia/wikipedia", name="20231101.en", split="train"), "text", "concat"),
+    "slimpajama": (dict(path="DKYoon/SlimPajama-6B", split="train"), "text", "document"),
+    "dclm": (dict(path="robbiegwaldd/dclm-micro", split="train"), "text", "document"),
+    "alpaca": (dict(path="tatsu-lab/alpaca", split="train"), "text", "concat"),
+}
+LOCAL_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".txt": "text"}
+SYNTH_GENERATOR = "calib.synth"  # value of the "generator" field in rows written by calib.synth
+
+DEFAULT_POOL = {"world": 2000, "hub": 5000}  # documents read from an unbounded source
+
+
+# ----------------------------------------------------------------------------- sources
+def source_names() -> list[str]:
+    from calib.world.sources import SOURCES
+    return list(SOURCES) + list(HUB_SOURCES)
+
+
+def is_synthetic(path: str | Path) -> bool:
+    """A jsonl written by calib.synth (its rows carry ``generator: calib.synth``)."""
+    p = Path(path)
+    if p.suffix != ".jsonl" or not p.is_file():
+        return False
+    with open(p, encoding="utf-8") as f:
+        first = f.readline()
+    try:
+        return json.loads(first).get("generator") == SYNTH_GENERATOR
+    except (ValueError, AttributeError):
+        return False
+
+
+def default_mode(source: str) -> str:
+    """The paper's sampling mode for ``source``."""
+    from calib.world.sources import SOURCES
+    if source in SOURCES:
+        return SOURCES[source].sampling
+    if source in HUB_SOURCES:
+        return HUB_SOURCES[source][2]
+    if is_synthetic(source):
+        return "concat"  # the paper concatenates its self-generated texts
+    if Path(source).is_file():
+        return "document"
+    _unknown(source)
+
+
+def _unknown(source: str):
+    raise CalibError(f"unknown source {source!r}: not a file, and not one of the named sources: "
+                     f"{', '.join(source_names())}; local files may be {', '.join(LOCAL_BUILDERS)}")
+
+
+def _from_datasets(load_args: dict, text_field: str, pool: int | None, streaming: bool) -> list[str]:
+    """Read up to ``pool`` non-empty texts through HF datasets (hub and local files alike)."""
+    from datasets import load_dataset
+    ds = load_dataset(**load_args, streaming=streaming)
+    texts: list[str] = []
+    for row in ds:
+        if text_field not in row:
+            raise CalibError(f"no text field {text_field!r} in {load_args.get('path')}; "
+                             f"fields are: {', '.join(row)}")
+        t = row[text_field]
+        if isinstance(t, str) and t.strip():
+            texts.append(t)
+            if pool is not None and len(texts) >= pool:
+                break
+    return texts
+
+
+@lru_cache(maxsize=8)
+def _world_pool(source: str, n: int) -> tuple[str, ...]:
+    from calib.world import sources as world
+    return tuple(world.documents(source, n, seed=0, split="calib"))
+
+
+def load_texts(source: str, pool: int | None = None, text_field: str = "text") -> list[str]:
+    """The document pool of ``source``: a world source, a hub source or a local file.
+
+    ``pool`` caps how many documents are read (None: a local file is read whole,
+    unbounded sources read DEFAULT_POOL). World documents come from split "calib",
+    data seed 0, so the pool is fixed and only the sampling seed varies.
+    """
+    from calib.world import sources as world
+    if source in world.SOURCES:
+        texts = list(_world_pool(source, pool or DEFAULT_POOL["world"]))
+    elif source in HUB_SOURCES:
+        load_args, field_, _ = HUB_SOURCES[source]
+        texts = _from_datasets(load_args, field_, pool or DEFAULT_POOL["hub"], streaming=True)
+    elif Path(source).is_file():
+        suffix = Path(source).suffix.lower()
+        check_choice("local file type", suffix, LOCAL_BUILDERS)
+        builder = LOCAL_BUILDERS[suffix]
+        load_args = dict(path=builder, data_files=str(source), split="train")
+        if builder == "text":
+            load_args["sample_by"] = "paragraph"  # documents are separated by blank lines
+        texts = _from_datasets(load_args, text_field, pool, streaming=True)
+    else:
+        _unknown(source)
+    if not texts:
+        raise CalibError(f"source {source!r} is empty: no non-empty {text_field!r} values")
+    return texts
+
+
+# ---------------------------------------------------------------------------- sampling
+def calibration_hash(tensor) -> str:
+    """sha256 hex of the ids as contiguous int32 bytes: the calibration set's identity."""
+    import torch
+    arr = tensor.detach().to("cpu", torch.int32).contiguous().numpy()
+    return hashlib.sha256(arr.astype("<i4", copy=False).tobytes()).hexdigest()
+
+
+@dataclass
+class CalibrationSet:
+    input_ids: "torch.LongTensor"  # noqa: F821 - [nsamples, seqlen]
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def hash(self) -> str:
+        return calibration_hash(self.input_ids)
+
+
+def _check_sizes(nsamples: int, seqlen: int) -> None:
+    if not isinstance(nsamples, int) or nsamples < 1:
+        raise CalibError(f"nsamples must be a positive integer, got {nsamples!r}")
+    if not isinstance(seqlen, int) or seqlen < 1:
+        raise CalibError(f"seqlen must be a positive integer, got {seqlen!r}")
+
+
+def document_windows(lengths: list[int], nsamples: int, seqlen: int, rng: np.random.Generator):
+    """(doc, start) pairs: a uniform document among those with >= seqlen tokens (the same
+    law as the original's rejection loop, but it cannot spin), then a uniform start."""
+    eligible = np.flatnonzero(np.asarray(lengths) >= seqlen)
+    if len(eligible) == 0:
+        longest = int(np.argmax(lengths))
+        raise CalibError(f"no document has seqlen={seqlen} tokens; the longest of {len(lengths)} "
+                         f"has {lengths[longest]} tokens (document {longest}); use mode='concat', "
+                         f"a smaller seqlen or a larger pool")
+    out = []
+    for _ in range(nsamples):
+        d = int(eligible[rng.integers(len(eligible))])
+        out.append((d, int(rng.integers(0, lengths[d] - seqlen + 1))))
+    return out
+
+
+def concat_windows(total: int, nsamples: int, seqlen: int, rng: np.random.Generator) -> list[int]:
+    """Uniform window starts in a stream of ``total`` tokens."""
+    if total < seqlen:
+        raise CalibError(f"the concatenated source has {total} tokens, fewer than seqlen={seqlen}; "
+                         f"use a smaller seqlen or a larger pool")
+    return [int(s) for s in rng.integers(0, total - seqlen + 1, size=nsamples)]
+
+
+def sample(source: str, tokenizer, nsamples: int, seqlen: int, seed: int = 0, mode: str | None = None,
+           pool: int | None = None, text_field: str = "text") -> CalibrationSet:
+    """Draw a calibration set. Tokenization keeps the tokenizer's specials (a LLaMA
+    tokenizer prepends <s> to each document in ``document`` mode, once to the stream
+    in ``concat`` mode), as the paper's code did."""
+    import torch
+    _check_sizes(nsamples, seqlen)
+    mode = default_mode(source) if mode is None else mode
+    check_choice("sampling mode", mode, MODES)
+    texts = load_texts(source, pool, text_field)
+    rng = np.random.default_rng(seed)
+    meta = dict(source=str(source), mode=mode, nsamples=nsamples, seqlen=seqlen, seed=seed,
+                pool=len(texts), tokenizer=getattr(tokenizer, "name_or_path", type(tokenizer).__name__))
+    if mode == "document":
+        ids = tokenizer(texts, verbose=False)["input_ids"]
+        windows = document_windows([len(x) for x in ids], nsamples, seqlen, rng)
+        rows = [ids[d][s:s + seqlen] for d, s in windows]
+        meta["windows"] = [{"doc": d, "start": s} for d, s in windows]
+    else:
+        joined = " ".join(texts)
+        enc = tokenizer(joined, return_offsets_mapping=getattr(tokenizer, "is_fast", False), verbose=False)
+        stream = enc["input_ids"]
+        starts = concat_windows(len(stream), nsamples, seqlen, rng)
+        rows = [stream[s:s + seqlen] for s in starts]
+        meta["windows"] = [{"start": s} for s in starts]
+        if "offset_mapping" in enc:  # which documents each window touches
+            doc_starts, pos = [], 0
+            for t in texts:
+                doc_starts.append(pos)
+                pos += len(t) + 1
+            offs = enc["offset_mapping"]
+            for w, s in zip(meta["windows"], starts):
+                w["docs"] = [bisect.bisect_right(doc_starts, offs[s][0]) - 1,
+                             bisect.bisect_right(doc_starts, max(offs[s + seqlen - 1][1] - 1, 0)) - 1]
+    used = sorted({w["doc"] for w in meta["windows"]} if mode == "document" else
+                  {d for w in meta["windows"] if "docs" in w for d in range(w["docs"][0], w["docs"][1] + 1)})
+    meta["documents_used"] = used
+    out = CalibrationSet(torch.tensor(rows, dtype=torch.long), meta)
+    meta["hash"] = out.hash
+    return out
+
+
+def calibration_tensor(source, tokenizer, nsamples, seqlen, seed=0, mode=None):
+    """[nsamples, seqlen] LongTensor of calibration windows (see ``sample``)."""
+    return sample(source, tokenizer, nsamples, seqlen, seed=seed, mode=mode).input_ids
