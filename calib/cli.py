@@ -15,6 +15,7 @@ from calib.errors import CalibError
 # (module, registrar) pairs, in data-flow order.
 REGISTRARS = [
     ("calib.world.cli", "add_parser"),
+    ("calib.data_cli", "add_parser"),  # sample, generate, filter, similarity
 ]
 
 

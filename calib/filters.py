@@ -1,8 +1,13 @@
 """Filters and similarity measures for calibration data (paper §3.4, §4, §6.3, §6.4)."""
 from __future__ import annotations
 
+import logging
 import re
 from typing import Iterable
+
+import numpy as np
+
+log = logging.getLogger("calib.filters")
 
 _WORD = re.compile(r"\S+")
 
@@ -26,3 +31,139 @@ def exact_jaccard(a: Iterable[str], b: Iterable[str], n: int = 3) -> float:
     if not sa and not sb:
         return 1.0
     return len(sa & sb) / len(sa | sb)
+
+
+# ------------------------------------------------------------- MinHash estimate (§3.4)
+def _minhash(grams: set[tuple[str, ...]], num_perm: int, seed: int):
+    from datasketch import MinHash
+    m = MinHash(num_perm=num_perm, seed=seed)
+    m.update_batch([" ".join(g).encode("utf-8") for g in grams])
+    return m
+
+
+def minhash_jaccard(a: Iterable[str], b: Iterable[str], n: int = 3, num_perm: int = 128, seed: int = 1) -> float:
+    """MinHash estimate of the corpora's word n-gram Jaccard (what the paper reports).
+    Its standard error is about sqrt(J (1 - J) / num_perm)."""
+    sa, sb = corpus_ngrams(a, n), corpus_ngrams(b, n)
+    if not sa and not sb:
+        return 1.0
+    return float(_minhash(sa, num_perm, seed).jaccard(_minhash(sb, num_perm, seed)))
+
+
+def lsh_overlap(a: list[str], b: list[str], threshold: float = 0.5, n: int = 3, num_perm: int = 128,
+                seed: int = 1) -> float:
+    """Share of documents in ``a`` that have a near-duplicate (n-gram Jaccard >= threshold,
+    found by MinHash-LSH) in ``b``: a document-level view of the same similarity."""
+    from datasketch import MinHashLSH
+    if not 0 < threshold < 1:
+        from calib.errors import CalibError
+        raise CalibError(f"LSH threshold must be in (0, 1), got {threshold}")
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    for i, t in enumerate(b):
+        g = word_ngrams(t, n)
+        if g:
+            lsh.insert(str(i), _minhash(g, num_perm, seed))
+    hits = [bool(lsh.query(_minhash(g, num_perm, seed))) for g in map(lambda t: word_ngrams(t, n), a) if g]
+    return float(np.mean(hits)) if hits else 0.0
+
+
+# ------------------------------------------------------------ perplexity filter (§4, §6.3)
+def check_k(k: float) -> float:
+    from calib.errors import CalibError
+    if isinstance(k, bool) or not isinstance(k, (int, float)) or not 0 < k < 100:
+        raise CalibError(f"k must be a percentage strictly between 0 and 100, got {k!r}")
+    return float(k)
+
+
+def ppl_keep(ppl, k: float = 20) -> np.ndarray:
+    """Boolean mask of samples kept when the top k% by perplexity are dropped, with the
+    paper's exact rule: keep ppl < np.percentile(ppl, 100 - k) (strictly below)."""
+    ppl = np.asarray(ppl, dtype=np.float64)
+    threshold = np.percentile(ppl, 100 - check_k(k))
+    return ppl < threshold
+
+
+def _batches(n: int, size: int):
+    for i in range(0, n, size):
+        yield range(i, min(n, i + size))
+
+
+def token_logits(model, tokenizer, texts: list[str], batch_size: int = 8, max_length: int | None = None,
+                 desc: str = "score", progress: bool = True):
+    """Yield (ids, logits) per text: the text tokenized with the tokenizer's specials
+    (BOS for LLaMA, as the paper's scripts did) and the model's logits at each position.
+    Texts longer than the model's positions are cut to fit."""
+    import torch
+    from tqdm.auto import tqdm
+    limit = max_length or getattr(model.config, "max_position_embeddings", None)
+    enc = tokenizer(list(texts), verbose=False)["input_ids"]
+    if limit and any(len(x) > limit for x in enc):
+        log.warning("%d texts cut to the model's %d positions", sum(len(x) > limit for x in enc), limit)
+        enc = [x[:limit] for x in enc]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    # longest first so padding stays small; results are yielded in input order
+    order = sorted(range(len(enc)), key=lambda i: -len(enc[i]))
+    out: dict[int, tuple] = {}
+    nxt = 0
+    with torch.inference_mode(), tqdm(total=len(enc), desc=desc, disable=not progress) as bar:
+        for chunk in _batches(len(order), batch_size):
+            idx = [order[j] for j in chunk]
+            T = max(len(enc[i]) for i in idx)
+            ids = torch.full((len(idx), T), pad, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for r, i in enumerate(idx):  # right padding: positions need no shifting
+                ids[r, :len(enc[i])] = torch.tensor(enc[i])
+                mask[r, :len(enc[i])] = 1
+            logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits.float().cpu()
+            for r, i in enumerate(idx):
+                out[i] = (ids[r, :len(enc[i])], logits[r, :len(enc[i])])
+            bar.update(len(idx))
+            while nxt in out:
+                yield out.pop(nxt)
+                nxt += 1
+
+
+def nll_per_token(ids, logits):
+    """Negative log-likelihood of ids[1:] given the logits at positions [:-1]."""
+    import torch
+    return torch.nn.functional.cross_entropy(logits[:-1], ids[1:], reduction="none")
+
+
+def perplexities(model, tokenizer, texts: list[str], batch_size: int = 8, progress: bool = True) -> np.ndarray:
+    """exp(mean token NLL) of each text under the model; nan for a text with < 2 tokens."""
+    out = []
+    for ids, logits in token_logits(model, tokenizer, texts, batch_size, desc="perplexity", progress=progress):
+        out.append(float(nll_per_token(ids, logits).mean().exp()) if len(ids) > 1 else float("nan"))
+    return np.asarray(out)
+
+
+# -------------------------------------------------------------- Min-K%++ (§6.4, Zhang et al.)
+def mink_pp_tokens(ids, logits):
+    """Per-token (log p(x_t) - mu_t) / sigma_t, with mu_t, sigma_t the mean and standard
+    deviation of log p under the next-token distribution p itself."""
+    import torch
+    logp = torch.log_softmax(logits[:-1].double(), -1)
+    p = logp.exp()
+    plogp = torch.where(p > 0, p * logp, torch.zeros_like(p))  # 0 * -inf counts as 0
+    mu = plogp.sum(-1)
+    var = (plogp * logp).nan_to_num(0.0).sum(-1) - mu.square()
+    tok = logp.gather(-1, ids[1:, None]).squeeze(-1)
+    return (tok - mu) / var.clamp_min(1e-12).sqrt()
+
+
+def mink_pp_score(token_scores, k: float = 50) -> float:
+    """Mean of the lowest k% token scores (at least one token)."""
+    s = np.sort(np.asarray(token_scores, dtype=np.float64))
+    if len(s) == 0:
+        return float("nan")
+    m = max(1, int(len(s) * check_k(k) / 100))
+    return float(s[:m].mean())
+
+
+def mink_pp(model, tokenizer, texts: list[str], k: float = 50, batch_size: int = 8,
+            progress: bool = True) -> np.ndarray:
+    """Min-K%++ score of each text (higher: more like the model's training data)."""
+    check_k(k)
+    return np.asarray([mink_pp_score(mink_pp_tokens(ids, logits).numpy(), k)
+                       for ids, logits in token_logits(model, tokenizer, texts, batch_size,
+                                                       desc=f"Min-{k:g}%++", progress=progress)])

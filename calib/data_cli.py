@@ -1,0 +1,198 @@
+"""`calib sample | generate | filter | similarity`: the calibration-data steps."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+SOURCE_HELP = ("a world source (world/pretrain, world/web, world/encyclopedia, world/mixed, "
+               "world/instructions), a hub source (c4, wikipedia, slimpajama, dclm, alpaca), "
+               "a local .jsonl/.json/.parquet/.txt file, or a jsonl written by `calib generate`")
+MODEL_HELP = "model folder (save_pretrained); default: the world model in calib/world/model"
+FMT = argparse.ArgumentDefaultsHelpFormatter
+
+
+def _load(args):
+    import torch
+    from calib.world.model import load
+    torch.manual_seed(0)
+    model, tok = load(args.model)
+    dev = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return model.to(dev), tok
+
+
+def _write_json(path, obj):
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(obj, indent=1))
+
+
+# ---------------------------------------------------------------------------- sample
+def cmd_sample(args) -> int:
+    import torch
+    from transformers import AutoTokenizer
+    from calib import data
+    from calib.world.model import MODEL_DIR, load
+    path = Path(args.model) if args.model else MODEL_DIR
+    if not (path / "config.json").is_file():
+        load(args.model)  # raises the CalibError with its rebuild hint
+    tok = AutoTokenizer.from_pretrained(path)  # the tokenizer alone: no weights needed
+    seqlen = args.seqlen
+    if seqlen is None:
+        seqlen = min(2048, int(tok.model_max_length)) if tok.model_max_length < 10**6 else 2048
+    cs = data.sample(args.source, tok, args.nsamples, seqlen, seed=args.seed, mode=args.mode, pool=args.pool,
+                     text_field=args.text_field)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"input_ids": cs.input_ids, "meta": cs.meta}, args.out)
+        _write_json(str(args.out) + ".json", cs.meta)
+    m = cs.meta
+    print(f"{m['nsamples']} x {m['seqlen']} tokens from {m['source']} ({m['mode']} mode, seed {m['seed']}, "
+          f"{len(m['documents_used'])} of {m['pool']} documents) hash {cs.hash}")
+    return 0
+
+
+# -------------------------------------------------------------------------- generate
+def cmd_generate(args) -> int:
+    import logging
+    from calib import data, synth
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    model, tok = _load(args)
+    texts = data.load_texts(args.source, args.ndocs, args.text_field)
+    sampling = dict(top_k=args.top_k, top_p=args.top_p, temperature=args.temperature,
+                    repetition_penalty=args.repetition_penalty)
+    rows = synth.generate(model, tok, texts, args.out, prefix_len=args.prefix_len,
+                          max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed,
+                          sampling=sampling, skip_short=args.skip_short, source=args.source)
+    print(f"{len(rows)} synthetic texts in {args.out} ({sum(r['new_tokens'] for r in rows)} new tokens)")
+    return 0
+
+
+# ---------------------------------------------------------------------------- filter
+def cmd_filter(args) -> int:
+    import numpy as np
+    from calib import filters
+    from calib.errors import CalibError
+    filters.check_k(args.k)
+    rows = [json.loads(line) for line in open(args.input, encoding="utf-8") if line.strip()]
+    if not rows:
+        raise CalibError(f"{args.input} is empty: nothing to filter")
+    model, tok = _load(args)
+    ppl = filters.perplexities(model, tok, [r["text"] for r in rows], batch_size=args.batch_size)
+    ok = ~np.isnan(ppl)
+    if not ok.all():
+        print(f"dropping {int((~ok).sum())} texts too short to score", file=sys.stderr)
+    keep = np.zeros(len(rows), dtype=bool)
+    keep[ok] = filters.ppl_keep(ppl[ok], args.k)
+    threshold = float(np.percentile(ppl[ok], 100 - args.k))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    with open(args.out, "w", encoding="utf-8") as f:
+        for r, p, k in zip(rows, ppl, keep):
+            if k:
+                f.write(json.dumps({**r, "ppl": float(p)}, ensure_ascii=False) + "\n")
+    print(f"kept {int(keep.sum())} of {len(rows)} texts with perplexity < {threshold:.4g} "
+          f"(the {100 - args.k:g}th percentile) -> {args.out}")
+    return 0
+
+
+# ------------------------------------------------------------------------ similarity
+def cmd_similarity(args) -> int:
+    import numpy as np
+    from calib import data, filters
+    a = data.load_texts(args.a, args.ndocs, args.text_field)
+    b = data.load_texts(args.b, args.ndocs, args.text_field)
+    out = {"a": args.a, "b": args.b, "documents": [len(a), len(b)], "n": args.n, "num_perm": args.num_perm,
+           "minhash_jaccard": filters.minhash_jaccard(a, b, args.n, args.num_perm, args.seed)}
+    if args.exact:
+        out["exact_jaccard"] = filters.exact_jaccard(a, b, args.n)
+    if args.lsh_threshold:
+        out["lsh_overlap"] = filters.lsh_overlap(a, b, args.lsh_threshold, args.n, args.num_perm, args.seed)
+    if args.mink is not None:
+        model, tok = _load(args)
+        for key, texts in (("a", a), ("b", b)):
+            s = filters.mink_pp(model, tok, texts, args.mink, batch_size=args.batch_size)
+            out[f"mink_pp_{key}"] = {"k": args.mink, "mean": float(np.nanmean(s)), "std": float(np.nanstd(s))}
+    if args.out:
+        _write_json(args.out, out)
+    print(json.dumps(out, indent=1))
+    return 0
+
+
+# ---------------------------------------------------------------------------- parser
+def _common(p, model=True):
+    p.add_argument("--text-field", default="text", help="field that holds the text in local files")
+    if model:
+        p.add_argument("--model", default=None, help=MODEL_HELP)
+        p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("sample", formatter_class=FMT, help="draw a calibration set of token windows",
+                       description="Draw NSAMPLES windows of SEQLEN tokens (the paper: 128 x 2048, 20 seeds). "
+                       "Modes: 'document' takes a random window inside one document with >= SEQLEN tokens "
+                       "(the paper's C4, SlimPajama, DCLM); 'concat' joins the documents with spaces and takes "
+                       "random windows that may cross documents (the paper's Wikipedia and self-generated data). "
+                       "The default mode is the paper's for that source. Prints the set's sha256 content hash.")
+    p.add_argument("source", help=SOURCE_HELP)
+    p.add_argument("--nsamples", type=int, default=128, help="windows to draw (paper: 128)")
+    p.add_argument("--seqlen", type=int, default=None,
+                   help="tokens per window (paper: 2048; default 2048 capped to the tokenizer's context)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (the document pool is fixed)")
+    p.add_argument("--mode", choices=["document", "concat"], default=None, help="default: the source's")
+    p.add_argument("--pool", type=int, default=None,
+                   help="documents read from the source (default: 2000 world, 5000 hub, all of a file)")
+    p.add_argument("--out", default=None, help="save {input_ids, meta} with torch.save (+ OUT.json meta)")
+    _common(p)
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("generate", formatter_class=FMT, help="self-generate synthetic calibration texts",
+                       description="Paper §4: keep the first PREFIX_LEN tokens of each source document "
+                       "(BOS is added and not counted; 0 = BOS only) and let the dense model continue with "
+                       "top-k 50, top-p 0.95, temperature 0.6, repetition penalty 1.2 (the paper used 5000 "
+                       "Wikipedia documents and prefix 2). Rows are appended to OUT as they finish; rerunning "
+                       "the same command resumes an interrupted run.")
+    p.add_argument("source", help=SOURCE_HELP)
+    p.add_argument("--out", required=True, help="output jsonl (resumed if it exists with the same settings)")
+    p.add_argument("--ndocs", type=int, default=5000, help="source documents to continue (paper: 5000)")
+    p.add_argument("--prefix-len", type=int, default=2, help="text tokens kept from each document, 0..1024")
+    p.add_argument("--max-new-tokens", type=int, default=2048,
+                   help="new tokens at most (the original script: 2048; cut to the model's positions)")
+    p.add_argument("--batch-size", type=int, default=32, help="prompts decoded together")
+    p.add_argument("--seed", type=int, default=0, help="generation seed (each row: seed + document index)")
+    p.add_argument("--top-k", type=int, default=50)
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--temperature", type=float, default=0.6)
+    p.add_argument("--repetition-penalty", type=float, default=1.2)
+    p.add_argument("--skip-short", action="store_true", help="skip documents shorter than the prefix")
+    _common(p)
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("filter", formatter_class=FMT, help="drop the highest-perplexity synthetic texts",
+                       description="Paper §4/§6.3: score each text's perplexity exp(mean token NLL) under the "
+                       "dense model and keep those strictly below np.percentile(ppl, 100 - K) (paper: K = 20).")
+    p.add_argument("input", help="jsonl with a 'text' field (e.g. from `calib generate`)")
+    p.add_argument("--out", required=True, help="filtered jsonl (rows gain a 'ppl' field)")
+    p.add_argument("--k", type=float, default=20.0, help="percent of highest-perplexity texts to drop, in (0, 100)")
+    p.add_argument("--batch-size", type=int, default=8)
+    _common(p)
+    p.set_defaults(func=cmd_filter)
+
+    p = sub.add_parser("similarity", formatter_class=FMT, help="how alike two corpora are",
+                       description="Paper §3.4: word-3-gram Jaccard similarity of two corpora, estimated with "
+                       "MinHash (datasketch); --exact adds the exact value. Paper §6.4: with --mink K, also the "
+                       "mean Min-K%%++ score of each corpus under the model (paper: K = 50; higher means "
+                       "closer to the model's training data).")
+    p.add_argument("a", help=SOURCE_HELP)
+    p.add_argument("b", help="the second corpus, same kinds as A")
+    p.add_argument("--ndocs", type=int, default=1000, help="documents read from each corpus")
+    p.add_argument("--n", type=int, default=3, help="word n-gram size")
+    p.add_argument("--num-perm", type=int, default=128, help="MinHash permutations")
+    p.add_argument("--seed", type=int, default=1, help="MinHash seed")
+    p.add_argument("--exact", action="store_true", help="also compute the exact Jaccard")
+    p.add_argument("--lsh-threshold", type=float, default=None,
+                   help="also report the share of A's documents with an LSH near-duplicate in B")
+    p.add_argument("--mink", type=float, default=None, metavar="K", help="also score Min-K%%++ with the model")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--out", default=None, help="write the result as JSON")
+    _common(p)
+    p.set_defaults(func=cmd_similarity)

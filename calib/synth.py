@@ -1,0 +1,293 @@
+"""Self-generated calibration data (paper §4): the dense model continues a short
+prefix of each source document, and the outputs become the calibration source.
+
+Prefix: ``[start] + first t text tokens`` of the document, where ``start`` is
+BOS (EOS for a tokenizer without BOS). BOS is *not* counted in t, so t = 0 is
+"BOS only" as in §6.2 and the default t = 2 is BOS plus two text tokens.
+
+Decoding is our own KV-cached loop rather than ``model.generate`` so that every
+row draws from its own RNG seeded by (seed, document index): a text does not
+depend on which rows share its batch, rows leave the batch as soon as they emit
+EOS, and a resumed run regenerates exactly what an uninterrupted one would.
+Logit processing follows HF's order: repetition penalty, temperature, top-k, top-p.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from calib.errors import CalibError
+
+log = logging.getLogger("calib.synth")
+
+SAMPLING = {"top_k": 50, "top_p": 0.95, "temperature": 0.6, "repetition_penalty": 1.2}
+PREFIX_LEN = 2
+MAX_PREFIX_LEN = 1024
+MAX_NEW_TOKENS = 2048  # what the original script passes to generate()
+BATCH_SIZE = 32
+GENERATOR = "calib.synth"
+
+
+# ---------------------------------------------------------------------------- tokens
+def start_token(tokenizer) -> int:
+    if tokenizer.bos_token_id is not None:
+        return tokenizer.bos_token_id
+    if tokenizer.eos_token_id is None:
+        raise CalibError("the tokenizer has neither a BOS nor an EOS token to start generation from")
+    log.warning("tokenizer has no BOS token; prefixes start with EOS (id %d) instead", tokenizer.eos_token_id)
+    return tokenizer.eos_token_id
+
+
+def pad_token(tokenizer) -> int:
+    if tokenizer.pad_token_id is not None:
+        return tokenizer.pad_token_id
+    if tokenizer.eos_token_id is None:
+        raise CalibError("the tokenizer has neither a pad nor an EOS token to pad with")
+    log.warning("tokenizer has no pad token; padding with EOS %r (id %d); pads are masked out",
+                tokenizer.eos_token, tokenizer.eos_token_id)
+    return tokenizer.eos_token_id
+
+
+def build_prompts(tokenizer, texts: list[str], prefix_len: int = PREFIX_LEN,
+                  skip_short: bool = False) -> list[tuple[int, list[int]]]:
+    """(document index, prefix ids) for each document long enough for the prefix."""
+    if not isinstance(prefix_len, int) or not 0 <= prefix_len <= MAX_PREFIX_LEN:
+        raise CalibError(f"prefix length must be an integer in [0, {MAX_PREFIX_LEN}], got {prefix_len!r}")
+    if not texts:
+        raise CalibError("no source documents to continue (the source is empty)")
+    start = start_token(tokenizer)
+    ids = tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
+    short = [i for i, x in enumerate(ids) if len(x) < prefix_len]
+    if short and not skip_short:
+        i = short[0]
+        raise CalibError(f"{len(short)} of {len(texts)} documents are shorter than the prefix of "
+                         f"{prefix_len} tokens (document {i} has {len(ids[i])}); lower the prefix "
+                         f"length or skip them (skip_short=True, --skip-short)")
+    if short:
+        log.warning("skipping %d of %d documents shorter than the %d-token prefix", len(short), len(texts), prefix_len)
+    if len(short) == len(texts):
+        raise CalibError(f"every document is shorter than the prefix of {prefix_len} tokens")
+    skip = set(short)
+    return [(i, [start] + x[:prefix_len]) for i, x in enumerate(ids) if i not in skip]
+
+
+# -------------------------------------------------------------------------- sampling
+def process_logits(logits, seen, top_k: int, top_p: float, temperature: float, repetition_penalty: float):
+    """Next-token logits after HF's processors, in HF's order. ``seen`` [B, V] bool marks
+    tokens already in each row (prompt and generated, pads excluded); -inf = removed."""
+    import torch
+    if repetition_penalty != 1.0:
+        pen = torch.where(logits < 0, logits * repetition_penalty, logits / repetition_penalty)
+        logits = torch.where(seen, pen, logits)
+    logits = logits / temperature
+    if top_k and top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        # drop the low tail whose total mass is <= 1 - top_p; the top token always stays
+        asc, order = logits.sort(dim=-1)
+        tail = asc.softmax(-1).cumsum(-1) <= 1 - top_p
+        tail[..., -1] = False
+        logits = logits.masked_fill(tail.scatter(-1, order, tail), float("-inf"))
+    return logits
+
+
+def row_seed(seed: int, index: int) -> int:
+    return int(np.random.SeedSequence([seed, index]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def sample_rows(logits, generators):
+    """One categorical draw per row from softmax(logits), row r using generators[r]
+    (exponential race: argmax p_i / E_i with E_i ~ Exp(1))."""
+    import torch
+    probs = logits.float().softmax(-1)
+    race = torch.stack([torch.empty(probs.shape[-1], device=probs.device).exponential_(generator=g)
+                        for g in generators])
+    return (probs / race).argmax(-1)
+
+
+def generate_batch(model, prompts: list[list[int]], generators, max_new_tokens: int, eos: int, pad: int,
+                   sampling: dict = SAMPLING, on_step=None) -> list[tuple[list[int], str]]:
+    """Continue left-padded prompts with a KV cache; a row leaves the batch at EOS.
+    Returns (new ids without the EOS, "eos" | "length") per prompt."""
+    import torch
+    from transformers import DynamicCache
+    dev = model.device
+    B, P, V = len(prompts), max(map(len, prompts)), model.config.vocab_size
+    ids = torch.full((B, P), pad, dtype=torch.long)
+    mask = torch.zeros((B, P), dtype=torch.long)
+    seen = torch.zeros((B, V), dtype=torch.bool)
+    for r, p in enumerate(prompts):
+        ids[r, P - len(p):] = torch.tensor(p)
+        mask[r, P - len(p):] = 1
+        seen[r, p] = True
+    ids, mask, seen = ids.to(dev), mask.to(dev), seen.to(dev)
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    cache = DynamicCache()
+    alive = torch.arange(B, device=dev)  # original row of each live row
+    gens = list(generators)
+    new: list[list[int]] = [[] for _ in range(B)]
+    stop = ["length"] * B
+    with torch.inference_mode():
+        out = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                    use_cache=True, logits_to_keep=1)
+        last = pos[:, -1:]
+        for step in range(max_new_tokens):
+            logits = process_logits(out.logits[:, -1].float(), seen, **sampling)
+            nxt = sample_rows(logits, gens)
+            done = nxt == eos
+            for r, t, d in zip(alive.tolist(), nxt.tolist(), done.tolist()):
+                if d:
+                    stop[r] = "eos"
+                else:
+                    new[r].append(t)
+            if on_step:
+                on_step(int((~done).sum()))
+            if step == max_new_tokens - 1:
+                break
+            if done.any():  # drop finished rows from the batch and the cache
+                keep = (~done).nonzero().squeeze(-1)
+                if len(keep) == 0:
+                    break
+                alive, nxt, mask, seen, last = alive[keep], nxt[keep], mask[keep], seen[keep], last[keep]
+                gens = [gens[i] for i in keep.tolist()]
+                cache.batch_select_indices(keep)
+            seen[torch.arange(len(nxt), device=dev), nxt] = True
+            mask = torch.cat([mask, mask.new_ones((len(nxt), 1))], dim=1)
+            last = last + 1
+            out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=last,
+                        past_key_values=cache, use_cache=True)
+    return list(zip(new, stop))
+
+
+def plan_batches(prompts: list[tuple[int, list[int]]], batch_size: int) -> list[list[int]]:
+    """Positions into ``prompts``, longest prefixes first (ties by document index), so
+    that a batch pads little and the largest batch runs first."""
+    if batch_size < 1:
+        raise CalibError(f"batch size must be >= 1, got {batch_size}")
+    order = sorted(range(len(prompts)), key=lambda j: (-len(prompts[j][1]), prompts[j][0]))
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+# ----------------------------------------------------------------------------- files
+def meta_path(out_path: str | Path) -> Path:
+    p = Path(out_path)
+    return p.with_name(p.name + ".meta.json")
+
+
+def read_rows(out_path: str | Path) -> list[dict]:
+    """Complete rows of a (possibly interrupted) output file. A torn last line is cut
+    off the file so that appending continues cleanly."""
+    p = Path(out_path)
+    if not p.exists():
+        return []
+    rows, good = [], 0
+    with open(p, "rb") as f:
+        for line in f:
+            if not line.endswith(b"\n"):
+                break
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                break
+            good += len(line)
+    if good != p.stat().st_size:
+        log.warning("%s: dropping a torn last line (%d bytes) from an interrupted run", p, p.stat().st_size - good)
+        with open(p, "r+b") as f:
+            f.truncate(good)
+    return rows
+
+
+def _append(f, rows: list[dict]) -> None:
+    """Write finished rows durably (a batch at a time)."""
+    f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def texts_digest(texts: list[str]) -> str:
+    h = hashlib.sha256()
+    for t in texts:
+        h.update(hashlib.sha256(t.encode()).digest())
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------------------ main
+def generate(model, tokenizer, texts: list[str], out_path: str | Path, prefix_len: int = PREFIX_LEN,
+             max_new_tokens: int = MAX_NEW_TOKENS, batch_size: int = BATCH_SIZE, seed: int = 0,
+             sampling: dict | None = None, skip_short: bool = False, source: str | None = None,
+             progress: bool = True) -> list[dict]:
+    """Continue each document's prefix and append one jsonl row per document to
+    ``out_path``; an existing file with the same settings is resumed. Returns all rows."""
+    import torch
+    from tqdm.auto import tqdm
+
+    sampling = {**SAMPLING, **(sampling or {})}
+    if max_new_tokens < 1:
+        raise CalibError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    prompts = build_prompts(tokenizer, texts, prefix_len, skip_short)
+    eos, pad = tokenizer.eos_token_id, pad_token(tokenizer)
+    limit = getattr(model.config, "max_position_embeddings", None)
+    longest = max(len(p) for _, p in prompts)
+    if limit and longest + max_new_tokens > limit:
+        log.warning("max_new_tokens %d cut to %d: the model has %d positions", max_new_tokens,
+                    limit - longest, limit)
+        max_new_tokens = limit - longest
+        if max_new_tokens < 1:
+            raise CalibError(f"prefixes of {longest} tokens leave no room in the model's {limit} positions")
+    settings = dict(generator=GENERATOR, source=source, texts_sha256=texts_digest(texts), n_texts=len(texts),
+                    prefix_len=prefix_len, bos_counted=False, max_new_tokens=max_new_tokens,
+                    batch_size=batch_size, seed=seed, skip_short=skip_short, **sampling,
+                    model=getattr(model.config, "_name_or_path", "") or type(model).__name__)
+    out_path, mp = Path(out_path), meta_path(out_path)
+    if out_path.exists() and out_path.stat().st_size:
+        old = json.loads(mp.read_text()) if mp.exists() else None
+        if old != settings:
+            diff = sorted(k for k in settings if not old or old.get(k) != settings[k])
+            raise CalibError(f"{out_path} exists and was written with other settings ({', '.join(diff)}); "
+                             f"choose another output path or delete it")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    mp.write_text(json.dumps(settings, indent=1))
+    done = {r["index"]: r for r in read_rows(out_path)}
+    batches = plan_batches(prompts, batch_size)
+    todo = sum(1 for b in batches for j in b if prompts[j][0] not in done)
+    if done:
+        log.info("resuming %s: %d rows done, %d to go", out_path, len(done), todo)
+
+    bar = tqdm(total=todo, desc="self-generate", unit="doc", disable=not progress)
+    t0, n_new = time.perf_counter(), 0
+
+    def on_step(n):
+        nonlocal n_new
+        n_new += n
+        bar.set_postfix_str(f"{n_new / max(time.perf_counter() - t0, 1e-9):.0f} new tok/s", refresh=False)
+
+    with open(out_path, "a", encoding="utf-8") as f:
+        for b in batches:
+            missing = [j for j in b if prompts[j][0] not in done]
+            if not missing:
+                continue
+            # a batch is always regenerated whole, so a resumed batch sees the same shapes
+            gens = [torch.Generator(device=model.device).manual_seed(row_seed(seed, prompts[j][0])) for j in b]
+            outs = generate_batch(model, [prompts[j][1] for j in b], gens, max_new_tokens, eos, pad,
+                                  sampling, on_step)
+            rows = []
+            for j, (ids, stop) in zip(b, outs):
+                i, p = prompts[j]
+                if i in done:
+                    continue
+                rows.append(dict(generator=GENERATOR, index=i,
+                                 text=tokenizer.decode(p + ids, skip_special_tokens=True),
+                                 prefix=tokenizer.decode(p, skip_special_tokens=True),
+                                 new_tokens=len(ids), stop=stop))
+            _append(f, rows)
+            done.update((r["index"], r) for r in rows)
+            bar.update(len(rows))
+    bar.close()
+    return read_rows(out_path)
