@@ -1,9 +1,38 @@
-"""World evaluation suites: the Alpaca-role perplexity set and six lm-eval tasks."""
+"""World evaluation suites that mirror the paper's.
+
+* ``alpaca_texts``: held-out instruction-response pairs (the Alpaca-perplexity role).
+* Seven lm-eval multiple-choice tasks in the formats of BoolQ, Winogrande, PIQA,
+  HellaSwag, ARC-Easy, ARC-Challenge and MMLU (5-shot). Every item is answerable
+  only from knowledge-base facts that pretraining documents state; ARC-Challenge
+  items are two-hop (person -> city -> region, ...).
+
+``write_task_dir(path)`` writes a self-contained lm-eval task folder (one YAML
+and one jsonl per task, no Python), which ``lm_eval --include_path`` and
+``lm_eval.tasks.TaskManager(include_path=...)`` read like any other.
+"""
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from calib.world.kb import HABITATS, MATERIALS, OCCUPATIONS
 
 N_ALPACA = 1000
+N_ITEMS = 500
+TASK_SEED = 7
+TASKS = ["world_boolq", "world_winogrande", "world_piqa", "world_hellaswag",
+         "world_arc_easy", "world_arc_challenge", "world_mmlu"]
+CHANCE = {"world_boolq": 0.5, "world_winogrande": 0.5, "world_piqa": 0.5, "world_hellaswag": 0.25,
+          "world_arc_easy": 0.25, "world_arc_challenge": 0.25, "world_mmlu": 0.25}
+# the lm-eval task each world task stands in for
+PAPER_TASK = {"world_boolq": "boolq", "world_winogrande": "winogrande", "world_piqa": "piqa",
+              "world_hellaswag": "hellaswag", "world_arc_easy": "arc_easy",
+              "world_arc_challenge": "arc_challenge", "world_mmlu": "mmlu"}
 
 
 @lru_cache(maxsize=1)
@@ -15,3 +44,285 @@ def _alpaca() -> tuple[str, ...]:
 def alpaca_texts(n: int = N_ALPACA) -> list[str]:
     """Held-out instruction-response pairs in the Alpaca role (never in pretraining)."""
     return list(_alpaca()[:n])
+
+
+# ------------------------------------------------------------------------ item makers
+class _Maker:
+    def __init__(self, seed: int):
+        from calib.world.sources import kb
+        self.kb = kb()
+        self.rng = np.random.default_rng([TASK_SEED, seed])
+        self.cities = self.kb.by_name("cities")
+        self.people = self.kb.by_name("people")
+        self.animals = self.kb.by_name("animals")
+        self.tools = self.kb.by_name("tools")
+        self.foods = self.kb.by_name("foods")
+
+    def pick(self, seq):
+        return seq[int(self.rng.integers(len(seq)))]
+
+    def others(self, pool, true, k):
+        pool = sorted(set(pool) - {true})
+        idx = self.rng.choice(len(pool), size=k, replace=False)
+        return [pool[i] for i in idx]
+
+    def shuffled(self, true, wrong):
+        opts = [true] + list(wrong)
+        order = self.rng.permutation(len(opts))
+        return [opts[i] for i in order], int(np.argmax(order == 0))
+
+    # (question, answer, distractor pool): one-hop facts
+    def direct_fact(self):
+        k = self.pick(["city_region", "city_food", "person_city", "person_occ", "animal_hab", "tool_mat",
+                       "food_ingr", "city_river"])
+        kb = self.kb
+        if k == "city_region":
+            c = self.pick(kb.cities)
+            return f"Which region is {c['name']} in?", c["region"], [r["name"] for r in kb.regions]
+        if k == "city_food":
+            c = self.pick(kb.cities)
+            return f"Which dish is {c['name']} famous for?", c["food"], [f["name"] for f in kb.foods]
+        if k == "person_city":
+            p = self.pick(kb.people)
+            return f"Where was {p['name']} born?", p["city"], [c["name"] for c in kb.cities]
+        if k == "person_occ":
+            p = self.pick(kb.people)
+            return f"What does {p['name']} do for a living?", p["occupation"], OCCUPATIONS
+        if k == "animal_hab":
+            a = self.pick(kb.animals)
+            return f"Where does the {a['name']} live?", a["habitat"], HABITATS
+        if k == "tool_mat":
+            t = self.pick(kb.tools)
+            return f"What is a {t['name']} made of?", t["material"], MATERIALS
+        if k == "food_ingr":
+            f = self.pick(kb.foods)
+            return f"What is the main ingredient of {f['name']}?", f["ingredient"], \
+                sorted({x["ingredient"] for x in kb.foods})
+        c = self.pick(kb.cities)
+        return f"Which river runs through {c['name']}?", c["river"], sorted({x["river"] for x in kb.cities})
+
+    def two_hop_fact(self):
+        k = self.pick(["person_region", "person_river", "pet_habitat", "tool_material", "food_taste"])
+        p = self.pick(self.kb.people)
+        c = self.cities[p["city"]]
+        if k == "person_region":
+            return f"In which region was {p['name']} born?", c["region"], [r["name"] for r in self.kb.regions]
+        if k == "person_river":
+            return f"Which river flows through the city where {p['name']} was born?", c["river"], \
+                sorted({x["river"] for x in self.kb.cities})
+        if k == "pet_habitat":
+            return f"Where does the kind of animal that {p['name']} keeps as a pet live in the wild?", \
+                self.animals[p["animal"]]["habitat"], HABITATS
+        if k == "tool_material":
+            return f"What is the favourite tool of {p['name']} made of?", self.tools[p["tool"]]["material"], MATERIALS
+        return f"Which dish is the home city of {p['name']} famous for?", c["food"], [f["name"] for f in self.kb.foods]
+
+
+def _arc(m: _Maker, two_hop: bool) -> dict:
+    q, a, pool = m.two_hop_fact() if two_hop else m.direct_fact()
+    choices, label = m.shuffled(a, m.others(pool, a, 3))
+    return {"query": f"Question: {q}\nAnswer:", "choices": [" " + c for c in choices], "label": label}
+
+
+def _boolq(m: _Maker) -> dict:
+    kb = m.kb
+    c = m.pick(kb.cities)
+    passage = (f"{c['name']} is a city in the {c['region']} region. It was founded in {c['founded']} "
+               f"and has about {c['population']:,} inhabitants.")
+    truth = bool(m.rng.random() < 0.5)
+    k = m.pick(["food", "river", "trade", "person"])
+    if k == "food":
+        val = c["food"] if truth else m.others([f["name"] for f in kb.foods], c["food"], 1)[0]
+        q = f"is {c['name']} famous for {val}"
+    elif k == "river":
+        val = c["river"] if truth else m.others(sorted({x["river"] for x in kb.cities}), c["river"], 1)[0]
+        q = f"does the {val} river run through {c['name']}"
+    elif k == "trade":
+        val = c["trade"] if truth else m.others(sorted({x["trade"] for x in kb.cities}), c["trade"], 1)[0]
+        q = f"is {val} the main trade of {c['name']}"
+    else:
+        natives = [p for p in kb.people if p["city"] == c["name"]]
+        if truth and natives:
+            p = m.pick(natives)
+        else:
+            truth = False
+            p = m.pick([p for p in kb.people if p["city"] != c["name"]])
+        q = f"was {p['name']} born in {c['name']}"
+    return {"query": f"{passage}\nQuestion: {q}?\nAnswer:", "choices": [" no", " yes"], "label": int(truth)}
+
+
+def _winogrande(m: _Maker) -> dict:
+    kb = m.kb
+    a = m.pick(kb.people)
+    k = m.pick(["occupation", "city", "animal", "tool"])
+    key = {"occupation": "occupation", "city": "city", "animal": "animal", "tool": "tool"}[k]
+    b = m.pick([p for p in kb.people if p[key] != a[key]])
+    place = m.pick(kb.cities)["name"]
+    pred = {"occupation": f"works as a {a['occupation']}.",
+            "city": f"was born in {a['city']}.",
+            "animal": f"keeps a {a['animal']} as a pet.",
+            "tool": f"always carries a {a['tool']}."}[k]
+    opts, label = m.shuffled(a["name"], [b["name"]])
+    intro = m.pick(["met at the market in", "travelled together to", "shared a table in", "were neighbours in"])
+    sentence = f"{opts[0]} and {opts[1]} {intro} {place}. Of the two, _ {pred}"
+    idx = sentence.index("_")
+    return {"sentence": sentence, "option1": opts[0], "option2": opts[1], "label": label,
+            "contexts": [sentence[:idx] + o for o in opts], "suffix": " " + sentence[idx + 1:].strip()}
+
+
+def _piqa(m: _Maker) -> dict:
+    t = m.pick(m.kb.tools)
+    other = m.pick([x for x in m.kb.tools if (x["verb"], x["object"]) != (t["verb"], t["object"])])
+    if m.rng.random() < 0.5:
+        goal = f"{t['verb']} {t['object']}"
+        sols = [f" use a {t['name']}.", f" use a {other['name']}."]
+    else:
+        goal = f"make a {t['name']} that lasts"
+        wrong = m.others(MATERIALS, t["material"], 1)[0]
+        sols = [f" make it from {t['material']}.", f" make it from {wrong}."]
+    choices, label = m.shuffled(sols[0], sols[1:])
+    return {"goal": goal, "query": f"Goal: {goal}\nSolution:", "choices": choices, "label": label}
+
+
+def _hellaswag(m: _Maker) -> dict:
+    kb = m.kb
+    k = m.pick(["dinner", "pet", "work", "festival"])
+    p = m.pick(kb.people)
+    pr = p["pronoun"]
+    if k == "dinner":
+        ctx = f"{p['name']} came home to {p['city']} after a long trip. That evening, {pr} cooked {pr == 'he' and 'his' or 'her'} favourite dish,"
+        true = f" {p['food']}, and ate it slowly."
+        wrong = [f" {f}, and ate it slowly." for f in m.others([f["name"] for f in kb.foods], p["food"], 3)]
+    elif k == "pet":
+        ctx = f"{p['name']} opened the door and called the pet. Soon the"
+        true = f" {p['animal']} came running into the room."
+        wrong = [f" {a} came running into the room." for a in m.others([a["name"] for a in kb.animals], p["animal"], 3)]
+    elif k == "work":
+        ctx = f"Every morning {p['name']} walks to work. {pr.capitalize()} has been a"
+        true = f" {p['occupation']} for many years."
+        wrong = [f" {o} for many years." for o in m.others(OCCUPATIONS, p["occupation"], 3)]
+    else:
+        fe = m.pick(kb.festivals)
+        ctx = f"Every year on {fe['month']} {fe['day']}, crowds gather for the {fe['name']} festival in"
+        true = f" {fe['city']}, where music fills the streets."
+        wrong = [f" {c}, where music fills the streets." for c in m.others([c["name"] for c in kb.cities], fe["city"], 3)]
+    choices, label = m.shuffled(true, wrong)
+    return {"ctx": ctx, "query": ctx, "choices": choices, "label": label}
+
+
+_SUBJECTS = {"city_region": "geography", "city_food": "cuisine", "person_city": "history",
+             "person_occ": "history", "animal_hab": "biology", "tool_mat": "technology",
+             "food_ingr": "cuisine", "city_river": "geography"}
+
+
+def _mmlu(m: _Maker) -> dict:
+    q, a, pool = m.direct_fact()
+    choices, label = m.shuffled(a, m.others(pool, a, 3))
+    subject = _subject_of(q)
+    query = q + "\n" + "\n".join(f"{l}. {c}" for l, c in zip("ABCD", choices)) + "\nAnswer:"
+    return {"subject": subject, "query": query, "options": choices, "choices": [" A", " B", " C", " D"],
+            "label": label}
+
+
+def _subject_of(question: str) -> str:
+    if "region" in question or "river" in question:
+        return "geography"
+    if "dish" in question or "ingredient" in question:
+        return "cuisine"
+    if "live" in question:
+        return "biology"
+    if "made of" in question:
+        return "technology"
+    return "history"
+
+
+_MAKERS = {"world_boolq": _boolq, "world_winogrande": _winogrande, "world_piqa": _piqa,
+           "world_hellaswag": _hellaswag, "world_arc_easy": lambda m: _arc(m, False),
+           "world_arc_challenge": lambda m: _arc(m, True), "world_mmlu": _mmlu}
+
+
+def make_items(task: str, n: int = N_ITEMS, split: str = "test") -> list[dict]:
+    """``n`` distinct items of one task (the 'dev' split feeds MMLU's 5 shots)."""
+    seed = TASKS.index(task) * 10 + (0 if split == "test" else 1)
+    m = _Maker(seed)
+    out, seen = [], set()
+    tries = 0
+    while len(out) < n:
+        item = _MAKERS[task](m)
+        key = json.dumps(item, sort_keys=True)
+        tries += 1
+        if key in seen and tries < 50 * n:
+            continue
+        seen.add(key)
+        out.append(item)
+    return out
+
+
+# ------------------------------------------------------------------------- lm-eval YAML
+_COMMON = """output_type: multiple_choice
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+{extra_files}test_split: test
+{body}metric_list:
+  - metric: acc
+    aggregation: mean
+    higher_is_better: true
+  - metric: acc_norm
+    aggregation: mean
+    higher_is_better: true
+metadata:
+  version: 1.0
+  world_kb_seed: 0
+  world_task_seed: {seed}
+"""
+
+
+def _yaml(task: str, data: Path, dev: Path | None) -> str:
+    if task == "world_winogrande":
+        body = 'doc_to_text: "{{label}}"\ndoc_to_target: suffix\ndoc_to_choice: contexts\n'
+    elif task == "world_mmlu":
+        body = ('fewshot_split: dev\nnum_fewshot: 5\nfewshot_config:\n  sampler: first_n\n'
+                'description: "The following are multiple choice questions (with answers) about {{subject}}.\\n\\n"\n'
+                'doc_to_text: query\ndoc_to_target: label\ndoc_to_choice: choices\n')
+    else:
+        body = "doc_to_text: query\ndoc_to_target: label\ndoc_to_choice: choices\n"
+    extra = f"    dev: {dev}\n" if dev else ""
+    return f"task: {task}\ntag: world\n" + _COMMON.format(data=data, extra_files=extra, body=body, seed=TASK_SEED)
+
+
+def write_task_dir(path: str | Path, n: int = N_ITEMS) -> Path:
+    """Write one YAML and one jsonl per task into ``path`` (absolute data paths)."""
+    path = Path(path).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    for task in TASKS:
+        data = path / f"{task}.jsonl"
+        data.write_text("".join(json.dumps(x) + "\n" for x in make_items(task, n)))
+        dev = None
+        if task == "world_mmlu":
+            dev = path / f"{task}_dev.jsonl"
+            dev.write_text("".join(json.dumps(x) + "\n" for x in make_items(task, 25, split="dev")))
+        (path / f"{task}.yaml").write_text(_yaml(task, data, dev))
+    return path
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("CALIB_CACHE", Path.home() / ".cache" / "calib"))
+
+
+def task_dir(n: int = N_ITEMS) -> Path:
+    """The task folder in the cache, written once per version of this file."""
+    version = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
+    path = cache_dir() / "lm_eval_tasks" / f"world-{version}-{n}"
+    if not (path / "world_mmlu.yaml").is_file():
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        write_task_dir(tmp, n)
+        for f in tmp.glob("*.yaml"):  # data paths must point at the final folder
+            f.write_text(f.read_text().replace(str(tmp.resolve()), str(path.resolve())))
+        try:
+            tmp.rename(path)
+        except OSError:  # another process won the race; its copy is identical
+            import shutil
+            shutil.rmtree(tmp, ignore_errors=True)
+    return path

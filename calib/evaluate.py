@@ -1,0 +1,112 @@
+"""Evaluation of (pruned) models: perplexity two ways, and downstream tasks via upstream lm-eval.
+
+Perplexity on a held-out text set is reported as
+* ``ppl_corpus``: token-weighted, exp(Σ NLL / Σ tokens);
+* ``ppl_paper``: the paper's definition, mean over samples of exp(mean token NLL).
+
+Tasks run through ``lm_eval.simple_evaluate`` with ``HFLM(pretrained=model)`` wrapping
+the in-memory model: no fork, no temporary save.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+from typing import Sequence
+
+import numpy as np
+
+PAPER_TASKS = {"boolq": 0, "winogrande": 0, "piqa": 0, "hellaswag": 0, "arc_easy": 0, "arc_challenge": 0,
+               "mmlu": 5}
+"""The paper's tasks with their shot counts. The paper's released code ran MMLU
+0-shot; the paper says 5-shot. The count is explicit so either can be chosen."""
+
+
+def token_nll(model, tokenizer, texts: Sequence[str], max_length: int | None = None,
+              batch_size: int = 16, progress: bool = False) -> list[np.ndarray]:
+    """Per-token negative log-likelihoods of each text (BOS as context, not scored)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    if not texts:
+        from calib.errors import CalibError
+        raise CalibError("cannot compute perplexity of an empty text set")
+    max_length = max_length or getattr(model.config, "max_position_embeddings", 2048)
+    device = next(model.parameters()).device
+    enc = tokenizer(list(texts), add_special_tokens=True, truncation=True, max_length=max_length)["input_ids"]
+    order = np.argsort([-len(e) for e in enc], kind="stable")  # similar lengths share a batch
+    out: list[np.ndarray | None] = [None] * len(enc)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(order), batch_size), desc="perplexity", disable=not progress):
+            idx = order[start:start + batch_size]
+            L = max(len(enc[i]) for i in idx)
+            ids = torch.full((len(idx), L), pad, dtype=torch.long)
+            mask = torch.zeros((len(idx), L), dtype=torch.long)
+            for r, i in enumerate(idx):
+                ids[r, :len(enc[i])] = torch.tensor(enc[i])
+                mask[r, :len(enc[i])] = 1
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+            logp = torch.log_softmax(logits[:, :-1], dim=-1)
+            nll = -logp.gather(-1, ids[:, 1:, None].to(device)).squeeze(-1).cpu()
+            for r, i in enumerate(idx):
+                out[i] = nll[r, :len(enc[i]) - 1].numpy().astype(np.float64)
+    return out  # type: ignore[return-value]
+
+
+def perplexity(model, tokenizer, texts: Sequence[str], max_length: int | None = None,
+               batch_size: int = 16, progress: bool = False) -> dict:
+    nlls = [n for n in token_nll(model, tokenizer, texts, max_length, batch_size, progress) if len(n)]
+    total = sum(float(n.sum()) for n in nlls)
+    count = sum(len(n) for n in nlls)
+    per_sample = [math.exp(float(n.mean())) for n in nlls]
+    return {"ppl_corpus": math.exp(total / count), "ppl_paper": float(np.mean(per_sample)),
+            "nll_per_token": total / count, "n_texts": len(nlls), "n_tokens": count}
+
+
+def lm_eval_tasks(model, tokenizer, tasks: Sequence[str] | dict, include_path: str | None = None,
+                  batch_size: int = 32, limit: int | None = None, seed: int = 1234) -> dict:
+    """Run lm-eval tasks on an in-memory model. ``tasks`` is a list of names, or a dict
+    name -> num_fewshot (None keeps the task's own setting). Returns per-task metrics
+    plus the lm-eval version and each task's version."""
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    for name in ("lm-eval", "lm_eval", "lm_eval.api.task", "lm_eval.evaluator"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    shots = dict(tasks) if isinstance(tasks, dict) else {t: None for t in tasks}
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    tm = TaskManager(include_path=str(include_path) if include_path else None)
+    results: dict = {"tasks": {}, "lm_eval_version": lm_eval.__version__, "task_versions": {}}
+    # group by shot count: simple_evaluate takes one num_fewshot per call
+    for n_shot in sorted({v for v in shots.values()}, key=lambda v: -1 if v is None else v):
+        names = [t for t, v in shots.items() if v == n_shot]
+        res = lm_eval.simple_evaluate(model=lm, tasks=names, task_manager=tm, num_fewshot=n_shot,
+                                      limit=limit, random_seed=seed, numpy_random_seed=seed,
+                                      torch_random_seed=seed, fewshot_random_seed=seed,
+                                      log_samples=False, verbosity="WARNING")
+        for t, metrics in res["results"].items():
+            clean = {k.split(",")[0]: float(v) for k, v in metrics.items()
+                     if isinstance(v, (int, float)) and "," in k}
+            results["tasks"][t] = clean
+        results["task_versions"].update({k: v for k, v in res.get("versions", {}).items()})
+        results["n_shot"] = {**results.get("n_shot", {}), **{k: v for k, v in res.get("n-shot", {}).items()}}
+    return results
+
+
+def world_suite(model, tokenizer, batch_size: int = 32, limit: int | None = None,
+                n_alpaca: int = 1000) -> dict:
+    """The world's counterpart of the paper's evaluation: Alpaca-role perplexity and the
+    seven world tasks. ``avg`` is the mean accuracy over tasks, as the paper's Avg."""
+    from calib.world.tasks import TASKS, alpaca_texts, task_dir
+
+    ppl = perplexity(model, tokenizer, alpaca_texts(n_alpaca), batch_size=batch_size)
+    res = lm_eval_tasks(model, tokenizer, TASKS, include_path=str(task_dir()), batch_size=batch_size,
+                        limit=limit)
+    acc = {t: res["tasks"][t]["acc"] for t in TASKS}
+    return {"alpaca_ppl": ppl["ppl_paper"], "alpaca_ppl_corpus": ppl["ppl_corpus"], "acc": acc,
+            "avg": float(np.mean(list(acc.values()))), "lm_eval_version": res["lm_eval_version"],
+            "task_versions": res["task_versions"], "tasks": res["tasks"]}

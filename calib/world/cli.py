@@ -1,0 +1,91 @@
+"""`calib world ...`: build, inspect and export the embedded world."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+REPORT_PATH = Path(__file__).parent / "report.json"
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("world", help="the embedded world: sources, model, tasks, realism report",
+                       description="The embedded default: a small world whose pretraining data is fully known, "
+                                   "and a LLaMA-architecture model trained on it.")
+    wsub = p.add_subparsers(dest="world_command", metavar="ACTION")
+    wsub.required = True
+
+    b = wsub.add_parser("build", help="train the world model (or reuse the committed one) and write the realism report")
+    b.add_argument("--model", type=Path, default=None, help="model folder (default: the packaged calib/world/model)")
+    b.add_argument("--retrain", action="store_true", help="train from the recipe even if a model exists")
+    b.add_argument("--steps", type=int, default=None, help="truncate training to this many steps (testing)")
+    b.add_argument("--report", type=Path, default=REPORT_PATH, help="where to write the JSON report")
+    b.add_argument("--no-report", action="store_true", help="skip the realism report")
+    b.add_argument("--no-prune", action="store_true", help="skip the pruning measurements (R2, R3) of the report")
+    b.set_defaults(func=_build)
+
+    s = wsub.add_parser("sources", help="list the world's sources and their roles")
+    s.set_defaults(func=_sources)
+
+    sh = wsub.add_parser("show", help="print documents of a source")
+    sh.add_argument("source", help="e.g. world/pretrain")
+    sh.add_argument("-n", type=int, default=3)
+    sh.add_argument("--seed", type=int, default=0)
+    sh.add_argument("--split", default="calib", help="train | calib | eval")
+    sh.set_defaults(func=_show)
+
+    t = wsub.add_parser("tasks", help="write the world's lm-eval tasks (YAML + jsonl) to a folder")
+    t.add_argument("--out", type=Path, required=True)
+    t.set_defaults(func=_tasks)
+
+
+def _build(args) -> int:
+    from calib.errors import CalibError
+    from calib.world import model as wm
+    target = args.model or wm.MODEL_DIR
+    exists = (target / "config.json").is_file()
+    if args.retrain or not exists:
+        import shutil
+        tmp = target.with_name(target.name + ".building")
+        shutil.rmtree(tmp, ignore_errors=True)
+        print(f"training the world model from the recipe into {target} ...")
+        wm.train(wm.RECIPE, out_dir=tmp, steps=args.steps)
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)  # nothing half-written at the target
+    else:
+        print(f"reusing the world model at {target} (use --retrain to train it again)")
+    wm.load(target)  # fail early, with a hint, if the folder is corrupt
+    if args.no_report:
+        return 0
+    from calib.world.report import build_report, markdown
+    try:
+        rep = build_report(target, with_pruning=not args.no_prune)
+    except ImportError as e:
+        raise CalibError(f"the report needs a module that is missing: {e}") from e
+    args.report.write_text(json.dumps(rep, indent=1))
+    print(markdown(rep))
+    print(f"report written to {args.report}")
+    return 0
+
+
+def _sources(args) -> int:
+    from calib.world.sources import SOURCES
+    for s in SOURCES.values():
+        mix = ", ".join(f"{d} {w:.1%}" for d, w in s.mixture)
+        print(f"{s.name:22s} {s.role:11s} {s.sampling:9s} {s.description}\n{'':22s} {mix}")
+    return 0
+
+
+def _show(args) -> int:
+    from calib.world.sources import documents
+    for i, d in enumerate(documents(args.source, args.n, seed=args.seed, split=args.split)):
+        print(f"--- {args.source} [{args.split}] #{i}\n{d}")
+    return 0
+
+
+def _tasks(args) -> int:
+    from calib.world.tasks import write_task_dir
+    path = write_task_dir(args.out)
+    print(f"lm-eval tasks written to {path}; run them with: lm_eval --include_path {path} --tasks world ...")
+    return 0
