@@ -34,24 +34,26 @@ class InputStats:
     def add(self, x: torch.Tensor):
         if x.dim() == 2:
             x = x.unsqueeze(0)
-        b = x.shape[0]
         x = x.float()
-        old, new = self.nseq, self.nseq + b
-        self.nseq = new
-        # Rescale-then-add, as the reference does per sample, keeps the fp32
-        # accumulators at the scale of a mean instead of a growing sum.
-        if self.sq is not None:
-            self.sq *= old / new
-            self.sq += x.pow(2).sum(dim=(0, 1)) / new
-        if self.mean is not None:
-            self.mean *= old / new
-            self.mean += x.sum(dim=(0, 1)) / new
+        # Batched reductions, then the reference's per-sequence running rescale,
+        # so a batch gives the same fp32 numbers as one sequence at a time.
+        sq = torch.linalg.vector_norm(x, ord=2, dim=1) ** 2 if self.sq is not None else None
+        sm = x.sum(dim=1) if self.mean is not None else None
         if self._var_sum is not None:
             self._var_sum += x.var(dim=1, unbiased=False).sum(dim=0)
-        if self.H is not None:
-            self.H *= old / new
-            xs = math.sqrt(2 / new) * x.reshape(-1, x.shape[-1])
-            self.H += xs.t().matmul(xs)
+        for b in range(x.shape[0]):
+            old, new = self.nseq, self.nseq + 1
+            self.nseq = new
+            if sq is not None:
+                self.sq *= old / new
+                self.sq += sq[b] / new
+            if sm is not None:
+                self.mean *= old / new
+                self.mean += sm[b] / new
+            if self.H is not None:
+                self.H *= old / new
+                xs = math.sqrt(2 / new) * x[b]
+                self.H += xs.t().matmul(xs)
 
     @property
     def var(self):
