@@ -68,10 +68,13 @@ def lsh_overlap(a: list[str], b: list[str], threshold: float = 0.5, n: int = 3, 
 
 
 # ------------------------------------------------------------ perplexity filter (§4, §6.3)
-def check_k(k: float) -> float:
+def check_k(k: float, allow_100: bool = False) -> float:
+    """k is a percentage in (0, 100); Min-K%++ also accepts 100 (every token)."""
     from calib.errors import CalibError
-    if isinstance(k, bool) or not isinstance(k, (int, float)) or not 0 < k < 100:
-        raise CalibError(f"k must be a percentage strictly between 0 and 100, got {k!r}")
+    ok = isinstance(k, (int, float)) and not isinstance(k, bool) and (0 < k < 100 or (allow_100 and k == 100))
+    if not ok:
+        raise CalibError(f"k must be a percentage strictly between 0 and 100{' (or 100)' if allow_100 else ''}, "
+                         f"got {k!r}")
     return float(k)
 
 
@@ -156,14 +159,14 @@ def mink_pp_score(token_scores, k: float = 50) -> float:
     s = np.sort(np.asarray(token_scores, dtype=np.float64))
     if len(s) == 0:
         return float("nan")
-    m = max(1, int(len(s) * check_k(k) / 100))
+    m = max(1, int(len(s) * check_k(k, allow_100=True) / 100))
     return float(s[:m].mean())
 
 
 def mink_pp(model, tokenizer, texts: list[str], k: float = 50, batch_size: int = 8,
             progress: bool = True) -> np.ndarray:
     """Min-K%++ score of each text (higher: more like the model's training data)."""
-    check_k(k)
+    check_k(k, allow_100=True)
     return np.asarray([mink_pp_score(mink_pp_tokens(ids, logits).numpy(), k)
                        for ids, logits in token_logits(model, tokenizer, texts, batch_size,
                                                        desc=f"Min-{k:g}%++", progress=progress)])
