@@ -16,6 +16,7 @@ from calib.errors import CalibError
 REGISTRARS = [
     ("calib.world.cli", "add_parser"),
     ("calib.data_cli", "add_parser"),  # sample, generate, filter, similarity
+    ("calib.prune.cli", "add_parser"),
 ]
 
 

@@ -1,0 +1,223 @@
+"""`calib prune`: prune a Hugging Face model with calibration data and save it.
+
+The output folder is written atomically: everything goes to a hidden sibling
+folder first, which is renamed to --out only once complete.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from calib.errors import CalibError
+
+# CLI flag -> method option; None defaults mean "the method's own default".
+_OPTION_FLAGS = {
+    "use_variant": "--use-variant",
+    "blocksize": "--blocksize",
+    "percdamp": "--percdamp",
+    "initial_method": "--dsnot-init",
+    "max_cycle_time": "--max-cycle-time",
+    "update_threshold": "--update-threshold",
+    "pow_of_var_regrowing": "--pow-of-var-regrowing",
+    "skip_layer": "--skip-layer",
+    "skip_sub_layer": "--skip-sub-layer",
+    "without_dsnot": "--without-dsnot",
+    "same_sign": "--same-sign",
+    "base": "--owl-base",
+    "owl_m": "--owl-m",
+    "owl_lambda": "--owl-lambda",
+}
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "prune", help="prune a model layer by layer (magnitude, wanda, sparsegpt, dsnot, owl)",
+        description="Prune a decoder-only Hugging Face model (LLaMA, Mistral, Qwen2/3) layer by layer "
+                    "and save it with dense weights and exact zeros, plus prune_report.json.",
+    )
+    p.add_argument("--model", required=True, help="model folder (save_pretrained layout)")
+    p.add_argument("--method", default="wanda", help="magnitude | wanda | sparsegpt | dsnot | owl")
+    p.add_argument("--sparsity", type=float, default=None,
+                   help="unstructured sparsity in [0, 1) (default 0.5); implied by N:M patterns")
+    p.add_argument("--pattern", default="unstructured", help="unstructured | 2:4 | 4:8 | N:M")
+    p.add_argument("--calib", default="world/pretrain", help="world source (e.g. world/pretrain) or a local text file")
+    p.add_argument("--calib-mode", default=None, help="sampling mode of the source (default: the source's own)")
+    p.add_argument("--nsamples", type=int, default=128)
+    p.add_argument("--seqlen", type=int, default=2048)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, type=Path, help="output folder (must not exist, or be empty)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    p.add_argument("--batch-size", type=int, default=8, help="calibration samples per block forward")
+    p.add_argument("--device", default=None, help="compute device (default: cuda if available, else cpu)")
+    p.add_argument("--no-offload", action="store_true",
+                   help="keep the whole model on the device (default: one block at a time)")
+    p.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 | float16")
+    p.add_argument("--no-progress", action="store_true")
+    g = p.add_argument_group("method options (default: the original implementations' values)")
+    g.add_argument("--use-variant", action="store_const", const=True, default=None,
+                   help="wanda/owl: Wanda's alpha-search variant")
+    g.add_argument("--blocksize", type=int, default=None, help="sparsegpt: column block size (128)")
+    g.add_argument("--percdamp", type=float, default=None, help="sparsegpt/dsnot: Hessian damping (0.01)")
+    g.add_argument("--dsnot-init", dest="initial_method", default=None, help="dsnot: wanda | sparsegpt | magnitude")
+    g.add_argument("--max-cycle-time", type=int, default=None, help="dsnot: cycles (50)")
+    g.add_argument("--update-threshold", type=float, default=None, help="dsnot: stop when |err| <= this (0.1)")
+    g.add_argument("--pow-of-var-regrowing", type=float, default=None, help="dsnot: variance power (1)")
+    g.add_argument("--skip-layer", default=None, help="dsnot: no_skip | mlp | self_attn (mlp)")
+    g.add_argument("--skip-sub-layer", default=None, help="dsnot: e.g. q_proj (no_skip)")
+    g.add_argument("--without-dsnot", action="store_const", const=True, default=None,
+                   help="dsnot: initial mask only")
+    g.add_argument("--same-sign", default=None, choices=["true", "false"],
+                   help="dsnot: require err to keep its sign (default: false unstructured, true N:M, as upstream)")
+    g.add_argument("--owl-base", dest="base", default=None, help="owl: wanda | sparsegpt | magnitude")
+    g.add_argument("--owl-m", type=float, default=None, help="owl: outlier threshold M (5)")
+    g.add_argument("--owl-lambda", type=float, default=None, help="owl: lambda (0.08)")
+    p.set_defaults(func=handler)
+
+
+def _method_options(args, method):
+    from calib.prune.engine import OPTIONS
+    opts = {}
+    for key, flag in _OPTION_FLAGS.items():
+        val = getattr(args, key)
+        if val is None:
+            continue
+        if key not in OPTIONS.get(method, {}):
+            raise CalibError(f"{flag} does not apply to method {method!r}")
+        opts[key] = (val == "true") if key == "same_sign" else val
+    return opts
+
+
+def _check_out(out: Path, overwrite: bool):
+    if out.exists():
+        if not out.is_dir():
+            raise CalibError(f"--out {out} exists and is not a folder")
+        if any(out.iterdir()) and not overwrite:
+            raise CalibError(f"--out {out} is not empty; pass --overwrite to replace it")
+
+
+def _versions():
+    import torch
+    import transformers
+
+    import calib
+    return {"torch": torch.__version__, "transformers": transformers.__version__,
+            "calib": calib.__version__, "python": sys.version.split()[0]}
+
+
+def handler(args) -> int:
+    from calib.errors import check_choice
+    from calib.prune.engine import METHODS, parse_pattern, resolve_options, resolve_sparsity
+
+    t0 = time.perf_counter()
+    # Everything checkable without the model fails before anything is loaded.
+    check_choice("pruning method", args.method, METHODS)
+    nm = parse_pattern(args.pattern)
+    sparsity = resolve_sparsity(args.sparsity, nm)
+    opts = resolve_options(args.method, _method_options(args, args.method))
+    if args.nsamples < 1:
+        raise CalibError(f"--nsamples {args.nsamples} must be >= 1")
+    if args.seqlen < 1:
+        raise CalibError(f"--seqlen {args.seqlen} must be >= 1")
+    if args.batch_size < 1:
+        raise CalibError(f"--batch-size {args.batch_size} must be >= 1")
+    check_choice("dtype", args.dtype, ["auto", "float32", "bfloat16", "float16"])
+    out = Path(args.out)
+    _check_out(out, args.overwrite)
+    model_dir = Path(args.model)
+    if not (model_dir / "config.json").is_file():
+        raise CalibError(f"--model {model_dir} has no config.json (expected a save_pretrained folder)")
+
+    import hashlib
+
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from calib.prune.engine import check_architecture, context_length, prune
+
+    config = AutoConfig.from_pretrained(model_dir)
+    check_architecture(config)
+    ctx = context_length(config)
+    if ctx is not None and args.seqlen > ctx:
+        raise CalibError(f"--seqlen {args.seqlen} is longer than the model's context ({ctx} tokens)")
+
+    timings = {}
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    dtype = "auto" if args.dtype == "auto" else getattr(torch, args.dtype)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
+    timings["load_s"] = time.perf_counter() - t0
+
+    t = time.perf_counter()
+    ids = None
+    if args.method != "magnitude":  # magnitude needs no data
+        try:
+            from calib.data import calibration_tensor
+        except ImportError as e:
+            raise CalibError(f"calibration sampling (calib.data) is unavailable: {e}")
+        ids = calibration_tensor(args.calib, tokenizer, nsamples=args.nsamples, seqlen=args.seqlen,
+                                 seed=args.seed, mode=args.calib_mode)
+    timings["calibration_s"] = time.perf_counter() - t
+
+    torch.manual_seed(args.seed)
+    t = time.perf_counter()
+    result = prune(model, ids, method=args.method, sparsity=args.sparsity,
+                   pattern=args.pattern, batch_size=args.batch_size, device=args.device,
+                   offload=not args.no_offload, progress=not args.no_progress, **opts)
+    timings["prune_s"] = time.perf_counter() - t
+
+    report = {
+        "model": str(model_dir),
+        "method": args.method,
+        "pattern": args.pattern,
+        "sparsity": sparsity,
+        "options": result.report["options"],
+        "calibration": {
+            "source": args.calib, "mode": args.calib_mode, "nsamples": args.nsamples, "seqlen": args.seqlen,
+            "sha256_int32": None if ids is None else hashlib.sha256(
+                ids.to(torch.int32).contiguous().numpy().tobytes()).hexdigest(),
+        },
+        "seed": args.seed,
+        "mask_hash": result.mask_hash,
+        "sparsity_report": {k: result.report[k] for k in ("overall", "blocks", "matrices")},
+        "owl": result.report.get("owl"),
+        "versions": _versions(),
+        "timings": {**timings, "engine": result.timings},
+    }
+
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    t = time.perf_counter()
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        report["timings"]["save_s"] = time.perf_counter() - t
+        report["timings"]["total_s"] = time.perf_counter() - t0
+        (tmp / "prune_report.json").write_text(json.dumps(report, indent=2))
+        _publish(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    ov = report["sparsity_report"]["overall"]
+    print(f"pruned {args.method} {args.pattern} -> {out}: sparsity {ov['sparsity']:.4f} "
+          f"({ov['pruned']}/{ov['total']}), mask hash {result.mask_hash[:16]}")
+    return 0
+
+
+def _publish(tmp: Path, out: Path):
+    """Rename the finished folder into place (replacing an old --out only at the very end)."""
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        out.rename(old)
+        try:
+            tmp.rename(out)
+        except BaseException:
+            old.rename(out)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(out)
