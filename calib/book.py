@@ -1,0 +1,82 @@
+"""Execute the book's notebooks with papermill into book/ (python -m calib.book).
+
+A notebook is re-executed only when its source, its parameters or the calib
+package changed since the last run (the key is stored in the executed
+notebook's metadata), so re-building the book is cheap. Results themselves are
+cached by the experiment store, so a re-execution only runs what is missing.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+BOOK = ROOT / "book"
+PROFILES = ("smoke", "toy", "paper")
+# notebook -> chapter file in book/, in reading order
+CHAPTERS = ["world"]
+
+
+def _package_hash() -> str:
+    h = hashlib.sha256()
+    for f in sorted((ROOT / "calib").rglob("*")):
+        if f.is_file() and f.suffix in {".py", ".json", ".safetensors"} and "__pycache__" not in f.parts:
+            h.update(f.relative_to(ROOT).as_posix().encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def _key(nb: Path, params: dict, pkg: str) -> str:
+    return hashlib.sha256(nb.read_bytes() + json.dumps(params, sort_keys=True).encode() + pkg.encode()).hexdigest()
+
+
+def execute(profile: str, chapters: list[str] | None = None, force: bool = False) -> int:
+    import nbformat
+    import papermill as pm
+    from calib.errors import check_choice
+    check_choice("profile", profile, PROFILES)
+    pkg = _package_hash()
+    failed = []
+    for name in chapters or CHAPTERS:
+        src, dst = NOTEBOOKS / f"{name}.ipynb", BOOK / f"{name}.ipynb"
+        params = {"profile": profile}
+        key = _key(src, params, pkg)
+        if not force and dst.exists():
+            old = nbformat.read(dst, as_version=4).metadata.get("calib", {})
+            if old.get("key") == key:
+                print(f"[book] {name}: up to date")
+                continue
+        print(f"[book] {name}: executing (profile={profile}) ...", flush=True)
+        t0 = time.time()
+        tmp = dst.with_suffix(".running.ipynb")
+        try:
+            pm.execute_notebook(str(src), str(tmp), parameters=params, kernel_name="python3",
+                                cwd=str(ROOT), progress_bar=False)
+        except Exception as e:  # keep going: the build then fails on the missing chapter
+            print(f"[book] {name}: FAILED: {type(e).__name__}: {str(e)[:2000]}", file=sys.stderr)
+            failed.append(name)
+            continue
+        nb = nbformat.read(tmp, as_version=4)
+        nb.metadata["calib"] = {"key": key, "profile": profile, "seconds": round(time.time() - t0, 1)}
+        nbformat.write(nb, dst)
+        tmp.unlink()
+        print(f"[book] {name}: done in {time.time() - t0:.0f} s")
+    return 1 if failed else 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--profile", default="toy", help="smoke | toy | paper")
+    ap.add_argument("--chapter", action="append", help="only these chapters (repeatable)")
+    ap.add_argument("--force", action="store_true", help="re-execute even if up to date")
+    a = ap.parse_args(argv)
+    return execute(a.profile, a.chapter, a.force)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
