@@ -78,38 +78,50 @@ def build_prompts(tokenizer, texts: list[str], prefix_len: int = PREFIX_LEN,
 
 
 # -------------------------------------------------------------------------- sampling
-def process_logits(logits, seen, top_k: int, top_p: float, temperature: float, repetition_penalty: float):
-    """Next-token logits after HF's processors, in HF's order. ``seen`` [B, V] bool marks
-    tokens already in each row (prompt and generated, pads excluded); -inf = removed."""
+def candidates(logits, seen, top_k: int, top_p: float, temperature: float, repetition_penalty: float):
+    """HF's processors (repetition penalty, temperature, top-k, top-p, in that order) applied
+    to [B, V] next-token logits; ``seen`` [B, V] marks tokens already in each row (prompt and
+    generated, pads excluded). Returns (logits, token ids), [B, K] each, sorted by logit,
+    with -inf where a token is removed; K = top_k, so sampling touches K tokens, not V."""
     import torch
     if repetition_penalty != 1.0:
         pen = torch.where(logits < 0, logits * repetition_penalty, logits / repetition_penalty)
         logits = torch.where(seen, pen, logits)
     logits = logits / temperature
-    if top_k and top_k < logits.shape[-1]:
-        kth = logits.topk(top_k, dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
+    k = top_k if top_k and top_k < logits.shape[-1] else logits.shape[-1]
+    vals, ids = logits.topk(k, dim=-1)  # sorted, largest first
     if top_p < 1.0:
-        # drop the low tail whose total mass is <= 1 - top_p; the top token always stays
-        asc, order = logits.sort(dim=-1)
-        tail = asc.softmax(-1).cumsum(-1) <= 1 - top_p
-        tail[..., -1] = False
-        logits = logits.masked_fill(tail.scatter(-1, order, tail), float("-inf"))
-    return logits
+        # drop a token once the mass strictly above it reaches top_p (HF: the low tail of
+        # mass <= 1 - top_p goes); the top token always stays
+        probs = vals.softmax(-1)
+        above = probs.cumsum(-1) - probs
+        drop = above >= top_p
+        drop[..., 0] = False
+        vals = vals.masked_fill(drop, float("-inf"))
+    return vals, ids
+
+
+def process_logits(logits, seen, **sampling):
+    """``candidates`` scattered back to a full [B, V] tensor (-inf elsewhere)."""
+    import torch
+    vals, ids = candidates(logits, seen, **sampling)
+    return torch.full_like(logits, float("-inf")).scatter(-1, ids, vals)
 
 
 def row_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1, np.uint64)[0] >> 1)
 
 
-def sample_rows(logits, generators):
+def sample_rows(logits, generators, ids=None):
     """One categorical draw per row from softmax(logits), row r using generators[r]
-    (exponential race: argmax p_i / E_i with E_i ~ Exp(1))."""
+    (exponential race: argmax p_i / E_i with E_i ~ Exp(1)). With ``ids`` the logits are
+    candidates and the drawn candidate's id is returned."""
     import torch
     probs = logits.float().softmax(-1)
     race = torch.stack([torch.empty(probs.shape[-1], device=probs.device).exponential_(generator=g)
                         for g in generators])
-    return (probs / race).argmax(-1)
+    pick = (probs / race).argmax(-1)
+    return pick if ids is None else ids.gather(-1, pick[:, None]).squeeze(-1)
 
 
 def generate_batch(model, prompts: list[list[int]], generators, max_new_tokens: int, eos: int, pad: int,
@@ -139,8 +151,8 @@ def generate_batch(model, prompts: list[list[int]], generators, max_new_tokens: 
                     use_cache=True, logits_to_keep=1)
         last = pos[:, -1:]
         for step in range(max_new_tokens):
-            logits = process_logits(out.logits[:, -1].float(), seen, **sampling)
-            nxt = sample_rows(logits, gens)
+            vals, cand = candidates(out.logits[:, -1].float(), seen, **sampling)
+            nxt = sample_rows(vals, gens, cand)
             done = nxt == eos
             for r, t, d in zip(alive.tolist(), nxt.tolist(), done.tolist()):
                 if d:

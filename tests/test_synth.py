@@ -55,7 +55,8 @@ def test_missing_pad_token_falls_back_to_eos_with_a_warning(mt, caplog):
     assert "no pad token; padding with EOS" in caplog.text
 
 
-def test_logit_processing_matches_hf_processors():
+@pytest.mark.parametrize("top_k,top_p,lo,hi", [(50, 0.95, 10, 49), (0, 0.9, 60, 299), (50, 1.0, 50, 50)])
+def test_logit_processing_matches_hf_processors(top_k, top_p, lo, hi):
     from transformers.generation.logits_process import (RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper,
                                                         TopKLogitsWarper, TopPLogitsWarper)
     g = torch.Generator().manual_seed(0)
@@ -63,13 +64,15 @@ def test_logit_processing_matches_hf_processors():
     ids = torch.randint(0, 300, (6, 12), generator=g)
     seen = torch.zeros(6, 300, dtype=torch.bool).scatter_(1, ids, True)
     ref = logits.clone()
-    for proc in (RepetitionPenaltyLogitsProcessor(1.2), TemperatureLogitsWarper(0.6), TopKLogitsWarper(50),
-                 TopPLogitsWarper(0.95)):
+    procs = [RepetitionPenaltyLogitsProcessor(1.2), TemperatureLogitsWarper(0.6)]
+    procs += [TopKLogitsWarper(top_k)] if top_k else []
+    procs += [TopPLogitsWarper(top_p)] if top_p < 1 else []
+    for proc in procs:
         ref = proc(ids, ref)
-    ours = synth.process_logits(logits, seen, 50, 0.95, 0.6, 1.2)
+    ours = synth.process_logits(logits, seen, top_k=top_k, top_p=top_p, temperature=0.6, repetition_penalty=1.2)
     kept = ~torch.isinf(ours)
     assert torch.equal(kept, ~torch.isinf(ref))
-    assert 10 < kept.sum(-1).min() and kept.sum(-1).max() <= 50    # top-p really cut inside the top 50
+    assert lo <= kept.sum(-1).min() and kept.sum(-1).max() <= hi    # the cuts really bite
     torch.testing.assert_close(ours.softmax(-1), ref.softmax(-1))
 
 
