@@ -419,7 +419,7 @@ class _Run:
         return ratios
 
     def _bar(self, it, desc):
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
         return tqdm(it, desc=f"prune {desc}", unit="block", disable=not self.progress, leave=False)
 
     def report(self, extra):
