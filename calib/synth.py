@@ -146,9 +146,10 @@ def generate_batch(model, prompts: list[list[int]], generators, max_new_tokens: 
     gens = list(generators)
     new: list[list[int]] = [[] for _ in range(B)]
     stop = ["length"] * B
+    padded = not bool(mask.all())  # without pads the mask is all ones: skip building it each step
     with torch.inference_mode():
-        out = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                    use_cache=True, logits_to_keep=1)
+        out = model(input_ids=ids, attention_mask=mask if padded else None, position_ids=pos,
+                    past_key_values=cache, use_cache=True, logits_to_keep=1)
         last = pos[:, -1:]
         for step in range(max_new_tokens):
             vals, cand = candidates(out.logits[:, -1].float(), seen, **sampling)
@@ -171,9 +172,10 @@ def generate_batch(model, prompts: list[list[int]], generators, max_new_tokens: 
                 gens = [gens[i] for i in keep.tolist()]
                 cache.batch_select_indices(keep)
             seen[torch.arange(len(nxt), device=dev), nxt] = True
-            mask = torch.cat([mask, mask.new_ones((len(nxt), 1))], dim=1)
+            if padded:
+                mask = torch.cat([mask, mask.new_ones((len(nxt), 1))], dim=1)
             last = last + 1
-            out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=last,
+            out = model(input_ids=nxt[:, None], attention_mask=mask if padded else None, position_ids=last,
                         past_key_values=cache, use_cache=True)
     return list(zip(new, stop))
 
