@@ -275,12 +275,15 @@ def generate(model, tokenizer, texts: list[str], out_path: str | Path, prefix_le
         log.info("resuming %s: %d rows done, %d to go", out_path, len(done), todo)
 
     bar = tqdm(total=todo, desc="self-generate", unit="doc", disable=not progress)
-    t0, n_new = time.perf_counter(), 0
+    t0, n_new, shown = time.perf_counter(), 0, 0.0
 
-    def on_step(n):
-        nonlocal n_new
+    def on_step(n):  # the rate is redrawn about once a second, also inside a long batch
+        nonlocal n_new, shown
         n_new += n
-        bar.set_postfix_str(f"{n_new / max(time.perf_counter() - t0, 1e-9):.0f} new tok/s", refresh=False)
+        now = time.perf_counter()
+        if now - shown > 1.0:
+            shown = now
+            bar.set_postfix_str(f"{n_new / max(now - t0, 1e-9):.0f} new tok/s")
 
     with open(out_path, "a", encoding="utf-8") as f:
         for b in batches:
