@@ -78,7 +78,7 @@ def main(argv=None) -> int:
     ap.add_argument("--ndocs", type=int, default=128)
     ap.add_argument("--prefix-len", type=int, default=2)
     ap.add_argument("--max-new-tokens", type=int, default=2048, help="cut to the model's positions")
-    ap.add_argument("--batch-size", type=int, default=64, help="calib's batch")
+    ap.add_argument("--batch-size", type=int, default=128, help="calib's batch (one batch for 128 prompts)")
     ap.add_argument("--orig-batch-size", type=int, default=32, help="the original script's batch")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
