@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -387,13 +388,14 @@ class _Run:
             stats = self.gather_stats(i, block, buf, linears, write=False, **needs) if needs else {}
             t0 = time.perf_counter()
             cache = {}
-            for name, lin in linears.items():
-                if (nm is None and s == 0) or (nm is not None and nm[0] == 0):
-                    mask = torch.zeros(lin.weight.shape, dtype=torch.bool, device=lin.weight.device)
-                else:
-                    mask = self.mask_for(method, name, lin, stats.get(name), s, nm, cache)
-                    lin.weight.data.masked_fill_(mask, 0)
-                self.record(i, name, lin, mask, s)
+            with _serial_on_cpu(self.dev):
+                for name, lin in linears.items():
+                    if (nm is None and s == 0) or (nm is not None and nm[0] == 0):
+                        mask = torch.zeros(lin.weight.shape, dtype=torch.bool, device=lin.weight.device)
+                    else:
+                        mask = self.mask_for(method, name, lin, stats.get(name), s, nm, cache)
+                        lin.weight.data.masked_fill_(mask, 0)
+                    self.record(i, name, lin, mask, s)
             del cache, stats
             self.timings["masks_s"] += time.perf_counter() - t0
             if needs and i < last:
@@ -438,6 +440,22 @@ class _Run:
             "blocks": [blocks[k] for k in sorted(blocks)],
             "overall": {"pruned": pruned, "total": total, "sparsity": pruned / total if total else 0.0},
         }
+
+
+@contextmanager
+def _serial_on_cpu(dev):
+    """One intra-op thread for the mask phase on CPU: it is thousands of small ops
+    (SparseGPT's column sweep, DSnoT's cycles) where thread fork/join costs more
+    than it saves -- 40x more on a busy machine. Results do not depend on it."""
+    if dev.type != "cpu":
+        yield
+        return
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 def _packbits(mask: torch.Tensor) -> bytes:
