@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
@@ -64,6 +65,13 @@ def perplexity(model, tokenizer, texts: Sequence[str], max_length: int | None = 
             "nll_per_token": total / count, "n_texts": len(nlls), "n_tokens": count}
 
 
+@lru_cache(maxsize=4)
+def _task_manager(include_path: str | None):
+    # indexing lm-eval's thousands of task YAMLs takes seconds: do it once per process
+    from lm_eval.tasks import TaskManager
+    return TaskManager(include_path=include_path)
+
+
 def lm_eval_tasks(model, tokenizer, tasks: Sequence[str] | dict, include_path: str | None = None,
                   batch_size: int = 32, limit: int | None = None, seed: int = 1234) -> dict:
     """Run lm-eval tasks on an in-memory model. ``tasks`` is a list of names, or a dict
@@ -71,15 +79,13 @@ def lm_eval_tasks(model, tokenizer, tasks: Sequence[str] | dict, include_path: s
     plus the lm-eval version and each task's version."""
     import lm_eval
     from lm_eval.models.huggingface import HFLM
-    from lm_eval.tasks import TaskManager
-
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     for name in ("lm-eval", "lm_eval", "lm_eval.api.task", "lm_eval.evaluator"):
         logging.getLogger(name).setLevel(logging.WARNING)
     shots = dict(tasks) if isinstance(tasks, dict) else {t: None for t in tasks}
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
-    tm = TaskManager(include_path=str(include_path) if include_path else None)
+    tm = _task_manager(str(include_path) if include_path else None)
     results: dict = {"tasks": {}, "lm_eval_version": lm_eval.__version__, "task_versions": {}}
     # group by shot count: simple_evaluate takes one num_fewshot per call
     for n_shot in sorted({v for v in shots.values()}, key=lambda v: -1 if v is None else v):

@@ -22,7 +22,7 @@ MODEL_DIR = Path(__file__).parent / "model"
 RECIPE = {
     "kb_seed": 0,
     "data_seed": 0,
-    "train_docs": 44000,          # world/pretrain, split "train"
+    "train_docs": 24000,          # world/pretrain, split "train"
     "vocab_size": 4096,
     "tokenizer_docs": 8000,
     "hidden_size": 192,
@@ -35,7 +35,7 @@ RECIPE = {
     "tie_word_embeddings": True,
     "seq_len": 256,
     "batch_size": 16,
-    "steps": 1600,
+    "steps": 1000,
     "lr": 4e-3,
     "min_lr_ratio": 0.1,
     "warmup_steps": 150,
