@@ -397,7 +397,7 @@ def calibration_set(job: Job, model, tok, timer: _Timer | None = None):
     timer = timer if timer is not None else _Timer()
     c, s = job.calibration, job.synthetic
     mid = model_identity(model_path(job.model))
-    key = digest({"model": mid, "calibration": c, "synthetic": s and _generation_spec(job, mid)})
+    key = digest({"model": mid, "calibration": c, "synthetic": s, "generation": s and _generation_spec(job, mid)})
     f = cache_dir() / "calibration" / f"{key[:32]}.pt"
     if f.is_file():
         blob = torch.load(f, weights_only=True)

@@ -11,7 +11,6 @@ so a re-run, a duplicate submission or two racing writers cannot change it.
 from __future__ import annotations
 
 import json
-import math
 import sqlite3
 import time
 from pathlib import Path
@@ -47,18 +46,8 @@ WHERE runs.status != 'done'
 
 
 def _dumps(value) -> str | None:
-    if value is None:
-        return None
-    # NaN/inf are not JSON; store them as strings so any JSON reader can load the row
-    def clean(v):
-        if isinstance(v, float) and not math.isfinite(v):
-            return str(v)
-        if isinstance(v, dict):
-            return {k: clean(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [clean(x) for x in v]
-        return v
-    return json.dumps(clean(value), sort_keys=True, allow_nan=False)
+    # Python's JSON (NaN and Infinity allowed): a perplexity may overflow to inf
+    return None if value is None else json.dumps(value, sort_keys=True)
 
 
 class Store:
@@ -108,6 +97,7 @@ class Store:
 
     def rows(self, status: str | None = None, where: str | None = None, args=()) -> list[dict]:
         sql = f"SELECT {', '.join(COLUMNS)} FROM runs"
+        status = None if status == "all" else status
         conds = (["status = ?"] if status else []) + ([where] if where else [])
         args = ((status,) if status else ()) + tuple(args)
         if conds:

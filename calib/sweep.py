@@ -57,7 +57,7 @@ def _local(todo, write, retries, *_):
     for job in todo:
         for attempt in range(1, retries + 2):
             try:
-                row = run_job(job)
+                row = {**run_job(job), "attempts": attempt}
                 break
             except Exception:  # OOM, NaN, bad data ...: record it, go on (KeyboardInterrupt stops)
                 row = failed_row(job, traceback.format_exc(), attempt)
@@ -95,7 +95,7 @@ def _ray(todo, write, retries, address, num_cpus):
         ready, _ = ray.wait(list(pending), num_returns=1)
         job, attempt = pending.pop(ready[0])
         try:
-            row = ray.get(ready[0])
+            row = {**ray.get(ready[0]), "attempts": attempt}
         except Exception as e:
             if attempt <= retries:
                 pending[task.remote(job)] = (job, attempt + 1)
