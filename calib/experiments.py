@@ -595,7 +595,7 @@ def run_job(job: Job) -> dict:
     metrics["sparsity_actual"] = res.report["overall"]["sparsity"]
     timer["total"] = time.perf_counter() - t0
     info = {"calibration": cinfo, "prune": {k: res.report[k] for k in ("overall", "owl") if k in res.report},
-            "execution": job.execution, "device": dev}
+            "execution": job.execution, "device": dev, "pid": os.getpid()}
     return {"key": job.key, "status": "done", "params": job.params(), "calib_hash": cinfo["hash"],
             "mask_hash": res.mask_hash, "metrics": metrics, "dense": dense,
             "versions": {**versions(), **meta}, "timings": dict(timer), "info": info,
