@@ -39,9 +39,9 @@ class InputStats:
         # so a batch gives the same fp32 numbers as one sequence at a time.
         sq = torch.linalg.vector_norm(x, ord=2, dim=1) ** 2 if self.sq is not None else None
         sm = x.sum(dim=1) if self.mean is not None else None
-        if self._var_sum is not None:
-            self._var_sum += x.var(dim=1, unbiased=False).sum(dim=0)
         for b in range(x.shape[0]):
+            if self._var_sum is not None:  # per sequence: [T, C] temporaries, not [B, T, C]
+                self._var_sum += x[b].var(dim=0, unbiased=False)
             old, new = self.nseq, self.nseq + 1
             self.nseq = new
             if sq is not None:
