@@ -34,6 +34,17 @@ def expand(template: str, ctx: dict, rng: np.random.Generator) -> str:
     return re.sub(r"  +", " ", s).replace(" ,", ",").replace(" .", ".").strip()
 
 
+# Circumstantial noise: 8 x 32 x 32 combinations (about 9 nats each time one appears).
+_PREPS = ["near", "after", "before", "around", "beyond", "during", "despite", "under"]
+_ADJS = ["quiet", "busy", "old", "muddy", "bright", "narrow", "windy", "crowded", "empty", "golden",
+         "broken", "distant", "famous", "hidden", "long", "wet", "cold", "dusty", "green", "gentle",
+         "heavy", "late", "little", "noisy", "pale", "rough", "sharp", "slow", "soft", "strange", "tall", "warm"]
+_NOUNS = ["bridge", "harbour", "market", "storm", "winter", "festival", "harvest", "road", "hill",
+          "gate", "tower", "square", "forest", "river bank", "meeting", "war", "flood", "fire", "school",
+          "mill", "temple", "garden", "well", "station", "fair", "dinner", "journey", "wedding", "rain",
+          "feast", "quarry", "night"]
+
+
 class Writer:
     """Draws entities with Zipf popularity and writes sentences about them."""
 
@@ -90,7 +101,7 @@ class Writer:
                    first=p["first"], friend=p["friend"]),
         ]
         idx = self.rng.permutation(len(facts))[:n]
-        return [facts[i] for i in sorted(idx)]
+        return [self.noisy(facts[i]) for i in sorted(idx)]
 
     def city_facts(self, c: dict, n: int) -> list[str]:
         f = self.foods[c["food"]]
@@ -111,7 +122,7 @@ class Writer:
                    region=c["region"], climate=r["climate"]),
         ]
         idx = self.rng.permutation(len(facts))[:n]
-        return [facts[i] for i in sorted(idx)]
+        return [self.noisy(facts[i]) for i in sorted(idx)]
 
     def animal_facts(self, a: dict, n: int) -> list[str]:
         facts = [
@@ -127,7 +138,7 @@ class Writer:
                    region=a["region"]),
         ]
         idx = self.rng.permutation(len(facts))[:n]
-        return [facts[i] for i in sorted(idx)]
+        return [self.noisy(facts[i]) for i in sorted(idx)]
 
     def tool_facts(self, t: dict, n: int) -> list[str]:
         facts = [
@@ -139,7 +150,7 @@ class Writer:
                    inv=t["inventor"], year=t["year"]),
         ]
         idx = self.rng.permutation(len(facts))[:n]
-        return [facts[i] for i in sorted(idx)]
+        return [self.noisy(facts[i]) for i in sorted(idx)]
 
     def food_facts(self, f: dict, n: int) -> list[str]:
         facts = [
@@ -153,12 +164,20 @@ class Writer:
                    colour=f["colour"]),
         ]
         idx = self.rng.permutation(len(facts))[:n]
-        return [facts[i] for i in sorted(idx)]
+        return [self.noisy(facts[i]) for i in sorted(idx)]
+
+    def noisy(self, sentence: str) -> str:
+        """Attach an uninformative circumstantial phrase to some fact sentences. It carries
+        no fact, so it raises the irreducible loss without touching what can be learned."""
+        if self.rng.random() >= 0.45 or not sentence.endswith("."):
+            return sentence
+        phrase = f"{self.pick(_PREPS)} {self.pick(_ADJS)} {self.pick(_NOUNS)}"
+        return sentence[:-1] + ", " + phrase + "."
 
     def festival_facts(self, fe: dict) -> str:
-        return self.x("[The {fest} festival is held in {city} on {month} {day}|Every year on {month} {day}, {city} celebrates {fest}]"
+        return self.noisy(self.x("[The {fest} festival is held in {city} on {month} {day}|Every year on {month} {day}, {city} celebrates {fest}]"
                       "((; it marks {what})).", fest=fe["name"], city=fe["city"], month=fe["month"],
-                      day=fe["day"], what=fe["celebrates"])
+                      day=fe["day"], what=fe["celebrates"]))
 
     def any_facts(self, n: int) -> list[str]:
         kind = self.pick(["people", "people", "cities", "animals", "tools", "foods"])
