@@ -91,11 +91,16 @@ def model_path(model: str) -> Path:
 
 
 def _model_config(model: str) -> dict:
+    if _MEMO is not None and ("config", model) in _MEMO:
+        return _MEMO[("config", model)]
     path = model_path(model)
     if not (path / "config.json").is_file():
         raise CalibError(f"model: no model at {path} (config.json missing); valid: 'world' (the packaged "
                          f"world model; `calib world build` creates it) or a folder written by save_pretrained")
-    return json.loads((path / "config.json").read_text())
+    config = json.loads((path / "config.json").read_text())
+    if _MEMO is not None:
+        _MEMO[("config", model)] = config
+    return config
 
 
 # --------------------------------------------------------------------- the job
@@ -290,7 +295,16 @@ def expand_grid(path_or_dict) -> list[Job]:
     subs = grid.get("grids") or [{}]
     if not isinstance(subs, list) or not all(isinstance(s, dict) for s in subs):
         raise CalibError(f"{name}: grids: expected a list of mappings (sub-grids)")
-    jobs, seen = [], set()
+    global _MEMO
+    jobs, seen, _MEMO = [], set(), {}  # read each model folder once per expansion
+    try:
+        _expand_into(grid, name, base, subs, jobs, seen)
+    finally:
+        _MEMO = None
+    return jobs
+
+
+def _expand_into(grid, name, base, subs, jobs, seen):
     for i, sub in enumerate(subs):
         where = f"{name}: grids[{i}]" if "grids" in grid else name
         bad = sorted(set(sub) - set(TOP))
@@ -302,10 +316,10 @@ def expand_grid(path_or_dict) -> list[Job]:
                 if job.key not in seen:
                     seen.add(job.key)
                     jobs.append(job)
-    return jobs
 
 
 # ------------------------------------------------------------- model identity
+_MEMO: dict | None = None  # per-expansion memo of model configs and identities
 _ID_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".model")
 _IDS: dict[str, str] = {}
 
@@ -318,23 +332,26 @@ def _identity_file(name: str) -> bool:
 def model_identity(path) -> str:
     """sha256 over the config, weight and tokenizer files of a model folder; cached
     per (path, file sizes and mtimes) in memory and under the cache dir."""
+    if _MEMO is not None and ("id", str(path)) in _MEMO:
+        return _MEMO[("id", str(path))]
     path = Path(path).resolve()
     files = sorted(f for f in path.iterdir() if f.is_file() and _identity_file(f.name))
     stat = digest([str(path)] + [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files])
-    if stat in _IDS:
-        return _IDS[stat]
-    memo = cache_dir() / "model_ids" / stat
-    if memo.is_file():
-        _IDS[stat] = memo.read_text().strip()
-        return _IDS[stat]
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f.name.encode() + b"\0")
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 22), b""):
-                h.update(chunk)
-    _IDS[stat] = h.hexdigest()
-    _atomic_write(memo, _IDS[stat])
+    if stat not in _IDS:
+        memo = cache_dir() / "model_ids" / stat
+        if memo.is_file():
+            _IDS[stat] = memo.read_text().strip()
+        else:
+            h = hashlib.sha256()
+            for f in files:
+                h.update(f.name.encode() + b"\0")
+                with open(f, "rb") as fh:
+                    for chunk in iter(lambda: fh.read(1 << 22), b""):
+                        h.update(chunk)
+            _IDS[stat] = h.hexdigest()
+            _atomic_write(memo, _IDS[stat])
+    if _MEMO is not None:
+        _MEMO[("id", str(path))] = _IDS[stat]
     return _IDS[stat]
 
 
@@ -390,6 +407,30 @@ def _prune(job: Job, model, ids):
                  offload=job.execution["offload"], **job.options)
 
 
+class _PoolTokenizer:
+    """A tokenizer that remembers its last few whole-pool encodings. data.sample
+    tokenizes the same document pool for every seed; the ids do not change, so a
+    sweep over seeds tokenizes each pool once per process."""
+    _memo: dict = {}
+
+    def __init__(self, tok, ident: str):
+        self._tok, self._ident = tok, ident
+
+    def __getattr__(self, name):
+        return getattr(self._tok, name)
+
+    def __call__(self, text, **kw):
+        h = hashlib.sha256()
+        for t in [text] if isinstance(text, str) else text:
+            h.update(hashlib.sha256(t.encode()).digest())
+        key = (self._ident, h.hexdigest(), json.dumps(kw, sort_keys=True, default=str))
+        if key not in self._memo:
+            while len(self._memo) >= 4:
+                self._memo.pop(next(iter(self._memo)))
+            self._memo[key] = self._tok(text, **kw)
+        return self._memo[key]
+
+
 def calibration_set(job: Job, model, tok, timer: _Timer | None = None):
     """(ids [nsamples, seqlen], info) for the job, cached by content hash."""
     import torch
@@ -403,7 +444,7 @@ def calibration_set(job: Job, model, tok, timer: _Timer | None = None):
         blob = torch.load(f, weights_only=True)
         return blob["ids"], json.loads(blob["info"])
     if s is None:
-        cs = data.sample(c["source"], tok, c["nsamples"], c["seqlen"], seed=c["seed"], mode=c["mode"], pool=c["pool"])
+        cs = data.sample(c["source"], _PoolTokenizer(tok, mid), c["nsamples"], c["seqlen"], seed=c["seed"], mode=c["mode"], pool=c["pool"])
         info = {}
     else:
         path, info = synthetic_source(job, model, tok, timer)
