@@ -31,7 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=None, help="model folder (default: the world model, else a random one of its shape)")
+    p.add_argument("--model", default=None,
+                   help="model folder (default: the world model, else a random one of its shape)")
     p.add_argument("--jobs", type=int, default=3, help="jobs (calibration seeds)")
     p.add_argument("--method", default="wanda")
     p.add_argument("--nsamples", type=int, default=128)

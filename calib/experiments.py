@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import io
 import itertools
 import json
 import math
@@ -444,14 +445,14 @@ def calibration_set(job: Job, model, tok, timer: _Timer | None = None):
         blob = torch.load(f, weights_only=True)
         return blob["ids"], json.loads(blob["info"])
     if s is None:
-        cs = data.sample(c["source"], _PoolTokenizer(tok, mid), c["nsamples"], c["seqlen"], seed=c["seed"], mode=c["mode"], pool=c["pool"])
+        cs = data.sample(c["source"], _PoolTokenizer(tok, mid), c["nsamples"], c["seqlen"], seed=c["seed"],
+                         mode=c["mode"], pool=c["pool"])
         info = {}
     else:
         path, info = synthetic_source(job, model, tok, timer)
         with timer("calibration_sample"):
             cs = data.sample(str(path), tok, c["nsamples"], c["seqlen"], seed=c["seed"], mode="concat")
     info.update(pool=cs.meta["pool"], documents_used=len(cs.meta["documents_used"]), hash=cs.hash)
-    import io
     buf = io.BytesIO()
     torch.save({"ids": cs.input_ids, "info": json.dumps(info)}, buf)
     _atomic_write(f, buf.getvalue())
