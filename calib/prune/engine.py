@@ -489,6 +489,10 @@ def prune(
     magnitude for everything but the outlier pass). sparsity defaults to 0.5;
     with an N:M pattern it must be omitted or equal N/M. method_options are the
     keys of OPTIONS[method]. Deterministic: same inputs, same masks.
+
+    offload=True keeps one block at a time on `device` and leaves the model on
+    the CPU; offload=False moves the whole model to `device` and leaves it there.
+    On an error the in-memory model may be partly pruned (the CLI writes nothing).
     """
     t_start = time.perf_counter()
     nm = parse_pattern(pattern)
