@@ -309,7 +309,7 @@ def test_local_sweep_records_failures_and_retries(model_dir, cache_env, tmp_path
     assert run_sweep(jobs, store, progress=False)["skipped"] == 4
 
 
-def test_results_frame_mean_std(model_dir, cache_env, tmp_path):
+def test_results_frame_mean_std(model_dir, cache_env, tmp_path, capsys):
     from calib.cli import main
     from calib.store import Store
     from calib.sweep import results_frame
@@ -332,6 +332,9 @@ def test_results_frame_mean_std(model_dir, cache_env, tmp_path):
     assert main(["results", "--store", str(db), "--csv", str(out)]) == 0
     assert "alpaca_ppl_mean" in out.read_text()
     assert main(["results", "--store", str(db), "--over", "nope"]) == 2
+    capsys.readouterr()
+    assert main(["results", "--store", str(db)]) == 0
+    assert "12 ± 2" in capsys.readouterr().out
 
 
 def test_example_grids_expand(model_dir, cache_env, tmp_path):
