@@ -67,9 +67,10 @@ def perplexity(model, tokenizer, texts: Sequence[str], max_length: int | None = 
 
 @lru_cache(maxsize=4)
 def _task_manager(include_path: str | None):
-    # indexing lm-eval's thousands of task YAMLs takes seconds: do it once per process
+    # Indexing lm-eval's ~14k bundled task YAMLs takes tens of seconds; a local task
+    # folder (the world's) is self-contained, so skip them then, and index once per process.
     from lm_eval.tasks import TaskManager
-    return TaskManager(include_path=include_path)
+    return TaskManager(include_path=include_path, include_defaults=include_path is None)
 
 
 def lm_eval_tasks(model, tokenizer, tasks: Sequence[str] | dict, include_path: str | None = None,

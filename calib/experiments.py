@@ -509,10 +509,8 @@ def synthetic_source(job: Job, model, tok, timer: _Timer):
     k = s["filter_rate"]
     out = d / f"filtered-{k:g}.jsonl"
     ppl = np.array([np.nan if p is None else p for p in meta["ppl"]])
-    finite = np.isfinite(ppl)  # texts of < 2 tokens have no perplexity and are dropped
-    keep = finite.copy()
-    if k > 0:
-        keep[finite] = filters.ppl_keep(ppl[finite], k)
+    # texts of < 2 tokens have no perplexity and are dropped either way
+    keep = filters.ppl_keep(ppl, k) if k > 0 else np.isfinite(ppl)
     if not out.is_file():
         rows = synth.read_rows(gen)
         _atomic_write(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r, kp in zip(rows, keep) if kp))
@@ -520,25 +518,6 @@ def synthetic_source(job: Job, model, tok, timer: _Timer):
 
 
 # ------------------------------------------------------------------ evaluation
-def _lean_lm_eval() -> None:
-    """Let TaskManager skip indexing lm-eval's ~14k bundled task YAMLs (tens of seconds)
-    when an include_path is given: the world tasks are self-contained. Installed once."""
-    import lm_eval.tasks as lt
-    if getattr(lt.TaskManager, "_calib_lean", False):
-        return
-    base = lt.TaskManager
-
-    class LeanTaskManager(base):
-        _calib_lean = True
-
-        def __init__(self, *args, include_path=None, include_defaults=None, **kw):
-            if include_defaults is None:
-                include_defaults = include_path is None
-            super().__init__(*args, include_path=include_path, include_defaults=include_defaults, **kw)
-
-    lt.TaskManager = LeanTaskManager
-
-
 def _task_metrics(res: dict, tasks: list[str]) -> dict:
     out = {}
     for t in tasks:
@@ -556,17 +535,13 @@ def evaluate(job: Job, model, tok) -> tuple[dict, dict]:
     from calib import evaluate as ev
     s, bs = job.suite, job.execution["eval_batch_size"]
     if s["name"] in ("world", "ppl"):
-        from calib.world.tasks import TASKS, alpaca_texts, task_dir
+        from calib.world.tasks import alpaca_texts, task_dir
         ppl = ev.perplexity(model, tok, alpaca_texts(s["n_alpaca"]), batch_size=bs)
         metrics = {"alpaca_ppl": ppl["ppl_paper"], "alpaca_ppl_corpus": ppl["ppl_corpus"]}
         if s["name"] == "ppl":
             return metrics, {}
-        _lean_lm_eval()
-        if s["tasks"] == TASKS:
-            res = ev.world_suite(model, tok, batch_size=bs, limit=s["limit"], n_alpaca=s["n_alpaca"])
-        else:
-            res = ev.lm_eval_tasks(model, tok, s["tasks"], include_path=str(task_dir()), batch_size=bs,
-                                   limit=s["limit"])
+        res = ev.lm_eval_tasks(model, tok, s["tasks"], include_path=str(task_dir()), batch_size=bs,
+                               limit=s["limit"])
     else:
         from calib import data
         ppl = ev.perplexity(model, tok, data.load_texts("alpaca", pool=s["n_alpaca"]), batch_size=bs)

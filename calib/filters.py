@@ -80,10 +80,16 @@ def check_k(k: float, allow_100: bool = False) -> float:
 
 def ppl_keep(ppl, k: float = 20) -> np.ndarray:
     """Boolean mask of samples kept when the top k% by perplexity are dropped, with the
-    paper's exact rule: keep ppl < np.percentile(ppl, 100 - k) (strictly below)."""
+    paper's exact rule: keep ppl < np.percentile(ppl, 100 - k) (strictly below).
+    A sample without a finite perplexity (fewer than 2 tokens) is dropped and left
+    out of the percentile, so one such sample cannot turn the threshold into NaN."""
     ppl = np.asarray(ppl, dtype=np.float64)
-    threshold = np.percentile(ppl, 100 - check_k(k))
-    return ppl < threshold
+    k = check_k(k)
+    finite = np.isfinite(ppl)
+    if not finite.any():
+        return np.zeros(ppl.shape, dtype=bool)
+    threshold = np.percentile(ppl[finite], 100 - k)
+    return finite & (ppl < threshold)
 
 
 def _batches(n: int, size: int):

@@ -120,3 +120,12 @@ def test_cli_generate_filter_similarity(tmp_path, capsys):
                  "--mink", "50"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert {"minhash_jaccard", "exact_jaccard", "mink_pp_a", "mink_pp_b"} <= set(out)
+
+
+def test_ppl_keep_drops_non_finite_without_poisoning_the_threshold():
+    from calib.filters import ppl_keep
+    ppl = np.array([5.0, np.nan, 1.0, 3.0, np.inf, 2.0, 4.0])
+    keep = ppl_keep(ppl, 20)
+    finite = ppl[np.isfinite(ppl)]
+    expected = np.isfinite(ppl) & (ppl < np.percentile(finite, 80))
+    assert keep.tolist() == expected.tolist() and keep.sum() == 4
