@@ -9,6 +9,8 @@ the in-memory model: no fork, no temporary save.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import math
 import os
@@ -74,7 +76,8 @@ def _task_manager(include_path: str | None):
 
 
 def lm_eval_tasks(model, tokenizer, tasks: Sequence[str] | dict, include_path: str | None = None,
-                  batch_size: int = 32, limit: int | None = None, seed: int = 1234) -> dict:
+                  batch_size: int = 32, limit: int | None = None, seed: int = 1234,
+                  progress: bool = False) -> dict:
     """Run lm-eval tasks on an in-memory model. ``tasks`` is a list of names, or a dict
     name -> num_fewshot (None keeps the task's own setting). Returns per-task metrics
     plus the lm-eval version and each task's version."""
@@ -82,8 +85,8 @@ def lm_eval_tasks(model, tokenizer, tasks: Sequence[str] | dict, include_path: s
     from lm_eval.models.huggingface import HFLM
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    for name in ("lm-eval", "lm_eval", "lm_eval.api.task", "lm_eval.evaluator"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    for name in ("lm-eval", "lm_eval"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     shots = dict(tasks) if isinstance(tasks, dict) else {t: None for t in tasks}
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
     tm = _task_manager(str(include_path) if include_path else None)
@@ -91,10 +94,12 @@ def lm_eval_tasks(model, tokenizer, tasks: Sequence[str] | dict, include_path: s
     # group by shot count: simple_evaluate takes one num_fewshot per call
     for n_shot in sorted({v for v in shots.values()}, key=lambda v: -1 if v is None else v):
         names = [t for t, v in shots.items() if v == n_shot]
-        res = lm_eval.simple_evaluate(model=lm, tasks=names, task_manager=tm, num_fewshot=n_shot,
-                                      limit=limit, random_seed=seed, numpy_random_seed=seed,
-                                      torch_random_seed=seed, fewshot_random_seed=seed,
-                                      log_samples=False, verbosity="WARNING")
+        # lm-eval's own progress bars ignore TQDM_DISABLE; keep them out of logs and books
+        with contextlib.nullcontext() if progress else contextlib.redirect_stderr(io.StringIO()):
+            res = lm_eval.simple_evaluate(model=lm, tasks=names, task_manager=tm, num_fewshot=n_shot,
+                                          limit=limit, random_seed=seed, numpy_random_seed=seed,
+                                          torch_random_seed=seed, fewshot_random_seed=seed,
+                                          log_samples=False, verbosity="ERROR")
         for t, metrics in res["results"].items():
             clean = {k.split(",")[0]: float(v) for k, v in metrics.items()
                      if isinstance(v, (int, float)) and "," in k}

@@ -20,8 +20,16 @@ def source_colour(name: str) -> str:
 
 
 def setup() -> None:
+    """Figure style, and quiet libraries: notebooks render as book pages."""
+    import logging
+
     import matplotlib
     import matplotlib.pyplot as plt
+    import transformers
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    for name in ("lm-eval", "lm_eval"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     matplotlib.rcParams.update({"figure.dpi": 110, "axes.grid": True, "grid.alpha": 0.3,
                                 "axes.spines.top": False, "axes.spines.right": False})
     plt.rcParams["savefig.bbox"] = "tight"
