@@ -27,34 +27,16 @@ PAPER_TASKS = {"boolq": 0, "winogrande": 0, "piqa": 0, "hellaswag": 0, "arc_easy
 
 def token_nll(model, tokenizer, texts: Sequence[str], max_length: int | None = None,
               batch_size: int = 16, progress: bool = False) -> list[np.ndarray]:
-    """Per-token negative log-likelihoods of each text (BOS as context, not scored)."""
-    import torch
-    from tqdm.auto import tqdm
+    """Per-token negative log-likelihoods of each text (BOS as context, not scored).
+    Batching and padding are the filters' scorer, so both measure the same thing."""
+    from calib.filters import nll_per_token, token_logits
 
     if not texts:
         from calib.errors import CalibError
         raise CalibError("cannot compute perplexity of an empty text set")
-    max_length = max_length or getattr(model.config, "max_position_embeddings", 2048)
-    device = next(model.parameters()).device
-    enc = tokenizer(list(texts), add_special_tokens=True, truncation=True, max_length=max_length)["input_ids"]
-    order = np.argsort([-len(e) for e in enc], kind="stable")  # similar lengths share a batch
-    out: list[np.ndarray | None] = [None] * len(enc)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    with torch.inference_mode():
-        for start in tqdm(range(0, len(order), batch_size), desc="perplexity", disable=not progress):
-            idx = order[start:start + batch_size]
-            L = max(len(enc[i]) for i in idx)
-            ids = torch.full((len(idx), L), pad, dtype=torch.long)
-            mask = torch.zeros((len(idx), L), dtype=torch.long)
-            for r, i in enumerate(idx):
-                ids[r, :len(enc[i])] = torch.tensor(enc[i])
-                mask[r, :len(enc[i])] = 1
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-            logp = torch.log_softmax(logits[:, :-1], dim=-1)
-            nll = -logp.gather(-1, ids[:, 1:, None].to(device)).squeeze(-1).cpu()
-            for r, i in enumerate(idx):
-                out[i] = nll[r, :len(enc[i]) - 1].numpy().astype(np.float64)
-    return out  # type: ignore[return-value]
+    return [nll_per_token(ids, logits).double().numpy()
+            for ids, logits in token_logits(model, tokenizer, list(texts), batch_size, max_length,
+                                            desc="perplexity", progress=progress)]
 
 
 def perplexity(model, tokenizer, texts: Sequence[str], max_length: int | None = None,
