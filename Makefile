@@ -1,11 +1,12 @@
 # Two entry points: `make test` and `make book`. Both create .venv on first use.
+# `make book-check` then opens the built book in headless chromium (installed by `make browser`).
 PYTHON  ?= python3.11
 VENV    := .venv
 BIN     := $(VENV)/bin
 PROFILE ?= toy
 STAMP   := $(VENV)/.calib-installed
 
-.PHONY: setup test book world clean-book bench
+.PHONY: setup test book book-check browser world clean-book bench
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +27,21 @@ world: $(STAMP)
 book: $(STAMP)
 	$(BIN)/python -m calib.book --profile $(PROFILE)
 	$(BIN)/jupyter-book build . --path-output book -W --keep-going
+
+# Debian's chromium + chromedriver for book-check (root: apt-get; else sudo; else say what to install).
+browser:
+	@if command -v "$${CALIB_CHROMIUM:-chromium}" >/dev/null && command -v "$${CALIB_CHROMEDRIVER:-chromedriver}" >/dev/null; then exit 0; fi; \
+	if [ "$$(id -u)" -eq 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; \
+	else echo "book-check needs Debian's chromium and chromium-driver: as root, run" \
+	  "'apt-get install chromium chromium-driver'" >&2; exit 1; fi; \
+	command -v apt-get >/dev/null || { echo "no apt-get: install chromium and its chromedriver," \
+	  "or point CALIB_CHROMIUM / CALIB_CHROMEDRIVER at them" >&2; exit 1; }; \
+	$$SUDO apt-get update -qq && \
+	$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
+
+# Every page of the built book (`make book` first) in headless chromium; screenshots in book/_build/screenshots/.
+book-check: browser $(STAMP)
+	CALIB_REQUIRE_BOOK=1 $(BIN)/python -m pytest -q -m browser tests/test_book_browser.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
