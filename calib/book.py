@@ -19,7 +19,8 @@ NOTEBOOKS = ROOT / "notebooks"
 BOOK = ROOT / "book"
 PROFILES = ("smoke", "toy", "paper")
 # notebook -> chapter file in book/, in reading order
-CHAPTERS = ["world"]
+CHAPTERS = ["world", "fig1_methods", "fig2_sparsity", "fig3_amount", "table1_similarity", "table2_synthetic",
+            "table3_settings", "fig4_prefix", "table4_filter", "fig5_mink", "beyond"]
 
 
 def _package_hash() -> str:
@@ -38,10 +39,13 @@ def _key(nb: Path, params: dict, pkg: str) -> str:
 def execute(profile: str, chapters: list[str] | None = None, force: bool = False) -> int:
     import nbformat
     import papermill as pm
+    from calib import chapters as C
     from calib.errors import check_choice
     check_choice("profile", profile, PROFILES)
+    for name in chapters or []:
+        check_choice("chapter", name, CHAPTERS)
     pkg = _package_hash()
-    failed = []
+    failed, todo = [], []
     for name in chapters or CHAPTERS:
         src, dst = NOTEBOOKS / f"{name}.ipynb", BOOK / f"{name}.ipynb"
         params = {"profile": profile}
@@ -51,6 +55,14 @@ def execute(profile: str, chapters: list[str] | None = None, force: bool = False
             if old.get("key") == key:
                 print(f"[book] {name}: up to date")
                 continue
+        todo.append((name, src, dst, params, key))
+    if any(name in C.GRIDS for name, *_ in todo):
+        t0 = time.time()
+        print(f"[book] running the experiments of {len(todo)} chapter(s) (profile={profile}) ...", flush=True)
+        summary = C.prefetch(profile, [name for name, *_ in todo])
+        print(f"[book] experiments: {summary['total']} jobs, {summary['skipped']} already in the store, "
+              f"{summary['done']} run, {summary['failed']} failed, {time.time() - t0:.0f} s", flush=True)
+    for name, src, dst, params, key in todo:
         print(f"[book] {name}: executing (profile={profile}) ...", flush=True)
         t0 = time.time()
         tmp = dst.with_suffix(".running.ipynb")

@@ -57,6 +57,20 @@ def _task_manager(include_path: str | None):
     return TaskManager(include_path=include_path, include_defaults=include_path is None)
 
 
+@contextlib.contextmanager
+def _no_env_info():
+    """lm-eval adds torch's environment report to every result, which runs pip and
+    nvidia-smi in subprocesses (about 0.8 s per call, a quarter of a small world job).
+    calib records its own versions in each row, so skip it."""
+    from lm_eval import evaluator
+    original = evaluator.add_env_info
+    evaluator.add_env_info = lambda results: None
+    try:
+        yield
+    finally:
+        evaluator.add_env_info = original
+
+
 def lm_eval_tasks(model, tokenizer, tasks: Sequence[str] | dict, include_path: str | None = None,
                   batch_size: int = 32, limit: int | None = None, seed: int = 1234,
                   progress: bool = False) -> dict:
@@ -77,7 +91,7 @@ def lm_eval_tasks(model, tokenizer, tasks: Sequence[str] | dict, include_path: s
     for n_shot in sorted({v for v in shots.values()}, key=lambda v: -1 if v is None else v):
         names = [t for t, v in shots.items() if v == n_shot]
         # lm-eval's own progress bars ignore TQDM_DISABLE; keep them out of logs and books
-        with contextlib.nullcontext() if progress else contextlib.redirect_stderr(io.StringIO()):
+        with contextlib.nullcontext() if progress else contextlib.redirect_stderr(io.StringIO()), _no_env_info():
             res = lm_eval.simple_evaluate(model=lm, tasks=names, task_manager=tm, num_fewshot=n_shot,
                                           limit=limit, random_seed=seed, numpy_random_seed=seed,
                                           torch_random_seed=seed, fewshot_random_seed=seed,

@@ -86,9 +86,12 @@ def _int(where: str, v, lo: int = 0, hi: int | None = None, none: bool = False):
     return v
 
 
+MODEL_ALIASES = ("world", "world-qwen")  # the packaged world models (calib world build [--arch qwen2])
+
+
 def model_path(model: str) -> Path:
-    from calib.world.model import MODEL_DIR
-    return MODEL_DIR if model == "world" else Path(model)
+    from calib.world.model import MODEL_DIR, QWEN_DIR
+    return {"world": MODEL_DIR, "world-qwen": QWEN_DIR}.get(model) or Path(model)
 
 
 def _model_config(model: str) -> dict:
@@ -96,8 +99,9 @@ def _model_config(model: str) -> dict:
         return _MEMO[("config", model)]
     path = model_path(model)
     if not (path / "config.json").is_file():
-        raise CalibError(f"model: no model at {path} (config.json missing); valid: 'world' (the packaged "
-                         f"world model; `calib world build` creates it) or a folder written by save_pretrained")
+        raise CalibError(f"model: no model at {path} (config.json missing); valid: 'world' or 'world-qwen' "
+                         f"(the packaged world models; `calib world build [--arch qwen2]` creates them) or a "
+                         f"folder written by save_pretrained")
     config = json.loads((path / "config.json").read_text())
     if _MEMO is not None:
         _MEMO[("config", model)] = config
@@ -125,7 +129,7 @@ class Job:
         from calib import data
         from calib.prune.engine import METHODS, parse_pattern, resolve_options, resolve_sparsity
 
-        if self.model not in ("world", None):
+        if self.model not in (*MODEL_ALIASES, None):
             self.model = str(Path(self.model).expanduser().resolve())
         self.model = self.model or "world"
         config = _model_config(self.model)

@@ -16,7 +16,10 @@ def add_parser(sub) -> None:
     wsub.required = True
 
     b = wsub.add_parser("build", help="train the world model (or reuse the committed one) and write the realism report")
-    b.add_argument("--model", type=Path, default=None, help="model folder (default: the packaged calib/world/model)")
+    b.add_argument("--arch", default="llama",
+                   help="llama (the world model, calib/world/model) | qwen2 (the Qwen-style second model, "
+                        "calib/world/model_qwen, trained by QWEN_RECIPE)")
+    b.add_argument("--model", type=Path, default=None, help="model folder (default: the packaged folder of --arch)")
     b.add_argument("--retrain", action="store_true", help="train from the recipe even if a model exists")
     b.add_argument("--steps", type=int, default=None, help="truncate training to this many steps (testing)")
     b.add_argument("--report", type=Path, default=REPORT_PATH, help="where to write the JSON report")
@@ -41,15 +44,18 @@ def add_parser(sub) -> None:
 
 def _build(args) -> int:
     from calib.errors import CalibError
+    from calib.errors import check_choice
     from calib.world import model as wm
-    target = args.model or wm.MODEL_DIR
+    check_choice("architecture", args.arch, wm.ARCHS)
+    recipe = wm.RECIPE if args.arch == "llama" else wm.QWEN_RECIPE
+    target = args.model or (wm.MODEL_DIR if args.arch == "llama" else wm.QWEN_DIR)
     exists = (target / "config.json").is_file()
     if args.retrain or not exists:
         import shutil
         tmp = target.with_name(target.name + ".building")
         shutil.rmtree(tmp, ignore_errors=True)
-        print(f"training the world model from the recipe into {target} ...")
-        wm.train(wm.RECIPE, out_dir=tmp, steps=args.steps)
+        print(f"training the {args.arch} world model from its recipe into {target} ...")
+        wm.train(recipe, out_dir=tmp, steps=args.steps)
         if target.exists():
             shutil.rmtree(target)
         tmp.rename(target)  # nothing half-written at the target

@@ -18,6 +18,8 @@ import numpy as np
 from calib.errors import CalibError
 
 MODEL_DIR = Path(__file__).parent / "model"
+QWEN_DIR = Path(__file__).parent / "model_qwen"  # a second architecture for the book's "beyond" chapter
+ARCHS = ("llama", "qwen2")
 
 RECIPE = {
     "kb_seed": 0,
@@ -48,6 +50,11 @@ RECIPE = {
 }
 
 
+# The Qwen-style world model: same data, tokenizer and sizes, Qwen2 blocks, a
+# shorter run (it exists to test whether findings carry over to a second architecture).
+QWEN_RECIPE = {**RECIPE, "arch": "qwen2", "rope_theta": 1000000.0, "steps": 600, "warmup_steps": 100}
+
+
 # --------------------------------------------------------------------------- tokenizer
 def train_tokenizer(texts: list[str], vocab_size: int):
     """Byte-level BPE with LLaMA-like specials: <s> prepended, no pad token."""
@@ -70,8 +77,14 @@ def train_tokenizer(texts: list[str], vocab_size: int):
 
 # ------------------------------------------------------------------------------ model
 def make_config(recipe: dict, tokenizer):
-    from transformers import LlamaConfig
-    return LlamaConfig(
+    """LlamaConfig, or Qwen2Config (biased q/k/v projections, rope theta 1e6) for
+    ``recipe["arch"] == "qwen2"``; the recipe's sizes either way."""
+    from transformers import LlamaConfig, Qwen2Config
+    arch = recipe.get("arch", "llama")
+    if arch not in ARCHS:
+        raise CalibError(f"unknown architecture {arch!r}; valid choices: {', '.join(ARCHS)}")
+    cls = LlamaConfig if arch == "llama" else Qwen2Config
+    return cls(
         vocab_size=len(tokenizer), hidden_size=recipe["hidden_size"],
         intermediate_size=recipe["intermediate_size"], num_hidden_layers=recipe["num_hidden_layers"],
         num_attention_heads=recipe["num_attention_heads"], num_key_value_heads=recipe["num_key_value_heads"],
@@ -119,7 +132,7 @@ def train(recipe: dict = RECIPE, out_dir: Path | None = None, steps: int | None 
     with ``save_pretrained``. ``steps`` truncates the run (used by the reproduction test)."""
     import torch
     from tqdm.auto import tqdm
-    from transformers import LlamaForCausalLM
+    from transformers import AutoModelForCausalLM
 
     torch.set_num_threads(recipe["threads"])
     t0 = time.time()
@@ -127,7 +140,7 @@ def train(recipe: dict = RECIPE, out_dir: Path | None = None, steps: int | None 
     tokenizer = train_tokenizer(docs[: recipe["tokenizer_docs"]], recipe["vocab_size"])
     data = pack(tokenizer, docs, recipe["seq_len"])
     torch.manual_seed(recipe["torch_seed"])
-    model = LlamaForCausalLM(make_config(recipe, tokenizer))
+    model = AutoModelForCausalLM.from_config(make_config(recipe, tokenizer))
     opt = torch.optim.AdamW(model.parameters(), lr=recipe["lr"], betas=tuple(recipe["betas"]),
                             weight_decay=recipe["weight_decay"])
     order_rng = np.random.default_rng([recipe["data_seed"], 0x5EED])
