@@ -301,17 +301,18 @@ def styled(mean, std=None, best: str = "max", axis: int = 0, digits: int = 2, lo
             if pd.notna(v):
                 txt = f"{v:+.{digits}f}" if c in signed else f"{v:.{digits}f}"
                 shown.iloc[i, j] = txt + (f" ± {sd:.{digits}f}" if sd is not None and pd.notna(sd) else "")
-    num = mean.apply(pd.to_numeric, errors="coerce")
-    css = pd.DataFrame("", index=mean.index, columns=mean.columns)
+    num = mean.apply(pd.to_numeric, errors="coerce").astype(float)
+    bold = np.zeros(mean.shape, dtype=bool)
     if axis == 0:
-        for c in mean.columns:
+        for j, c in enumerate(mean.columns):
             if c in exclude or num[c].isna().all():
                 continue
             pick = num[c].min() if (c in lower) != (best == "min") else num[c].max()
-            css.loc[num[c].eq(pick).to_numpy(), c] = "font-weight: bold"
+            bold[:, j] = num[c].to_numpy() == pick
     else:
         pick = num.max(axis=1) if best == "max" else num.min(axis=1)
-        css[:] = np.where(num.eq(pick, axis=0), "font-weight: bold", "")
+        bold = num.to_numpy() == pick.to_numpy()[:, None]
+    css = pd.DataFrame(np.where(bold, "font-weight: bold", ""), index=mean.index, columns=mean.columns, dtype=object)
     return shown.style.apply(lambda _: css, axis=None)
 
 
@@ -346,7 +347,10 @@ def curves(ax, df, x: str, metric: str = "avg", hue: str = "source", order=None,
         colour = source_colour(role(h)) if hue == "source" else None
         ax.plot(xs, d["mean"], marker="o", ms=3, color=colour, label=label_fn(h), **kw)
         sd = d["std"].fillna(0).to_numpy()
-        ax.fill_between(xs, d["mean"] - sd, d["mean"] + sd, color=colour, alpha=0.15, lw=0)
+        if len(d) > 1:
+            ax.fill_between(xs, d["mean"] - sd, d["mean"] + sd, color=colour, alpha=0.15, lw=0)
+        else:  # a band needs two points
+            ax.errorbar(xs, d["mean"], yerr=sd, color=colour, capsize=3, lw=1)
     if xticks is not None:
         ax.set_xticks(range(len(xticks)), xticks)
 

@@ -28,7 +28,7 @@ def setup() -> None:
     import transformers
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
-    for name in ("lm-eval", "lm_eval"):
+    for name in ("lm-eval", "lm_eval", "calib.filters"):  # calib.filters: "texts cut to the context" notes
         logging.getLogger(name).setLevel(logging.ERROR)
     matplotlib.rcParams.update({"figure.dpi": 110, "axes.grid": True, "grid.alpha": 0.3,
                                 "axes.spines.top": False, "axes.spines.right": False})

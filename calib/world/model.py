@@ -180,6 +180,19 @@ def save(model, tokenizer, log: dict, out_dir: Path) -> None:
 
 
 # ------------------------------------------------------------------------------- load
+def _tokenizer(path: Path):
+    """The tokenizer class the folder declares. transformers 5's AutoTokenizer swaps in
+    the model type's own class for some types (a qwen2 config gets Qwen2Tokenizer, which
+    re-splits digits and adds a pad token outside the vocabulary); the world tokenizers
+    are plain tokenizers.json files and must load as such."""
+    from transformers import AutoTokenizer
+    cfg = path / "tokenizer_config.json"
+    if cfg.is_file() and json.loads(cfg.read_text()).get("tokenizer_class") == "TokenizersBackend":
+        from transformers import TokenizersBackend
+        return TokenizersBackend.from_pretrained(path)
+    return AutoTokenizer.from_pretrained(path)
+
+
 def load(path: str | Path | None = None, dtype: str = "float32"):
     """Load the world model (or any causal LM folder) and its tokenizer, with a clear
     error and a rebuild hint when the folder is missing or corrupt."""
@@ -192,7 +205,7 @@ def load(path: str | Path | None = None, dtype: str = "float32"):
     if not (path / "config.json").is_file():
         raise CalibError(f"no model at {path} (config.json missing); {hint}")
     try:
-        tok = AutoTokenizer.from_pretrained(path)
+        tok = _tokenizer(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
     except Exception as e:  # corrupt weights, bad JSON, truncated safetensors ...
         raise CalibError(f"could not load the model at {path}: {type(e).__name__}: {e}; {hint}") from e

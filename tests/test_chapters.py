@@ -1,0 +1,135 @@
+"""The book's chapters: grids per profile, the shared table/figure helpers, and the
+notebooks' contract with calib.book (parameters cell, one chapter per notebook)."""
+import json
+import shutil
+
+import nbformat
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from calib import book, chapters as C
+from calib.errors import CalibError
+from calib.experiments import expand_grid
+
+
+def test_settings_overrides_and_errors():
+    s = C.settings("smoke", seeds=3, sources=None)
+    assert s["seeds"] == 3 and s["sources"] == C.WORLD_SOURCES and s["store"].endswith("runs/book-smoke.db")
+    with pytest.raises(CalibError, match="profile.*smoke, toy, paper"):
+        C.settings("tiny")
+    with pytest.raises(CalibError, match="unknown setting 'sede'"):
+        C.settings("smoke", sede=1)
+
+
+def _keys(grid):
+    return {j.key: j for j in expand_grid(grid)}
+
+
+def test_smoke_and_toy_grids_cover_the_paper():
+    for profile in ("smoke", "toy"):
+        s = C.settings(profile)
+        n = s["seeds"] * len(s["sources"])
+        fig2 = _keys(C.fig2_grid(s))
+        settings = len(s["sparsities"]) + len(s["patterns"])
+        assert len(fig2) == len(s["methods"]) * settings * n + settings  # + one magnitude job per setting
+        assert {j.method for j in fig2.values()} == {"magnitude", *s["methods"]}
+        t1 = _keys(C.table1_grid(s))
+        assert set(t1) <= set(fig2), "Table 1 (2:4) reuses Fig. 2's rows"
+        t2 = list(_keys(C.table2_grid(s)).values())
+        assert sum(j.synthetic is not None for j in t2) == len(t2) // 2 and {j.sparsity for j in t2} == {0.6}
+        f4 = list(_keys(C.fig4_grid(s)).values())
+        assert {j.synthetic["prefix_len"] for j in f4 if j.synthetic} == set(s["prefix_lens"])
+        assert {C.role(j.calibration["source"]) for j in f4} == {"c4", "wikipedia"}
+        t4 = list(_keys(C.table4_grid(s)).values())
+        assert {j.synthetic["filter_rate"] for j in t4 if j.synthetic} == set(s["filter_rates"])
+        f3 = list(_keys(C.fig3_grid(s)).values())
+        assert {j.calibration["nsamples"] for j in f3} == set(s["amounts"]) and {j.pattern for j in f3} == {"2:4"}
+        t3 = list(_keys(C.table3_grid(s)).values())
+        assert {(j.pattern, j.sparsity) for j in t3} >= {("unstructured", 0.5), ("unstructured", 0.65)}
+        pg = list(_keys(C.pruned_generator_grid(s)).values())
+        assert {j.synthetic["generator"] for j in pg if j.synthetic} == {"dense", "pruned"}
+
+
+def test_paper_profile_uses_the_papers_settings(tmp_path):
+    from calib.world.model import MODEL_DIR
+    model = tmp_path / "dclm"
+    shutil.copytree(MODEL_DIR, model)
+    cfg = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**cfg, "max_position_embeddings": 2048}))
+    s = C.settings("paper", model=str(model))
+    jobs = list(_keys(C.fig2_grid(s)).values())
+    assert {j.calibration["source"] for j in jobs} == set(C.PAPER_SOURCES)
+    assert {j.calibration["seqlen"] for j in jobs} == {2048} and {j.calibration["seed"] for j in jobs
+                                                                 if j.method != "magnitude"} == set(range(20))
+    assert {j.suite["shots"]["mmlu"] for j in jobs} == {5} and {j.dtype for j in jobs} == {"bfloat16"}
+    syn = [j for j in _keys(C.table2_grid(s)).values() if j.synthetic]
+    assert {j.synthetic["n_docs"] for j in syn} == {5000} and {j.synthetic["filter_rate"] for j in syn} == {20}
+
+
+def test_styled_bolds_the_best_and_prints_std():
+    mean = pd.DataFrame({"acc": [60.0, 62.5, 61.0], "ppl": [9.9, 9.5, 9.7], "delta": [np.nan, 1.0, -0.5]},
+                        index=["a", "b", "c"])
+    std = mean * 0 + 0.25
+    html = C.styled(mean, std, lower=["ppl"], exclude=["delta"], signed=["delta"]).to_html()
+    css = C.styled(mean, std, lower=["ppl"], exclude=["delta"], signed=["delta"])
+    ctx = {(i, j): v for (i, j), v in css._compute().ctx.items() if v}
+    assert set(ctx) == {(1, 0), (1, 1)}  # b has the best accuracy and the lowest perplexity
+    assert "62.50 ± 0.25" in html and "+1.00" in html and "-0.50" in html
+    rows = C.styled(mean[["acc"]].T, axis=1)._compute().ctx
+    assert [k for k, v in rows.items() if v] == [(0, 1)]
+
+
+def test_spread_and_spearman():
+    df = pd.DataFrame({"setting": ["60%"] * 4 + ["30%"] * 4, "source": ["a", "a", "b", "b"] * 2,
+                       "avg": [50, 52, 40, 42, 60, 60.5, 60.2, 60.3]})
+    r = C.spread(df, ["setting"]).set_index("setting")
+    assert r.loc["60%", "range"] == pytest.approx(10) and r.loc["60%", "best"] == "a"
+    assert r.loc["30%", "range"] == pytest.approx(0.0) and r.loc["60%", "seed_std"] == pytest.approx(np.sqrt(2))
+    rho, p = C.spearman([1, 2, 3, 4, 5, 6, 7, 8], [2, 1, 4, 3, 6, 5, 8, 7])
+    assert rho > 0.9 and p < 0.01
+    rho, p = C.spearman([1, 2, 3, 4, 5, 6], [3, 1, 6, 2, 5, 4])
+    assert abs(rho) < 0.5 and p > 0.2
+
+
+def test_activation_distance_is_zero_for_the_same_statistics(tiny_llama):
+    import torch
+    model = tiny_llama
+    ids = torch.randint(3, model.config.vocab_size, (4, 16), generator=torch.Generator().manual_seed(0))
+    a = C.activation_profile(model, ids)
+    assert len(a) == 7 * model.config.num_hidden_layers and all(v.ndim == 1 for v in a.values())
+    assert C.profile_distance(a, a) == pytest.approx(0.0)
+    b = C.activation_profile(model, torch.randint(3, 10, (4, 16), generator=torch.Generator().manual_seed(1)))
+    assert C.profile_distance(a, b) > 0.01
+
+
+def test_notebooks_match_the_book_and_toc():
+    toc = yaml.safe_load((book.ROOT / "_toc.yml").read_text())
+    files = [c["file"] for part in toc["parts"] for c in part["chapters"]]
+    assert files == [f"book/{name}" for name in book.CHAPTERS]
+    for name in book.CHAPTERS:
+        nb = nbformat.read(book.NOTEBOOKS / f"{name}.ipynb", as_version=4)
+        params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(params) == 1 and "profile = " in params[0].source, name
+        assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), f"{name}: commit it unexecuted"
+        if name in C.GRIDS:
+            assert "C.verdict(" in "".join(c.source for c in nb.cells), f"{name} states no verdict"
+
+
+def test_published_claims_are_readable():
+    assert C.claim("sec6_3_best_filter_rate")["text"] == "10–20"
+    assert set(C.stated("fig2")["value"]) >= {"0.5", "2.3"}
+    with pytest.raises(CalibError, match="no published claim"):
+        C.claim("nope")
+
+
+def test_qwen_world_model_loads_with_the_world_tokenizer():
+    from calib.world.model import MODEL_DIR, QWEN_DIR, QWEN_RECIPE, load
+    model, tok = load(QWEN_DIR)
+    _, ref = load(MODEL_DIR)
+    assert type(model).__name__ == "Qwen2ForCausalLM" and model.model.layers[0].self_attn.q_proj.bias is not None
+    text = "In 1893 the tanner Ada Braikik sold 193 lamps for $4.50."
+    assert tok(text).input_ids == ref(text).input_ids and tok.pad_token_id is None and len(tok) == 4096
+    log = json.loads((QWEN_DIR / "training_log.json").read_text())
+    assert log["recipe"] == json.loads(json.dumps(QWEN_RECIPE)) and len(log["losses"]) == QWEN_RECIPE["steps"]
