@@ -175,8 +175,10 @@ def pruned_generator_grid(s: dict) -> dict:
     """Beyond: self-generation by the dense model versus by the pruned model itself,
     from the Wikipedia-role source (the paper's largest gain), Wanda at 60%."""
     src = [x for x in s["sources"] if role(x) == "wikipedia"] or list(s["sources"])[:1]
-    return _base(s, method="wanda", sparsity=0.6, calibration={"source": src}, synthetic=[
-        None, _syn(s, generator="dense"), _syn(s, generator="pruned")])
+    g = _base(s, method="wanda", sparsity=0.6, synthetic=[None, _syn(s, generator="dense"),
+                                                          _syn(s, generator="pruned")])
+    g["calibration"] = {**g["calibration"], "source": src}
+    return g
 
 
 def second_model_grid(s: dict) -> dict:

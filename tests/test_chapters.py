@@ -50,6 +50,10 @@ def test_smoke_and_toy_grids_cover_the_paper():
         assert {(j.pattern, j.sparsity) for j in t3} >= {("unstructured", 0.5), ("unstructured", 0.65)}
         pg = list(_keys(C.pruned_generator_grid(s)).values())
         assert {j.synthetic["generator"] for j in pg if j.synthetic} == {"dense", "pruned"}
+        assert len(pg) == 3 * s["seeds"] and {j.calibration["nsamples"] for j in pg} == {s["nsamples"]}
+        sm = list(_keys(C.second_model_grid(s)).values())
+        assert len(sm) == (1 + len(s["prefix_lens"])) * s["seeds"] and {j.calibration["seqlen"] for j in sm} == {
+            s["seqlen"]} and {C.role(j.calibration["source"]) for j in sm} == {"c4"}
 
 
 def test_paper_profile_uses_the_papers_settings(tmp_path):
