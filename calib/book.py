@@ -74,6 +74,10 @@ def execute(profile: str, chapters: list[str] | None = None, force: bool = False
             failed.append(name)
             continue
         nb = nbformat.read(tmp, as_version=4)
+        for cell in nb.cells:  # the book shows results; code (papermill's injected cell too) folds away
+            tags = cell.metadata.setdefault("tags", [])
+            if cell.cell_type == "code" and "hide-input" not in tags:
+                tags.append("hide-input")
         nb.metadata["calib"] = {"key": key, "profile": profile, "seconds": round(time.time() - t0, 1)}
         nbformat.write(nb, dst)
         tmp.unlink()

@@ -42,7 +42,7 @@ PROFILES = {
     # make book: the world model, the full grid, 5 seeds, about an hour on 2 cores
     "toy": dict(
         model="world", dtype="float32", sources=WORLD_SOURCES, seeds=5, nsamples=128, seqlen=256,
-        suite={"name": "world", "limit": 40, "n_alpaca": 200},
+        suite={"name": "world", "limit": 30, "n_alpaca": 128},
         methods=["wanda", "dsnot", "owl"], sparsities=[0.3, 0.4, 0.5, 0.6], patterns=["4:8", "2:4"],
         amounts=[16, 32, 64, 128, 256, 512],
         synthetic={"n_docs": 256, "max_new_tokens": 256, "batch_size": 64},
@@ -329,11 +329,17 @@ def spread(df, by: list[str], metric: str = "avg"):
     return out.reset_index() if len(by) else pd.DataFrame(out)
 
 
-def verdict(holds: bool | None, text: str) -> "IPython.display.Markdown":
-    """The chapter's one-sentence answer, rendered as a call-out."""
+VERDICTS = {"finding": {True: "Reproduced in the world.", False: "Not reproduced in the world.",
+                        None: "Partly reproduced in the world."},
+            "question": {True: "Yes, in the world.", False: "No, in the world.", None: "Unclear in the world."}}
+
+
+def verdict(holds: bool | None, text: str, kind: str = "finding") -> "IPython.display.Markdown":
+    """The chapter's one-sentence answer, rendered in bold: whether a paper's finding
+    holds (``kind="finding"``), or the answer to an open question (``"question"``)."""
     from IPython.display import Markdown
-    mark = {True: "Reproduced", False: "Not reproduced", None: "Partly reproduced"}[holds]
-    return Markdown(f"**{mark} in the world.** {text}")
+    check_choice("verdict kind", kind, VERDICTS)
+    return Markdown(f"**{VERDICTS[kind][holds]}** {text}")
 
 
 # ---------------------------------------------------------------------- figures
