@@ -43,8 +43,11 @@ browser:
 book-check: browser $(STAMP)
 	CALIB_REQUIRE_BOOK=1 $(BIN)/python -m pytest -q -m browser tests/test_book_browser.py
 
+# The benchmarks behind the README's figures (minutes each; results in bench/results/).
 bench: $(STAMP)
-	$(BIN)/python bench/run_all.py
+	$(BIN)/python bench/bench_prune.py
+	$(BIN)/python bench/bench_synth.py
+	OMP_NUM_THREADS=1 $(BIN)/python bench/bench_runner.py
 
 clean-book:
 	rm -rf book/_build
