@@ -39,14 +39,15 @@ PROFILES = {
         amounts=[8, 16, 32], synthetic={"n_docs": 32, "max_new_tokens": 96, "batch_size": 32},
         prefix_lens=[0, 1, 8], filter_rates=[0, 20, 40], stat_docs=32, second_model="world-qwen",
         executor="ray", store="runs/book-smoke.db"),
-    # make book: the world model, the full grid, 5 seeds, about an hour on 2 cores
+    # make book: the world model, the full grid, 5 seeds, about an hour on 2 cores (64 samples of
+    # 256 tokens: the world model has 3M parameters, and pruning cost grows with tokens)
     "toy": dict(
-        model="world", dtype="float32", sources=WORLD_SOURCES, seeds=5, nsamples=128, seqlen=256,
-        suite={"name": "world", "limit": 30, "n_alpaca": 128},
+        model="world", dtype="float32", sources=WORLD_SOURCES, seeds=5, nsamples=64, seqlen=256,
+        suite={"name": "world", "limit": 20, "n_alpaca": 128},
         methods=["wanda", "dsnot", "owl"], sparsities=[0.3, 0.4, 0.5, 0.6], patterns=["4:8", "2:4"],
-        amounts=[16, 32, 64, 128, 256, 512],
-        synthetic={"n_docs": 256, "max_new_tokens": 256, "batch_size": 64},
-        prefix_lens=[0, 1, 2, 4, 8, 32, 128], filter_rates=[0, 10, 20, 30, 40, 50], stat_docs=256,
+        amounts=[8, 16, 32, 64, 128, 256],
+        synthetic={"n_docs": 128, "max_new_tokens": 256, "batch_size": 64},
+        prefix_lens=[0, 1, 2, 4, 16, 64], filter_rates=[0, 10, 20, 30, 40, 50], stat_docs=256,
         second_model="world-qwen", executor="ray", store="runs/book-toy.db"),
     # GPU machines with hub access, on Ray: the paper's own settings (not run here)
     "paper": dict(
