@@ -12,6 +12,7 @@ the rows of the grid come back as a tidy DataFrame (one line per job).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -81,6 +82,17 @@ def role(source: str) -> str:
     return ROLE.get(source, source)
 
 
+def by_role(s: dict, r: str, fallback: int | None = None) -> str:
+    """The source of ``s`` that plays paper corpus ``r`` (e.g. "dclm": the pretraining
+    data). Without such a source: ``s["sources"][fallback]``, or a CalibError."""
+    found = [x for x in s["sources"] if role(x) == r]
+    if found:
+        return found[0]
+    if fallback is None:
+        raise CalibError(f"no source plays {NAMES.get(r, r)} among {', '.join(s['sources'])}")
+    return s["sources"][fallback]
+
+
 def label(source: str) -> str:
     """'web (C4)' for a world source, 'C4' for a paper source."""
     r = ROLE.get(source)
@@ -123,9 +135,7 @@ def fig2_grid(s: dict) -> dict:
 def fig3_grid(s: dict) -> dict:
     """Fig. 3: data amount under 2:4, Wanda and DSnoT."""
     methods = [m for m in ("wanda", "dsnot") if m in s["methods"]] or list(s["methods"])[:1]
-    g = _base(s, method=methods, pattern="2:4", sparsity=None)
-    g["calibration"] = {**g["calibration"], "nsamples": list(s["amounts"])}
-    return g
+    return _base({**s, "nsamples": list(s["amounts"])}, method=methods, pattern="2:4", sparsity=None)
 
 
 def table1_grid(s: dict) -> dict:
@@ -146,9 +156,9 @@ def table3_grid(s: dict) -> dict:
     """Table 3: Wanda at 50%, 65%, 4:8, 2:4 with each source, and self-generated data
     from the C4-role source."""
     axis = _settings_axis([0.5, 0.65], s["patterns"])
-    c4 = s["sources"][0]
-    return _base(s, method="wanda", grids=[{**a} for a in axis] +
-                 [{**a, "calibration": {"source": c4}, "synthetic": _syn(s)} for a in axis])
+    c4 = by_role(s, "c4", fallback=0)
+    return _base(s, method="wanda", grids=axis + [{**a, "calibration": {"source": c4}, "synthetic": _syn(s)}
+                                                  for a in axis])
 
 
 def _two_sources(s: dict) -> list[str]:
@@ -156,40 +166,33 @@ def _two_sources(s: dict) -> list[str]:
     return [src for src in s["sources"] if role(src) in ("c4", "wikipedia")] or list(s["sources"])[:2]
 
 
+def _self_generated(s: dict, **synthetic) -> dict:
+    """Wanda at 60% with the original data and with self-generated data (a list in
+    ``synthetic`` is an axis)."""
+    return _base(s, method="wanda", sparsity=0.6, synthetic=[None, _syn(s, **synthetic)])
+
+
 def fig4_grid(s: dict) -> dict:
     """Fig. 4: prefix length of self-generation (0 = BOS only), Wanda at 60%."""
-    src = _two_sources(s)
-    return _base(s, method="wanda", sparsity=0.6, grids=[
-        {"calibration": {"source": src}},
-        {"calibration": {"source": src}, "synthetic": _syn(s, prefix_len=list(s["prefix_lens"]))}])
+    return _self_generated({**s, "sources": _two_sources(s)}, prefix_len=list(s["prefix_lens"]))
 
 
 def table4_grid(s: dict) -> dict:
     """Table 4: perplexity-filter rate, Wanda at 60%."""
-    src = _two_sources(s)
-    return _base(s, method="wanda", sparsity=0.6, grids=[
-        {"calibration": {"source": src}},
-        {"calibration": {"source": src}, "synthetic": _syn(s, filter_rate=list(s["filter_rates"]))}])
+    return _self_generated({**s, "sources": _two_sources(s)}, filter_rate=list(s["filter_rates"]))
 
 
 def pruned_generator_grid(s: dict) -> dict:
     """Beyond: self-generation by the dense model versus by the pruned model itself,
     from the Wikipedia-role source (the paper's largest gain), Wanda at 60%."""
-    src = [x for x in s["sources"] if role(x) == "wikipedia"] or list(s["sources"])[:1]
-    g = _base(s, method="wanda", sparsity=0.6, synthetic=[None, _syn(s, generator="dense"),
-                                                          _syn(s, generator="pruned")])
-    g["calibration"] = {**g["calibration"], "source": src}
-    return g
+    return _self_generated({**s, "sources": [by_role(s, "wikipedia", fallback=0)]},
+                           generator=["dense", "pruned"])
 
 
 def second_model_grid(s: dict) -> dict:
     """Beyond: the prefix-length sweep of Fig. 4 on a second architecture."""
-    g = fig4_grid({**s, "model": s["second_model"]})
-    g["calibration"] = {**g["calibration"], "source": [x for x in s["sources"] if role(x) == "c4"][:1]
-                        or list(s["sources"])[:1]}
-    for sub in g["grids"]:
-        sub["calibration"] = {}
-    return g
+    return _self_generated({**s, "model": s["second_model"], "sources": [by_role(s, "c4", fallback=0)]},
+                           prefix_len=list(s["prefix_lens"]))
 
 
 # notebook -> the grids it runs with its default parameters (calib.book runs them all first)
@@ -205,42 +208,49 @@ def prefetch(profile: str, chapters: list[str] | None = None, progress: bool = T
     """Run every job the chapters need in one sweep (one Ray session for the whole
     book, so both cores stay busy), before the notebooks read them back."""
     from calib.experiments import expand_grid
-    from calib.store import Store
-    from calib.sweep import run_sweep
     s = settings(profile)
     jobs = {}
     for name in chapters or list(GRIDS):
         for make in GRIDS.get(name, []):
             for j in expand_grid(make(s)):
                 jobs.setdefault(j.key, j)
-    Path(s["store"]).parent.mkdir(parents=True, exist_ok=True)
-    kw = _executor_kw(s)
-    with Store(s["store"]) as store:
-        summary = run_sweep(list(jobs.values()), store, executor=s["executor"], progress=progress, **kw)
+    with _sweep(list(jobs.values()), s, progress) as (_, summary):
+        pass
     if s["executor"] == "ray":
         import ray
         ray.shutdown()  # the notebooks' kernels need the memory
     return summary
 
 
-def _executor_kw(s: dict) -> dict:
-    if s["executor"] != "ray":
-        return {}
-    # one thread per worker, as many workers as cores: small models scale badly over threads
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    return {"ray_num_cpus": os.cpu_count()}
+@contextlib.contextmanager
+def _sweep(jobs, s: dict, progress: bool):
+    """Run the jobs' missing rows into the profile's store; yields (store, summary)."""
+    from calib.store import Store
+    from calib.sweep import run_sweep
+    Path(s["store"]).parent.mkdir(parents=True, exist_ok=True)
+    kw, saved = {}, os.environ.get("OMP_NUM_THREADS")
+    if s["executor"] == "ray":
+        # one thread per worker, as many workers as cores: small models scale badly over
+        # threads. Ray hands OMP_NUM_THREADS to its workers; this process keeps its own.
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        kw["ray_num_cpus"] = os.cpu_count()
+    try:
+        with Store(s["store"]) as store:
+            summary = run_sweep(jobs, store, executor=s["executor"], progress=progress, **kw)
+            yield store, summary
+    finally:
+        if saved is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = saved
 
 
 # ------------------------------------------------------------------------- run
 def run(grid: dict, s: dict, progress: bool = False):
     """Run the grid's missing jobs into the profile's store; its rows as a tidy frame."""
     from calib.experiments import expand_grid
-    from calib.store import Store
-    from calib.sweep import run_sweep
     jobs = expand_grid(grid)
-    Path(s["store"]).parent.mkdir(parents=True, exist_ok=True)
-    with Store(s["store"]) as store:
-        summary = run_sweep(jobs, store, executor=s["executor"], progress=progress, **_executor_kw(s))
+    with _sweep(jobs, s, progress) as (store, summary):
         if summary["failed"]:
             failed = [r for r in store.rows(status="failed") if r["key"] in {j.key for j in jobs}]
             raise RuntimeError(f"{summary['failed']} of {summary['total']} jobs failed; first error:\n"
@@ -395,18 +405,11 @@ def pretraining_texts(s: dict, n: int) -> list[str]:
     """The model's pretraining data: the world model's own training split, or the
     source in the DCLM role for a hub model (the paper's DCLM-7B)."""
     from calib import data
-    if s["model"] in ("world", "world-qwen"):
+    from calib.experiments import MODEL_ALIASES
+    if s["model"] in MODEL_ALIASES:
         from calib.world import sources
         return sources.documents("world/pretrain", n, seed=0, split="train")
-    ref = [x for x in s["sources"] if role(x) == "dclm"]
-    if not ref:
-        raise CalibError("no source plays DCLM (the pretraining data) among " + ", ".join(s["sources"]))
-    return data.load_texts(ref[0], pool=n)
-
-
-def source_texts(s: dict, source: str, n: int) -> list[str]:
-    from calib import data
-    return data.load_texts(source, pool=n)
+    return data.load_texts(by_role(s, "dclm"), pool=n)
 
 
 # ------------------------------------------------------- predicting quality (beyond)
@@ -414,24 +417,20 @@ def activation_profile(model, ids, batch_size: int = 16) -> dict:
     """Per linear of the decoder blocks: the RMS of each input channel over all
     calibration tokens, i.e. the statistic Wanda scales weights by."""
     import torch
-    sums, hooks = {}, []
+    from calib.prune.stats import InputStats
+    stats, hooks = {}, []
     for name, mod in model.named_modules():
         if isinstance(mod, torch.nn.Linear) and ".layers." in f".{name}.":
-            def hook(_, inp, name=name):
-                x = inp[0].detach().float().reshape(-1, inp[0].shape[-1])
-                sums[name] = sums.get(name, 0) + x.square().sum(0)
-            hooks.append(mod.register_forward_pre_hook(hook))
-    n = 0
+            stats[name] = InputStats(mod.in_features, mod.weight.device, sq=True)
+            hooks.append(mod.register_forward_pre_hook(lambda _, inp, st=stats[name]: st.add(inp[0].detach())))
     try:
         with torch.inference_mode():
             for i in range(0, len(ids), batch_size):
-                b = ids[i:i + batch_size].to(model.device)
-                model(input_ids=b)
-                n += b.numel()
+                model(input_ids=ids[i:i + batch_size].to(model.device))
     finally:
         for h in hooks:
             h.remove()
-    return {k: (v / n).sqrt().cpu() for k, v in sums.items()}
+    return {k: st.sq.sqrt().cpu() for k, st in stats.items()}
 
 
 def profile_distance(a: dict, b: dict) -> float:
@@ -460,7 +459,7 @@ def predictors(s: dict, df, grid, progress: bool = False):
     first = jobs[df.key.iloc[0]]
     model, tok = ex._load(first)
     mid = ex.model_identity(ex.model_path(first.model))
-    pre_src = [x for x in s["sources"] if role(x) == "dclm"][0]
+    pre_src = by_role(s, "dclm")
     ref_job = ex.Job(**{**first.params(), "synthetic": None,
                         "calibration": {**first.calibration, "source": pre_src, "seed": 10_000}})
     ref_ids, _ = ex.calibration_set(ref_job, model, tok)

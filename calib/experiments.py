@@ -91,7 +91,7 @@ MODEL_ALIASES = ("world", "world-qwen")  # the packaged world models (calib worl
 
 def model_path(model: str) -> Path:
     from calib.world.model import MODEL_DIR, QWEN_DIR
-    return {"world": MODEL_DIR, "world-qwen": QWEN_DIR}.get(model) or Path(model)
+    return dict(zip(MODEL_ALIASES, (MODEL_DIR, QWEN_DIR))).get(model) or Path(model)
 
 
 def _model_config(model: str) -> dict:

@@ -137,3 +137,10 @@ def test_qwen_world_model_loads_with_the_world_tokenizer():
     assert tok(text).input_ids == ref(text).input_ids and tok.pad_token_id is None and len(tok) == 4096
     log = json.loads((QWEN_DIR / "training_log.json").read_text())
     assert log["recipe"] == json.loads(json.dumps(QWEN_RECIPE)) and len(log["losses"]) == QWEN_RECIPE["steps"]
+
+
+def test_by_role_names_the_missing_role():
+    s = C.settings("smoke", sources=["world/web", "world/mixed"])
+    assert C.by_role(s, "c4") == "world/web" and C.by_role(s, "dclm", fallback=1) == "world/mixed"
+    with pytest.raises(CalibError, match="no source plays DCLM among world/web, world/mixed"):
+        C.by_role(s, "dclm")
