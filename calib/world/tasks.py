@@ -259,7 +259,10 @@ def make_items(task: str, n: int = N_ITEMS, split: str = "test") -> list[dict]:
 
 
 # ------------------------------------------------------------------------- lm-eval YAML
+# The choices carry their own leading space (" yes", " A"), so the delimiter lm-eval puts
+# between context and choice must be empty; its default " " would score "Answer:  yes".
 _COMMON = """output_type: multiple_choice
+target_delimiter: ""
 dataset_path: json
 dataset_kwargs:
   data_files:
