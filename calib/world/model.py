@@ -170,7 +170,7 @@ def train(recipe: dict = RECIPE, out_dir: Path | None = None, steps: int | None 
         if step % log_every == 0:
             bar.set_postfix(loss=f"{np.mean(losses[-log_every:]):.3f}")
     model.eval().to("cpu")
-    log = {"recipe": recipe, "losses": losses, "train_tokens": int(n_steps * recipe["batch_size"] * recipe["seq_len"]),
+    log = {"recipe": recipe, "losses": losses, "device": str(device), "train_tokens": int(n_steps * recipe["batch_size"] * recipe["seq_len"]),
            "corpus_tokens": int(data.size), "seconds": time.time() - t0,
            "params": sum(p.numel() for p in model.parameters())}
     if out_dir is not None:
