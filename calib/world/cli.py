@@ -55,6 +55,12 @@ def _build(args) -> int:
     exists = (target / "config.json").is_file()
     if args.retrain or not exists:
         import shutil
+        import torch
+        try:
+            torch.empty(0, device=args.device)
+        except (RuntimeError, AssertionError) as e:
+            raise CalibError(f"cannot train on --device {args.device!r} ({e}); valid choices: cpu, cuda, cuda:N "
+                             f"on a machine with a GPU") from e
         tmp = target.with_name(target.name + ".building")
         shutil.rmtree(tmp, ignore_errors=True)
         print(f"training the {args.arch} world model from its recipe into {target} ...")
