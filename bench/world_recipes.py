@@ -44,53 +44,26 @@ VARIANTS = {
 }
 
 
-def _doc(args):
-    from calib.world import sources
-    i, seed = args
-    return sources.document("world/pretrain", i, seed=seed, split="train")
-
-
-def corpus(recipe: dict, procs: int) -> list[str]:
-    """training_corpus(recipe), built over ``procs`` processes (documents are independent)."""
-    from calib.world.tasks import alpaca_texts
-    with mp.get_context("fork").Pool(procs) as pool:
-        docs = pool.map(_doc, [(i, recipe["data_seed"]) for i in range(recipe["train_docs"])], chunksize=256)
-    held = set(alpaca_texts())
-    return [d for d in docs if d not in held]
-
-
-def quick_accuracy(model, tok, n: int = 200, device: str = "cuda", batch: int = 256) -> dict:
-    """Zero-shot acc: the choice with the highest summed log-likelihood (lm-eval's ``acc``)."""
-    import torch
+def quick_accuracy(model, tok, n: int = 200, batch: int = 64) -> dict:
+    """Zero-shot acc: the choice with the highest summed log-likelihood (lm-eval's ``acc``).
+    Context and choice are scored as one text by the project's batched scorer; the
+    choice is the tokens past the context's own tokenization, as in lm-eval's HFLM."""
+    from calib.evaluate import token_nll
     from calib.world.tasks import CHANCE, TASKS, make_items
     out = {}
     for task in TASKS:
         items = make_items(task, n)
-        seqs, spans, owner = [], [], []
+        pairs, owner = [], []
         for k, it in enumerate(items):
-            pairs = ([(c, it["suffix"]) for c in it["contexts"]] if task == "world_winogrande"
-                     else [(it["query"], c) for c in it["choices"]])
-            for ctx, cont in pairs:
-                a = tok(ctx)["input_ids"]
-                b = tok(cont, add_special_tokens=False)["input_ids"]
-                seqs.append(a + b)
-                spans.append((len(a), len(a) + len(b)))
-                owner.append(k)
-        scores = np.zeros(len(seqs))
-        for lo_i in range(0, len(seqs), batch):
-            chunk = seqs[lo_i: lo_i + batch]
-            ids = torch.zeros(len(chunk), max(map(len, chunk)), dtype=torch.long)
-            for i, s in enumerate(chunk):
-                ids[i, : len(s)] = torch.tensor(s)
-            with torch.inference_mode():
-                logp = torch.log_softmax(model(input_ids=ids.to(device)).logits.float(), -1)
-                tok_lp = logp[:, :-1].gather(-1, ids[:, 1:, None].to(device))[..., 0].cpu()
-            for i in range(len(chunk)):
-                lo, hi = spans[lo_i + i]
-                scores[lo_i + i] = float(tok_lp[i, lo - 1: hi - 1].sum())
+            pairs += ([(c, it["suffix"]) for c in it["contexts"]] if task == "world_winogrande"
+                      else [(it["query"], c) for c in it["choices"]])
+            owner += [k] * (len(pairs) - len(owner))
+        n_ctx = [len(ids) for ids in tok([c for c, _ in pairs])["input_ids"]]
+        nll = token_nll(model, tok, [c + x for c, x in pairs], batch_size=batch)
+        # nll[i][t] scores token t + 1, so the choice's tokens are nll[i][n_ctx - 1:]
+        scores = np.array([-float(v[m - 1:].sum()) for v, m in zip(nll, n_ctx)])
         owner = np.asarray(owner)
-        correct = [int(np.argmax(scores[owner == k]) == it["label"]) for k, it in enumerate(items)]
-        out[task] = float(np.mean(correct))
+        out[task] = float(np.mean([np.argmax(scores[owner == k]) == it["label"] for k, it in enumerate(items)]))
     out["avg"] = float(np.mean([out[t] for t in TASKS]))
     out["chance_avg"] = float(np.mean(list(CHANCE.values())))
     return out
@@ -104,14 +77,14 @@ def measure(model_dir: Path, device: str = "cuda") -> dict:
     row = {"R1": report.r1_heldout_loss(model.to(device), tok)}
     r3 = report.r3_outlier_ratios(model.to("cpu"), tok)
     row["R3"] = {"max": r3["max"], "summary": r3["summary"]}
-    row["acc"] = quick_accuracy(model.to(device), tok, device=device)
+    row["acc"] = quick_accuracy(model.to(device), tok)
     for method, s in [("wanda", 0.5), ("wanda", 0.6), ("magnitude", 0.6), ("wanda", 0.7)]:
         m, tok = wm.load(model_dir)
         ids = calibration_tensor("world/pretrain", tok, nsamples=64, seqlen=128, seed=0)
         prune(m, ids, method=method, sparsity=s, device=device)
         m.to(device)
         row[f"{method}@{s}"] = {"heldout_nll": report.r1_heldout_loss(m, tok, 200)["heldout_nll"],
-                                "acc": quick_accuracy(m, tok, device=device)["avg"]}
+                                "acc": quick_accuracy(m, tok)["avg"]}
     return row
 
 
@@ -160,7 +133,7 @@ def main() -> None:
         key = f"docs_{recipe['train_docs']}_{recipe['data_seed']}.json"
         if key not in paths.values():
             t = time.time()
-            (args.out / key).write_text(json.dumps(corpus(recipe, args.procs)))
+            (args.out / key).write_text(json.dumps(wm.training_corpus(recipe, args.procs)))
             print(f"corpus {key}: {time.time() - t:.0f} s", flush=True)
         paths[n] = key
     ctx = mp.get_context("spawn")

@@ -40,7 +40,7 @@ PROFILES = {
         amounts=[8, 16, 32], synthetic={"n_docs": 32, "max_new_tokens": 96, "batch_size": 32},
         prefix_lens=[0, 1, 8], filter_rates=[0, 20, 40], stat_docs=32, second_model="world-qwen",
         executor="ray", store="runs/book-smoke.db"),
-    # make book: the world model, the full grid, 5 seeds; 86 min on 2 cores, measured (64 samples of
+    # make book: the world model, the full grid, 5 seeds; 76 min on 2 cores, measured (64 samples of
     # 256 tokens: the world model has 3M parameters, and pruning cost grows with tokens)
     "toy": dict(
         model="world", dtype="float32", sources=WORLD_SOURCES, seeds=5, nsamples=64, seqlen=256,

@@ -111,13 +111,26 @@ def pack(tokenizer, texts: list[str], seq_len: int) -> np.ndarray:
     return np.concatenate([np.full((n, 1), bos, dtype=np.int64), arr], axis=1)
 
 
-def training_corpus(recipe: dict) -> list[str]:
+def _train_document(args) -> str:
+    from calib.world import sources
+    index, seed = args
+    return sources.document("world/pretrain", index, seed=seed, split="train")
+
+
+def training_corpus(recipe: dict, procs: int = 1) -> list[str]:
     """The pretraining documents, minus any that equal a held-out instruction item
-    (the Alpaca-role items must never be seen in pretraining)."""
+    (the Alpaca-role items must never be seen in pretraining). Documents are
+    independent, so ``procs`` > 1 writes them in that many forked processes, in order."""
     from calib.world import sources
     from calib.world.tasks import alpaca_texts
     held_out = set(alpaca_texts())
-    docs = sources.documents("world/pretrain", recipe["train_docs"], seed=recipe["data_seed"], split="train")
+    if procs > 1:
+        import multiprocessing as mp
+        with mp.get_context("fork").Pool(procs) as pool:
+            docs = pool.map(_train_document, [(i, recipe["data_seed"]) for i in range(recipe["train_docs"])],
+                            chunksize=256)
+    else:
+        docs = sources.documents("world/pretrain", recipe["train_docs"], seed=recipe["data_seed"], split="train")
     return [d for d in docs if d not in held_out]
 
 
