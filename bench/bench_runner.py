@@ -65,8 +65,8 @@ def main(argv=None):
     os.environ["CALIB_CACHE"] = str(tmp / "cache")  # cold: nothing reused from earlier runs
 
     from calib.experiments import expand_grid
-    from calib.store import Store
-    from calib.sweep import run_sweep
+    from calib.experiments import Store
+    from calib.experiments import run_sweep
     from calib.world.model import MODEL_DIR
     if args.model:
         model, kind = args.model, "given"

@@ -92,7 +92,7 @@ def main(argv=None) -> int:
         model, tok = random_world_model()
         model_name = "random weights, world recipe"
     else:
-        from calib.world.model import load
+        from calib.models import load
         model, tok = load(args.model)
         model_name = args.model or "calib/world/model"
     texts = documents(args.source, args.ndocs)

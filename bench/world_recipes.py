@@ -72,14 +72,15 @@ def quick_accuracy(model, tok, n: int = 200, batch: int = 64) -> dict:
 def measure(model_dir: Path, device: str = "cuda") -> dict:
     from calib.data import calibration_tensor
     from calib.prune import prune
-    from calib.world import report
-    model, tok = wm.load(model_dir)
+    from calib import realism as report
+    from calib.models import load
+    model, tok = load(model_dir)
     row = {"R1": report.r1_heldout_loss(model.to(device), tok)}
     r3 = report.r3_outlier_ratios(model.to("cpu"), tok)
     row["R3"] = {"max": r3["max"], "summary": r3["summary"]}
     row["acc"] = quick_accuracy(model.to(device), tok)
     for method, s in [("wanda", 0.5), ("wanda", 0.6), ("magnitude", 0.6), ("wanda", 0.7)]:
-        m, tok = wm.load(model_dir)
+        m, tok = load(model_dir)
         ids = calibration_tensor("world/pretrain", tok, nsamples=64, seqlen=128, seed=0)
         prune(m, ids, method=method, sparsity=s, device=device)
         m.to(device)

@@ -225,8 +225,8 @@ def prefetch(profile: str, chapters: list[str] | None = None, progress: bool = T
 @contextlib.contextmanager
 def _sweep(jobs, s: dict, progress: bool):
     """Run the jobs' missing rows into the profile's store; yields (store, summary)."""
-    from calib.store import Store
-    from calib.sweep import run_sweep
+    from calib.experiments import Store
+    from calib.experiments import run_sweep
     Path(s["store"]).parent.mkdir(parents=True, exist_ok=True)
     kw, saved = {}, os.environ.get("OMP_NUM_THREADS")
     if s["executor"] == "ray":
@@ -405,7 +405,7 @@ def pretraining_texts(s: dict, n: int) -> list[str]:
     """The model's pretraining data: the world model's own training split, or the
     source in the DCLM role for a hub model (the paper's DCLM-7B)."""
     from calib import data
-    from calib.experiments import MODEL_ALIASES
+    from calib.models import MODEL_ALIASES
     if s["model"] in MODEL_ALIASES:
         from calib.world import sources
         return sources.documents("world/pretrain", n, seed=0, split="train")
@@ -453,31 +453,35 @@ def predictors(s: dict, df, grid, progress: bool = False):
 
     import pandas as pd
 
-    from calib import experiments as ex
+    from calib.cache import cache_dir, digest
+    from calib.experiments import Job, expand_grid
+    from calib.experiments.run import calibration_set, load
     from calib.filters import minhash_jaccard, mink_pp
-    jobs = {j.key: j for j in ex.expand_grid(grid)}
+    from calib.io import atomic_write
+    from calib.models import model_identity
+    jobs = {j.key: j for j in expand_grid(grid)}
     first = jobs[df.key.iloc[0]]
-    model, tok = ex._load(first)
-    mid = ex.model_identity(ex.model_path(first.model))
+    model, tok = load(first)
+    mid = model_identity(first.model)
     pre_src = by_role(s, "dclm")
-    ref_job = ex.Job(**{**first.params(), "synthetic": None,
-                        "calibration": {**first.calibration, "source": pre_src, "seed": 10_000}})
-    ref_ids, _ = ex.calibration_set(ref_job, model, tok)
+    ref_job = Job(**{**first.params(), "synthetic": None,
+                     "calibration": {**first.calibration, "source": pre_src, "seed": 10_000}})
+    ref_ids, _ = calibration_set(ref_job, model, tok)
     ref = activation_profile(model, ref_ids)
     pre_texts = pretraining_texts(s, s["stat_docs"])
     out = []
     for h, key in df.groupby("calib_hash")["key"].first().items():
-        f = ex.cache_dir() / "predictors" / f"{ex.digest([mid, h, ref_job.key])[:32]}.json"
+        f = cache_dir() / "predictors" / f"{digest([mid, h, ref_job.key])[:32]}.json"
         if f.is_file():
             out.append(json.loads(f.read_text()))
             continue
-        ids, _ = ex.calibration_set(jobs[key], model, tok)
+        ids, _ = calibration_set(jobs[key], model, tok)
         texts = tok.batch_decode(ids, skip_special_tokens=True)
         row = {"calib_hash": h,
                "Min-50%++": float(mink_pp(model, tok, texts, k=50, progress=progress).mean()),
                "MinHash 3-gram Jaccard": minhash_jaccard(texts, pre_texts),
                "activation distance": profile_distance(activation_profile(model, ids), ref)}
-        ex._atomic_write(f, json.dumps(row))
+        atomic_write(f, json.dumps(row))
         out.append(row)
     return pd.DataFrame(out)
 

@@ -41,6 +41,12 @@ LOCAL_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".tx
 SYNTH_GENERATOR = "calib.synth"  # value of the "generator" field in rows written by calib.synth
 
 DEFAULT_POOL = {"world": 2000, "hub": 5000}  # documents read from an unbounded source
+NSAMPLES, SEQLEN = 128, 2048  # the paper's calibration set: 128 windows of 2048 tokens
+
+
+def default_seqlen(context: int | None) -> int:
+    """The paper's window length, capped to the model's context (the world model has 512)."""
+    return SEQLEN if not context else min(SEQLEN, int(context))
 
 
 # ----------------------------------------------------------------------------- sources

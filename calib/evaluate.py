@@ -23,6 +23,7 @@ PAPER_TASKS = {"boolq": 0, "winogrande": 0, "piqa": 0, "hellaswag": 0, "arc_easy
                "mmlu": 5}
 """The paper's tasks with their shot counts. The paper's released code ran MMLU
 0-shot; the paper says 5-shot. The count is explicit so either can be chosen."""
+BATCH_SIZE = 32  # sequences per forward pass when evaluating (memory, not results)
 
 
 def token_nll(model, tokenizer, texts: Sequence[str], max_length: int | None = None,
@@ -72,7 +73,7 @@ def _no_env_info():
 
 
 def lm_eval_tasks(model, tokenizer, tasks: Sequence[str] | dict, include_path: str | None = None,
-                  batch_size: int = 32, limit: int | None = None, seed: int = 1234,
+                  batch_size: int = BATCH_SIZE, limit: int | None = None, seed: int = 1234,
                   progress: bool = False) -> dict:
     """Run lm-eval tasks on an in-memory model. ``tasks`` is a list of names, or a dict
     name -> num_fewshot (None keeps the task's own setting). Returns per-task metrics
@@ -105,7 +106,7 @@ def lm_eval_tasks(model, tokenizer, tasks: Sequence[str] | dict, include_path: s
     return results
 
 
-def world_suite(model, tokenizer, batch_size: int = 32, limit: int | None = None,
+def world_suite(model, tokenizer, batch_size: int = BATCH_SIZE, limit: int | None = None,
                 n_alpaca: int = 1000) -> dict:
     """The world's counterpart of the paper's evaluation: Alpaca-role perplexity and the
     seven world tasks. ``avg`` is the mean accuracy over tasks, as the paper's Avg."""

@@ -9,23 +9,28 @@ import numpy as np
 
 log = logging.getLogger("calib.filters")
 
+FILTER_RATE = 20  # percent of highest-perplexity texts dropped (the paper's k)
+MINK = 50  # Min-K%++'s k (the paper: Min-50%++)
+BATCH_SIZE = 8  # texts scored together
+NGRAM, NUM_PERM, MINHASH_SEED = 3, 128, 1  # the paper's word 3-grams; MinHash permutations and seed
+
 _WORD = re.compile(r"\S+")
 
 
-def word_ngrams(text: str, n: int = 3) -> set[tuple[str, ...]]:
+def word_ngrams(text: str, n: int = NGRAM) -> set[tuple[str, ...]]:
     """Whitespace-word n-grams, lower-cased: the unit of the paper's MinHash Jaccard."""
     words = _WORD.findall(text.lower())
     return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
 
 
-def corpus_ngrams(texts: Iterable[str], n: int = 3) -> set[tuple[str, ...]]:
+def corpus_ngrams(texts: Iterable[str], n: int = NGRAM) -> set[tuple[str, ...]]:
     out: set[tuple[str, ...]] = set()
     for t in texts:
         out |= word_ngrams(t, n)
     return out
 
 
-def exact_jaccard(a: Iterable[str], b: Iterable[str], n: int = 3) -> float:
+def exact_jaccard(a: Iterable[str], b: Iterable[str], n: int = NGRAM) -> float:
     """Exact Jaccard similarity of two corpora's word n-gram sets."""
     sa, sb = corpus_ngrams(a, n), corpus_ngrams(b, n)
     if not sa and not sb:
@@ -41,7 +46,8 @@ def _minhash(grams: set[tuple[str, ...]], num_perm: int, seed: int):
     return m
 
 
-def minhash_jaccard(a: Iterable[str], b: Iterable[str], n: int = 3, num_perm: int = 128, seed: int = 1) -> float:
+def minhash_jaccard(a: Iterable[str], b: Iterable[str], n: int = NGRAM, num_perm: int = NUM_PERM,
+                    seed: int = MINHASH_SEED) -> float:
     """MinHash estimate of the corpora's word n-gram Jaccard (what the paper reports).
     Its standard error is about sqrt(J (1 - J) / num_perm)."""
     sa, sb = corpus_ngrams(a, n), corpus_ngrams(b, n)
@@ -50,8 +56,8 @@ def minhash_jaccard(a: Iterable[str], b: Iterable[str], n: int = 3, num_perm: in
     return float(_minhash(sa, num_perm, seed).jaccard(_minhash(sb, num_perm, seed)))
 
 
-def lsh_overlap(a: list[str], b: list[str], threshold: float = 0.5, n: int = 3, num_perm: int = 128,
-                seed: int = 1) -> float:
+def lsh_overlap(a: list[str], b: list[str], threshold: float = 0.5, n: int = NGRAM, num_perm: int = NUM_PERM,
+                seed: int = MINHASH_SEED) -> float:
     """Share of documents in ``a`` that have a near-duplicate (n-gram Jaccard >= threshold,
     found by MinHash-LSH) in ``b``: a document-level view of the same similarity."""
     from datasketch import MinHashLSH
@@ -78,7 +84,7 @@ def check_k(k: float, allow_100: bool = False) -> float:
     return float(k)
 
 
-def ppl_keep(ppl, k: float = 20) -> np.ndarray:
+def ppl_keep(ppl, k: float = FILTER_RATE) -> np.ndarray:
     """Boolean mask of samples kept when the top k% by perplexity are dropped, with the
     paper's exact rule: keep ppl < np.percentile(ppl, 100 - k) (strictly below).
     A sample without a finite perplexity (fewer than 2 tokens) is dropped and left
@@ -97,7 +103,7 @@ def _batches(n: int, size: int):
         yield range(i, min(n, i + size))
 
 
-def token_logits(model, tokenizer, texts: list[str], batch_size: int = 8, max_length: int | None = None,
+def token_logits(model, tokenizer, texts: list[str], batch_size: int = BATCH_SIZE, max_length: int | None = None,
                  desc: str = "score", progress: bool = True):
     """Yield (ids, logits) per text: the text tokenized with the tokenizer's specials
     (BOS for LLaMA, as the paper's scripts did) and the model's logits at each position.
@@ -138,7 +144,7 @@ def nll_per_token(ids, logits):
     return torch.nn.functional.cross_entropy(logits[:-1], ids[1:], reduction="none")
 
 
-def perplexities(model, tokenizer, texts: list[str], batch_size: int = 8, progress: bool = True) -> np.ndarray:
+def perplexities(model, tokenizer, texts: list[str], batch_size: int = BATCH_SIZE, progress: bool = True) -> np.ndarray:
     """exp(mean token NLL) of each text under the model; nan for a text with < 2 tokens."""
     out = []
     for ids, logits in token_logits(model, tokenizer, texts, batch_size, desc="perplexity", progress=progress):
@@ -160,7 +166,7 @@ def mink_pp_tokens(ids, logits):
     return (tok - mu) / var.clamp_min(1e-12).sqrt()
 
 
-def mink_pp_score(token_scores, k: float = 50) -> float:
+def mink_pp_score(token_scores, k: float = MINK) -> float:
     """Mean of the lowest k% token scores (at least one token)."""
     s = np.sort(np.asarray(token_scores, dtype=np.float64))
     if len(s) == 0:
@@ -169,7 +175,7 @@ def mink_pp_score(token_scores, k: float = 50) -> float:
     return float(s[:m].mean())
 
 
-def mink_pp(model, tokenizer, texts: list[str], k: float = 50, batch_size: int = 8,
+def mink_pp(model, tokenizer, texts: list[str], k: float = MINK, batch_size: int = BATCH_SIZE,
             progress: bool = True) -> np.ndarray:
     """Min-K%++ score of each text (higher: more like the model's training data)."""
     check_k(k, allow_100=True)

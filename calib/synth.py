@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from calib.data import SYNTH_GENERATOR as GENERATOR  # the marker data.py recognises in rows
 from calib.errors import CalibError
 
 log = logging.getLogger("calib.synth")
@@ -31,7 +32,11 @@ PREFIX_LEN = 2
 MAX_PREFIX_LEN = 1024
 MAX_NEW_TOKENS = 2048  # what the original script passes to generate()
 BATCH_SIZE = 32
-GENERATOR = "calib.synth"
+N_DOCS = 5000  # source documents continued (the paper: 5,000)
+
+
+class SettingsMismatch(CalibError):
+    """The output file exists and was written with other settings: resuming would mix two runs."""
 
 
 # ---------------------------------------------------------------------------- tokens
@@ -264,7 +269,7 @@ def generate(model, tokenizer, texts: list[str], out_path: str | Path, prefix_le
         old = json.loads(mp.read_text()) if mp.exists() else None
         if old != settings:
             diff = sorted(k for k in settings if not old or old.get(k) != settings[k])
-            raise CalibError(f"{out_path} exists and was written with other settings ({', '.join(diff)}); "
+            raise SettingsMismatch(f"{out_path} exists and was written with other settings ({', '.join(diff)}); "
                              f"choose another output path or delete it")
     out_path.parent.mkdir(parents=True, exist_ok=True)
     mp.write_text(json.dumps(settings, indent=1))

@@ -129,7 +129,8 @@ def test_published_claims_are_readable():
 
 
 def test_qwen_world_model_loads_with_the_world_tokenizer():
-    from calib.world.model import MODEL_DIR, QWEN_DIR, QWEN_RECIPE, load
+    from calib.models import load
+    from calib.world.model import MODEL_DIR, QWEN_DIR, QWEN_RECIPE
     model, tok = load(QWEN_DIR)
     _, ref = load(MODEL_DIR)
     assert type(model).__name__ == "Qwen2ForCausalLM" and model.model.layers[0].self_attn.q_proj.bias is not None

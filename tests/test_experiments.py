@@ -56,7 +56,7 @@ def test_key_is_canonical(model_dir, cache_env):
 
 
 def test_key_follows_model_content(model_dir, cache_env, tmp_path):
-    from calib.experiments import model_identity
+    from calib.models import model_identity
     same = tmp_path / "same"
     shutil.copytree(model_dir, same)
     assert job(same).key == job(model_dir).key  # identity is content, not path
@@ -153,7 +153,7 @@ def _row(key, status="done", **kw):
 
 
 def test_store_upsert_semantics(tmp_path):
-    from calib.store import Store
+    from calib.experiments import Store
     with Store(tmp_path / "r.db") as s:
         assert s.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert s.put(_row("a", "failed", error="Traceback: boom", attempts=2, metrics=None))
@@ -171,7 +171,7 @@ def test_store_upsert_semantics(tmp_path):
 
 WRITER = """
 import sys, time
-from calib.store import Store
+from calib.experiments import Store
 s = Store(sys.argv[1], timeout=60)
 wid = int(sys.argv[2])
 for i in range(40):
@@ -181,7 +181,7 @@ for i in range(40):
 
 def test_store_concurrent_writers(tmp_path):
     db = tmp_path / "r.db"
-    from calib.store import Store
+    from calib.experiments import Store
     Store(db).close()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(db), str(w)], env=env) for w in range(4)]
@@ -194,7 +194,7 @@ def test_store_concurrent_writers(tmp_path):
 
 KILLED_WRITER = """
 import sys
-from calib.store import Store
+from calib.experiments import Store
 s = Store(sys.argv[1])
 i = 0
 while True:
@@ -216,7 +216,7 @@ def test_store_sigkill_mid_write_leaves_whole_rows(tmp_path):
             pass
     p.send_signal(signal.SIGKILL)
     p.wait()
-    from calib.store import Store
+    from calib.experiments import Store
     with Store(db) as s:
         rows = s.rows()
         assert len(rows) >= 5
@@ -276,13 +276,13 @@ def test_synthetic_job_caches_generation(model_dir, cache_env, monkeypatch):
 def test_local_sweep_records_failures_and_retries(model_dir, cache_env, tmp_path, monkeypatch):
     import torch
 
-    from calib import experiments
     from calib.experiments import expand_grid
-    from calib.store import Store
-    from calib.sweep import run_sweep
+    from calib.experiments import run as experiments
+    from calib.experiments import Store
+    from calib.experiments import run_sweep
     jobs = expand_grid({"model": str(model_dir), **SMALL, "method": ["magnitude", "wanda"],
                         "calibration": {**SMALL["calibration"], "seed": {"range": 2}}})
-    real = experiments._prune
+    real = experiments.prune
     state = {"n": 0}
 
     def flaky(job, model, ids):  # the 1st call OOMs once (retried); every wanda seed-1 call NaNs
@@ -294,7 +294,7 @@ def test_local_sweep_records_failures_and_retries(model_dir, cache_env, tmp_path
             next(model.parameters()).data[0, 0] = float("nan")
         return res
 
-    monkeypatch.setattr(experiments, "_prune", flaky)
+    monkeypatch.setattr(experiments, "prune", flaky)
     store = Store(tmp_path / "r.db")
     assert run_sweep(jobs, store, retries=1, progress=False) == {"total": 4, "skipped": 0, "done": 3, "failed": 1}
     rows = {r["key"]: r for r in store.rows(status="all")}
@@ -302,7 +302,7 @@ def test_local_sweep_records_failures_and_retries(model_dir, cache_env, tmp_path
     bad = rows[jobs[3].key]
     assert bad["status"] == "failed" and bad["attempts"] == 2
     assert "FloatingPointError" in bad["error"] and "non-finite weights" in bad["error"] and "Traceback" in bad["error"]
-    monkeypatch.setattr(experiments, "_prune", real)
+    monkeypatch.setattr(experiments, "prune", real)
     # a re-run skips finished rows and retries the failed one
     assert run_sweep(jobs, store, progress=False) == {"total": 4, "skipped": 3, "done": 1, "failed": 0}
     assert store.get(jobs[3].key)["status"] == "done" and store.get(jobs[3].key)["attempts"] == 3
@@ -311,8 +311,8 @@ def test_local_sweep_records_failures_and_retries(model_dir, cache_env, tmp_path
 
 def test_results_frame_mean_std(model_dir, cache_env, tmp_path, capsys):
     from calib.cli import main
-    from calib.store import Store
-    from calib.sweep import results_frame
+    from calib.experiments import Store
+    from calib.experiments import results_frame
     db = tmp_path / "r.db"
     with Store(db) as s:
         for seed, ppl in [(0, 10.0), (1, 14.0), (2, 12.0)]:

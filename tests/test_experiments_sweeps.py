@@ -52,8 +52,8 @@ def grid(models, tmp_path_factory):
 def reference(grid, tmp_path_factory):
     """The same grid, uninterrupted, in-process, with its own cache."""
     from calib.experiments import expand_grid
-    from calib.store import Store
-    from calib.sweep import run_sweep
+    from calib.experiments import Store
+    from calib.experiments import run_sweep
     tmp = tmp_path_factory.mktemp("reference")
     old = os.environ.get("CALIB_CACHE")
     os.environ["CALIB_CACHE"] = str(tmp / "cache")
@@ -100,7 +100,7 @@ def _kill_and_resume(grid, tmp_path, executor):
 
 
 def _check(db, reference):
-    from calib.store import Store
+    from calib.experiments import Store
     jobs, ref = reference
     with Store(db) as s:
         assert s.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
@@ -126,6 +126,6 @@ def test_sigkill_and_resume_ray(grid, reference, tmp_path):
     pytest.importorskip("ray")
     db, drivers = _kill_and_resume(grid, tmp_path, "ray")
     _check(db, reference)
-    from calib.store import Store
+    from calib.experiments import Store
     with Store(db) as s:  # the jobs ran in Ray workers, not in either driver
         assert not {r["info"]["pid"] for r in s.rows(status="done")} & drivers

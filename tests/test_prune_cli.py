@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import sys
-import types
 
 import pytest
 import torch
@@ -44,13 +42,11 @@ def _shim_ids(source, tokenizer, nsamples, seqlen, seed=0, mode=None):
 
 @pytest.fixture
 def shim(monkeypatch):
-    """Stand-in calibration sampler, so these tests do not depend on calib.data."""
-    mod = types.ModuleType("calib.data")
-    mod.calibration_tensor = _shim_ids
-    monkeypatch.setitem(sys.modules, "calib.data", mod)
-    import calib
-    monkeypatch.setattr(calib, "data", mod, raising=False)
-    return mod
+    """Stand-in calibration sampler, so these tests do not depend on calib.data's sources."""
+    from calib import data
+    monkeypatch.setattr(data, "calibration_tensor", _shim_ids)
+    monkeypatch.setattr(data, "default_mode", lambda source: "document")
+    return data
 
 
 def _run(model_dir, out, *extra):

@@ -9,7 +9,8 @@ import torch
 
 from calib.errors import CalibError
 from calib.prune import prune
-from calib.prune.engine import _Run, find_linears
+from calib.prune import methods
+from calib.prune.sequential import Sequential, find_linears
 from calib.prune.masks import check_nm
 from calib.prune.owl import block_nm, block_sparsities
 from calib.prune.sparsegpt import inverse_hessian
@@ -60,7 +61,7 @@ def test_captured_calls_reproduce_model_hidden_states(arch, extra, attn):
     x = ids()
     with torch.no_grad():
         want = model(x, output_hidden_states=True).hidden_states
-        run = _Run(model, "wanda", 0.5, None, {}, 2, "cpu", True, False, False)
+        run = Sequential(model, 2, "cpu", True)
         buf = run.capture(x)
         torch.testing.assert_close(buf, want[0])
         for i, block in enumerate(run.blocks[:-1]):
@@ -158,8 +159,8 @@ def test_bug_wanda_more_than_128_samples():
 def test_bug_dsnot_sparsegpt_init_accumulates_hessian():
     """The original reads a Hessian it never accumulates (AttributeError); calib accumulates it."""
     model = tiny()
-    run = _Run(model, "dsnot", 0.5, None, {"initial_method": "sparsegpt"}, 2, "cpu", True, False, False)
-    needs = run.needs("dsnot")
+    run = Sequential(model, 2, "cpu", True)
+    needs = methods.needs("dsnot", methods.resolve_options("dsnot", {"initial_method": "sparsegpt"}))
     assert needs["hessian"]
     buf = run.capture(ids())
     block = run.blocks[0]

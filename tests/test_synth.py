@@ -149,7 +149,7 @@ CHILD = """
 import sys, torch
 torch.set_num_threads(1)
 from calib import synth
-from calib.world.model import load
+from calib.models import load
 from calib.world.sources import documents
 model, tok = load(sys.argv[1])
 synth.generate(model, tok, documents("world/web", 14), sys.argv[2], seed=4, max_new_tokens=24, batch_size=4,
@@ -159,7 +159,7 @@ synth.generate(model, tok, documents("world/web", 14), sys.argv[2], seed=4, max_
 
 def test_resume_after_sigkill(mt, tmp_path):
     model_dir = save_tiny(tmp_path / "m")
-    from calib.world.model import load
+    from calib.models import load
     model, tok = load(model_dir)
     full = synth.generate(model, tok, DOCS, tmp_path / "full.jsonl", seed=4, **FAST)
     out = tmp_path / "killed.jsonl"

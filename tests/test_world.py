@@ -84,7 +84,7 @@ def test_tokenizer_round_trips(tiny_tokenizer):
 
 def test_model_save_load_round_trip_identical_logits(tiny_llama, tiny_tokenizer, tmp_path):
     import torch
-    from calib.world.model import load
+    from calib.models import load
     tiny_llama.save_pretrained(tmp_path)
     tiny_tokenizer.save_pretrained(tmp_path)
     model, tok = load(tmp_path)
@@ -95,7 +95,7 @@ def test_model_save_load_round_trip_identical_logits(tiny_llama, tiny_tokenizer,
 
 
 def test_missing_and_corrupt_model_folders(tmp_path, tiny_llama, tiny_tokenizer):
-    from calib.world.model import load
+    from calib.models import load
     with pytest.raises(CalibError, match="config.json missing"):
         load(tmp_path / "nothing")
     tiny_llama.save_pretrained(tmp_path / "m")

@@ -3,9 +3,18 @@
     from calib.prune import prune
     result = prune(model, calib_ids, method="wanda", sparsity=0.6)
     result.report["overall"]["sparsity"], result.mask_hash
-"""
-from calib.prune.engine import (
-    METHODS, OPTIONS, SUPPORTED_ARCHS, PruneResult, parse_pattern, prune,
-)
 
-__all__ = ["METHODS", "OPTIONS", "SUPPORTED_ARCHS", "PruneResult", "parse_pattern", "prune"]
+methods.py is the method table (torch-free to import), sequential.py the
+block-by-block plumbing, engine.py the run; masks, stats, sparsegpt, dsnot and
+owl are the methods' math. ``prune`` and ``PruneResult`` load torch on first use.
+"""
+from calib.prune.methods import METHODS, OPTIONS, parse_pattern, resolve_options, resolve_sparsity
+
+__all__ = ["METHODS", "OPTIONS", "PruneResult", "parse_pattern", "prune", "resolve_options", "resolve_sparsity"]
+
+
+def __getattr__(name):  # the engine imports torch: only when it is used
+    if name in ("prune", "PruneResult"):
+        from calib.prune import engine
+        return getattr(engine, name)
+    raise AttributeError(f"module 'calib.prune' has no attribute {name!r}")

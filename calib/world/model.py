@@ -196,37 +196,3 @@ def save(model, tokenizer, log: dict, out_dir: Path) -> None:
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     (out_dir / "training_log.json").write_text(json.dumps(log, indent=1))
-
-
-# ------------------------------------------------------------------------------- load
-def _tokenizer(path: Path):
-    """The tokenizer class the folder declares. transformers 5's AutoTokenizer swaps in
-    the model type's own class for some types (a qwen2 config gets Qwen2Tokenizer, which
-    re-splits digits and adds a pad token outside the vocabulary); the world tokenizers
-    are plain tokenizers.json files and must load as such."""
-    from transformers import AutoTokenizer
-    cfg = path / "tokenizer_config.json"
-    if cfg.is_file() and json.loads(cfg.read_text()).get("tokenizer_class") == "TokenizersBackend":
-        from transformers import TokenizersBackend
-        return TokenizersBackend.from_pretrained(path)
-    return AutoTokenizer.from_pretrained(path)
-
-
-def load(path: str | Path | None = None, dtype: str = "float32"):
-    """Load the world model (or any causal LM folder) and its tokenizer, with a clear
-    error and a rebuild hint when the folder is missing or corrupt."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path = Path(path) if path is not None else MODEL_DIR
-    hint = "run `calib world build` to (re)create the world model" if path == MODEL_DIR else \
-        "point --model at a folder written by save_pretrained"
-    if not (path / "config.json").is_file():
-        raise CalibError(f"no model at {path} (config.json missing); {hint}")
-    try:
-        tok = _tokenizer(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
-    except Exception as e:  # corrupt weights, bad JSON, truncated safetensors ...
-        raise CalibError(f"could not load the model at {path}: {type(e).__name__}: {e}; {hint}") from e
-    model.eval()
-    return model, tok

@@ -2,6 +2,8 @@
 
 Each ``r*`` function measures one thing on a loaded model and returns plain
 JSON-able numbers; ``build_report`` runs them all and says which targets hold.
+It measures the world with the layers above it (data, prune, evaluate), so it
+lives above them, not in world/; its output is world/report.json.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ TARGETS = {
     "R5": "dense avg accuracy >= chance + 30 points and <= 90%, >= 500 items per task",
     "R6": "word-3-gram Jaccard to pretraining: pretrain > web > mixed > encyclopedia",
 }
+REPORT_PATH = Path(sources.__file__).parent / "report.json"
 REPORT_SOURCES = ["world/pretrain", "world/web", "world/mixed", "world/encyclopedia"]
 
 
@@ -86,7 +89,7 @@ def pruned_eval(model_dir, method: str, sparsity: float, source: str = "world/pr
     from calib.data import calibration_tensor
     from calib.evaluate import world_suite
     from calib.prune import prune
-    from calib.world.model import load
+    from calib.models import load
     model, tok = load(model_dir)
     ids = calibration_tensor(source, tok, nsamples=nsamples, seqlen=seqlen, seed=seed)
     prune(model, ids, method=method, sparsity=sparsity)
@@ -113,7 +116,8 @@ def source_spread(model_dir, sparsities=(0.6, 0.7), seeds=(0, 1, 2), method: str
 
 def build_report(model_dir=None, with_pruning: bool = True, progress: bool = True) -> dict:
     from calib.evaluate import world_suite
-    from calib.world.model import MODEL_DIR, load
+    from calib.models import load
+    from calib.world.model import MODEL_DIR
     from calib.world.tasks import CHANCE, N_ITEMS
     model_dir = Path(model_dir or MODEL_DIR)
     t0 = time.time()

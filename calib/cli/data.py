@@ -6,20 +6,21 @@ import json
 import sys
 from pathlib import Path
 
+from calib import data, filters, synth
+
 SOURCE_HELP = ("a world source (world/pretrain, world/web, world/encyclopedia, world/mixed, "
                "world/instructions), a hub source (c4, wikipedia, slimpajama, dclm, alpaca), "
                "a local .jsonl/.json/.parquet/.txt file, or a jsonl written by `calib generate`")
-MODEL_HELP = "model folder (save_pretrained); default: the world model in calib/world/model"
+MODEL_HELP = "model folder (save_pretrained) or alias world | world-qwen; default: world"
 FMT = argparse.ArgumentDefaultsHelpFormatter
 
 
 def _load(args):
     import torch
-    from calib.world.model import load
+    from calib import models
     torch.manual_seed(0)
-    model, tok = load(args.model)
-    dev = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return model.to(dev), tok
+    model, tok = models.load(args.model or "world")
+    return model.to(models.device(args.device)), tok
 
 
 def _write_json(path, obj):
@@ -30,16 +31,11 @@ def _write_json(path, obj):
 # ---------------------------------------------------------------------------- sample
 def cmd_sample(args) -> int:
     import torch
-    from transformers import AutoTokenizer
-    from calib import data
-    from calib.world.model import MODEL_DIR, load
-    path = Path(args.model) if args.model else MODEL_DIR
-    if not (path / "config.json").is_file():
-        load(args.model)  # raises the CalibError with its rebuild hint
-    tok = AutoTokenizer.from_pretrained(path)  # the tokenizer alone: no weights needed
-    seqlen = args.seqlen
-    if seqlen is None:
-        seqlen = min(2048, int(tok.model_max_length)) if tok.model_max_length < 10**6 else 2048
+    from calib import models
+    model = args.model or "world"
+    config = models.model_config(model)
+    tok = models.load_tokenizer(model)  # the tokenizer alone: no weights needed
+    seqlen = data.default_seqlen(models.context_length(config)) if args.seqlen is None else args.seqlen
     cs = data.sample(args.source, tok, args.nsamples, seqlen, seed=args.seed, mode=args.mode, pool=args.pool,
                      text_field=args.text_field)
     if args.out:
@@ -55,7 +51,6 @@ def cmd_sample(args) -> int:
 # -------------------------------------------------------------------------- generate
 def cmd_generate(args) -> int:
     import logging
-    from calib import data, synth
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     model, tok = _load(args)
     texts = data.load_texts(args.source, args.ndocs, args.text_field)
@@ -71,10 +66,10 @@ def cmd_generate(args) -> int:
 # ---------------------------------------------------------------------------- filter
 def cmd_filter(args) -> int:
     import numpy as np
-    from calib import filters
     from calib.errors import CalibError
+    from calib.io import read_jsonl
     filters.check_k(args.k)
-    rows = [json.loads(line) for line in open(args.input, encoding="utf-8") if line.strip()]
+    rows = read_jsonl(args.input)
     if not rows:
         raise CalibError(f"{args.input} is empty: nothing to filter")
     model, tok = _load(args)
@@ -98,7 +93,6 @@ def cmd_filter(args) -> int:
 # ------------------------------------------------------------------------ similarity
 def cmd_similarity(args) -> int:
     import numpy as np
-    from calib import data, filters
     a = data.load_texts(args.a, args.ndocs, args.text_field)
     b = data.load_texts(args.b, args.ndocs, args.text_field)
     out = {"a": args.a, "b": args.b, "documents": [len(a), len(b)], "n": args.n, "num_perm": args.num_perm,
@@ -134,9 +128,9 @@ def add_parser(sub) -> None:
                        "random windows that may cross documents (the paper's Wikipedia and self-generated data). "
                        "The default mode is the paper's for that source. Prints the set's sha256 content hash.")
     p.add_argument("source", help=SOURCE_HELP)
-    p.add_argument("--nsamples", type=int, default=128, help="windows to draw (paper: 128)")
+    p.add_argument("--nsamples", type=int, default=data.NSAMPLES, help="windows to draw (paper: 128)")
     p.add_argument("--seqlen", type=int, default=None,
-                   help="tokens per window (paper: 2048; default 2048 capped to the tokenizer's context)")
+                   help=f"tokens per window (paper: {data.SEQLEN}; default {data.SEQLEN} capped to the model's context)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (the document pool is fixed)")
     p.add_argument("--mode", choices=["document", "concat"], default=None, help="default: the source's")
     p.add_argument("--pool", type=int, default=None,
@@ -153,16 +147,17 @@ def add_parser(sub) -> None:
                        "the same command resumes an interrupted run.")
     p.add_argument("source", help=SOURCE_HELP)
     p.add_argument("--out", required=True, help="output jsonl (resumed if it exists with the same settings)")
-    p.add_argument("--ndocs", type=int, default=5000, help="source documents to continue (paper: 5000)")
-    p.add_argument("--prefix-len", type=int, default=2, help="text tokens kept from each document, 0..1024")
-    p.add_argument("--max-new-tokens", type=int, default=2048,
+    p.add_argument("--ndocs", type=int, default=synth.N_DOCS, help="source documents to continue (paper: 5000)")
+    p.add_argument("--prefix-len", type=int, default=synth.PREFIX_LEN,
+                   help=f"text tokens kept from each document, 0..{synth.MAX_PREFIX_LEN}")
+    p.add_argument("--max-new-tokens", type=int, default=synth.MAX_NEW_TOKENS,
                    help="new tokens at most (the original script: 2048; cut to the model's positions)")
-    p.add_argument("--batch-size", type=int, default=32, help="prompts decoded together")
+    p.add_argument("--batch-size", type=int, default=synth.BATCH_SIZE, help="prompts decoded together")
     p.add_argument("--seed", type=int, default=0, help="generation seed (each row: seed + document index)")
-    p.add_argument("--top-k", type=int, default=50)
-    p.add_argument("--top-p", type=float, default=0.95)
-    p.add_argument("--temperature", type=float, default=0.6)
-    p.add_argument("--repetition-penalty", type=float, default=1.2)
+    p.add_argument("--top-k", type=int, default=synth.SAMPLING["top_k"])
+    p.add_argument("--top-p", type=float, default=synth.SAMPLING["top_p"])
+    p.add_argument("--temperature", type=float, default=synth.SAMPLING["temperature"])
+    p.add_argument("--repetition-penalty", type=float, default=synth.SAMPLING["repetition_penalty"])
     p.add_argument("--skip-short", action="store_true", help="skip documents shorter than the prefix")
     _common(p)
     p.set_defaults(func=cmd_generate)
@@ -172,8 +167,9 @@ def add_parser(sub) -> None:
                        "dense model and keep those strictly below np.percentile(ppl, 100 - K) (paper: K = 20).")
     p.add_argument("input", help="jsonl with a 'text' field (e.g. from `calib generate`)")
     p.add_argument("--out", required=True, help="filtered jsonl (rows gain a 'ppl' field)")
-    p.add_argument("--k", type=float, default=20.0, help="percent of highest-perplexity texts to drop, in (0, 100)")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--k", type=float, default=float(filters.FILTER_RATE),
+                   help="percent of highest-perplexity texts to drop, in (0, 100)")
+    p.add_argument("--batch-size", type=int, default=filters.BATCH_SIZE)
     _common(p)
     p.set_defaults(func=cmd_filter)
 
@@ -185,14 +181,15 @@ def add_parser(sub) -> None:
     p.add_argument("a", help=SOURCE_HELP)
     p.add_argument("b", help="the second corpus, same kinds as A")
     p.add_argument("--ndocs", type=int, default=1000, help="documents read from each corpus")
-    p.add_argument("--n", type=int, default=3, help="word n-gram size")
-    p.add_argument("--num-perm", type=int, default=128, help="MinHash permutations")
-    p.add_argument("--seed", type=int, default=1, help="MinHash seed")
+    p.add_argument("--n", type=int, default=filters.NGRAM, help="word n-gram size")
+    p.add_argument("--num-perm", type=int, default=filters.NUM_PERM, help="MinHash permutations")
+    p.add_argument("--seed", type=int, default=filters.MINHASH_SEED, help="MinHash seed")
     p.add_argument("--exact", action="store_true", help="also compute the exact Jaccard")
     p.add_argument("--lsh-threshold", type=float, default=None,
                    help="also report the share of A's documents with an LSH near-duplicate in B")
-    p.add_argument("--mink", type=float, default=None, metavar="K", help="also score Min-K%%++ with the model")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--mink", type=float, default=None, metavar="K",
+                   help=f"also score Min-K%%++ with the model (paper: K = {filters.MINK})")
+    p.add_argument("--batch-size", type=int, default=filters.BATCH_SIZE)
     p.add_argument("--out", default=None, help="write the result as JSON")
     _common(p)
     p.set_defaults(func=cmd_similarity)

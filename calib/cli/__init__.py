@@ -1,8 +1,7 @@
-"""`calib` command line: one sub-command per step of the paper's data flow.
-
-Each step's module owns its sub-command (``add_parser(sub)`` sets ``func``);
-heavy imports (torch, transformers) happen inside the handlers so that
-``calib --help`` stays fast.
+"""`calib` command line: dispatch only. One module per step of the data flow owns its
+sub-commands (``add_parser(sub)`` sets ``func``) and calls library functions, which own
+the defaults and the checks. Heavy imports (torch, transformers) happen inside the
+handlers, so ``calib --help`` stays fast.
 """
 from __future__ import annotations
 
@@ -12,13 +11,8 @@ import sys
 
 from calib.errors import CalibError
 
-# (module, registrar) pairs, in data-flow order.
-REGISTRARS = [
-    ("calib.world.cli", "add_parser"),
-    ("calib.data_cli", "add_parser"),  # sample, generate, filter, similarity
-    ("calib.prune.cli", "add_parser"),
-    ("calib.experiments", "add_parser"),  # run, results
-]
+# sub-command modules, in data-flow order
+MODULES = ("calib.cli.world", "calib.cli.data", "calib.cli.prune", "calib.cli.experiments")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,8 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for module, fn in REGISTRARS:
-        getattr(importlib.import_module(module), fn)(sub)
+    for module in MODULES:
+        importlib.import_module(module).add_parser(sub)
     return parser
 
 
@@ -45,7 +39,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"calib {args.command}: interrupted; finished work is kept", file=sys.stderr)
         return 130
     return int(rc or 0)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,19 +1,17 @@
 """`calib prune`: prune a Hugging Face model with calibration data and save it.
 
-The output folder is written atomically: everything goes to a hidden sibling
-folder first, which is renamed to --out only once complete.
+The output folder is written atomically (calib.io.atomic_folder): everything goes
+to a hidden sibling folder first, which is renamed to --out only once complete.
 """
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import shutil
-import sys
 import time
 from pathlib import Path
 
+from calib import data
 from calib.errors import CalibError
+from calib.prune import methods
 
 # CLI flag -> method option; None defaults mean "the method's own default".
 _OPTION_FLAGS = {
@@ -40,19 +38,20 @@ def add_parser(sub) -> None:
         description="Prune a decoder-only Hugging Face model (LLaMA, Mistral, Qwen2/3) layer by layer "
                     "and save it with dense weights and exact zeros, plus prune_report.json.",
     )
-    p.add_argument("--model", required=True, help="model folder (save_pretrained layout)")
+    p.add_argument("--model", required=True, help="model folder (save_pretrained layout) or alias world | world-qwen")
     p.add_argument("--method", default="wanda", help="magnitude | wanda | sparsegpt | dsnot | owl")
     p.add_argument("--sparsity", type=float, default=None,
                    help="unstructured sparsity in [0, 1) (default 0.5); implied by N:M patterns")
     p.add_argument("--pattern", default="unstructured", help="unstructured | 2:4 | 4:8 | N:M")
     p.add_argument("--calib", default="world/pretrain", help="world source (e.g. world/pretrain) or a local text file")
     p.add_argument("--calib-mode", default=None, help="sampling mode of the source (default: the source's own)")
-    p.add_argument("--nsamples", type=int, default=128)
-    p.add_argument("--seqlen", type=int, default=2048)
+    p.add_argument("--nsamples", type=int, default=data.NSAMPLES, help="calibration windows (paper: 128)")
+    p.add_argument("--seqlen", type=int, default=None,
+                   help=f"tokens per window (paper: {data.SEQLEN}; default {data.SEQLEN} capped to the model's context)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, type=Path, help="output folder (must not exist, or be empty)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
-    p.add_argument("--batch-size", type=int, default=8, help="calibration samples per block forward")
+    p.add_argument("--batch-size", type=int, default=methods.BATCH_SIZE, help="calibration samples per block forward")
     p.add_argument("--device", default=None, help="compute device (default: cuda if available, else cpu)")
     p.add_argument("--no-offload", action="store_true",
                    help="keep the whole model on the device (default: one block at a time)")
@@ -80,7 +79,7 @@ def add_parser(sub) -> None:
 
 
 def _method_options(args, method):
-    from calib.prune.engine import OPTIONS
+    from calib.prune.methods import OPTIONS
     opts = {}
     for key, flag in _OPTION_FLAGS.items():
         val = getattr(args, key)
@@ -100,18 +99,10 @@ def _check_out(out: Path, overwrite: bool):
             raise CalibError(f"--out {out} is not empty; pass --overwrite to replace it")
 
 
-def _versions():
-    import torch
-    import transformers
-
-    import calib
-    return {"torch": torch.__version__, "transformers": transformers.__version__,
-            "calib": calib.__version__, "python": sys.version.split()[0]}
-
-
 def handler(args) -> int:
     from calib.errors import check_choice
-    from calib.prune.engine import METHODS, parse_pattern, resolve_options, resolve_sparsity
+    from calib.models import DTYPES, model_config
+    from calib.prune.methods import METHODS, parse_pattern, resolve_options, resolve_sparsity
 
     t0 = time.perf_counter()
     # Everything checkable without the model fails before anything is loaded.
@@ -121,45 +112,39 @@ def handler(args) -> int:
     opts = resolve_options(args.method, _method_options(args, args.method))
     if args.nsamples < 1:
         raise CalibError(f"--nsamples {args.nsamples} must be >= 1")
-    if args.seqlen < 1:
+    if args.seqlen is not None and args.seqlen < 1:
         raise CalibError(f"--seqlen {args.seqlen} must be >= 1")
     if args.batch_size < 1:
         raise CalibError(f"--batch-size {args.batch_size} must be >= 1")
-    check_choice("dtype", args.dtype, ["auto", "float32", "bfloat16", "float16"])
+    check_choice("dtype", args.dtype, ["auto", *DTYPES])
     out = Path(args.out)
     _check_out(out, args.overwrite)
-    model_dir = Path(args.model)
-    if not (model_dir / "config.json").is_file():
-        raise CalibError(f"--model {model_dir} has no config.json (expected a save_pretrained folder)")
-
-    import hashlib
+    config = model_config(args.model)
 
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from calib.prune.engine import check_architecture, context_length, prune
+    import calib
+    from calib.io import atomic_folder
+    from calib.models import context_length, load, model_path
+    from calib.prune.engine import prune
+    from calib.prune.sequential import check_architecture
 
-    config = AutoConfig.from_pretrained(model_dir)
     check_architecture(config)
     ctx = context_length(config)
-    if ctx is not None and args.seqlen > ctx:
-        raise CalibError(f"--seqlen {args.seqlen} is longer than the model's context ({ctx} tokens)")
+    seqlen = data.default_seqlen(ctx) if args.seqlen is None else args.seqlen
+    if ctx is not None and seqlen > ctx:
+        raise CalibError(f"--seqlen {seqlen} is longer than the model's context ({ctx} tokens)")
 
     timings = {}
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    dtype = "auto" if args.dtype == "auto" else getattr(torch, args.dtype)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
+    model, tokenizer = load(args.model, dtype=args.dtype)
     timings["load_s"] = time.perf_counter() - t0
 
     t = time.perf_counter()
-    ids = None
+    ids, mode = None, None
     if args.method != "magnitude":  # magnitude needs no data
-        try:
-            from calib.data import calibration_tensor
-        except ImportError as e:
-            raise CalibError(f"calibration sampling (calib.data) is unavailable: {e}")
-        ids = calibration_tensor(args.calib, tokenizer, nsamples=args.nsamples, seqlen=args.seqlen,
-                                 seed=args.seed, mode=args.calib_mode)
+        mode = args.calib_mode or data.default_mode(args.calib)
+        ids = data.calibration_tensor(args.calib, tokenizer, nsamples=args.nsamples, seqlen=seqlen,
+                                      seed=args.seed, mode=mode)
     timings["calibration_s"] = time.perf_counter() - t
 
     torch.manual_seed(args.seed)
@@ -170,54 +155,31 @@ def handler(args) -> int:
     timings["prune_s"] = time.perf_counter() - t
 
     report = {
-        "model": str(model_dir),
+        "model": str(model_path(args.model)),
         "method": args.method,
         "pattern": args.pattern,
         "sparsity": sparsity,
         "options": result.report["options"],
         "calibration": {
-            "source": args.calib, "mode": args.calib_mode, "nsamples": args.nsamples, "seqlen": args.seqlen,
-            "sha256_int32": None if ids is None else hashlib.sha256(
-                ids.to(torch.int32).contiguous().numpy().tobytes()).hexdigest(),
+            "source": args.calib, "mode": mode, "nsamples": args.nsamples, "seqlen": seqlen,
+            "sha256_int32": None if ids is None else data.calibration_hash(ids),
         },
         "seed": args.seed,
         "mask_hash": result.mask_hash,
         "sparsity_report": {k: result.report[k] for k in ("overall", "blocks", "matrices")},
         "owl": result.report.get("owl"),
-        "versions": _versions(),
+        "versions": calib.versions(),
         "timings": {**timings, "engine": result.timings},
     }
 
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     t = time.perf_counter()
-    try:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+    with atomic_folder(out) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         report["timings"]["save_s"] = time.perf_counter() - t
         report["timings"]["total_s"] = time.perf_counter() - t0
         (tmp / "prune_report.json").write_text(json.dumps(report, indent=2))
-        _publish(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     ov = report["sparsity_report"]["overall"]
     print(f"pruned {args.method} {args.pattern} -> {out}: sparsity {ov['sparsity']:.4f} "
           f"({ov['pruned']}/{ov['total']}), mask hash {result.mask_hash[:16]}")
     return 0
-
-
-def _publish(tmp: Path, out: Path):
-    """Rename the finished folder into place (replacing an old --out only at the very end)."""
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        out.rename(old)
-        try:
-            tmp.rename(out)
-        except BaseException:
-            old.rename(out)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(out)

@@ -5,8 +5,6 @@ import argparse
 import json
 from pathlib import Path
 
-REPORT_PATH = Path(__file__).parent / "report.json"
-
 
 def add_parser(sub) -> None:
     p = sub.add_parser("world", help="the embedded world: sources, model, tasks, realism report",
@@ -25,7 +23,8 @@ def add_parser(sub) -> None:
     b.add_argument("--device", default="cpu",
                    help="cpu | cuda: where to train (the committed weights were trained on one H100 in ~6 min; "
                         "roughly 10 hours on one CPU thread)")
-    b.add_argument("--report", type=Path, default=REPORT_PATH, help="where to write the JSON report")
+    b.add_argument("--report", type=Path, default=None,
+                   help="where to write the JSON report (default: calib/world/report.json)")
     b.add_argument("--no-report", action="store_true", help="skip the realism report")
     b.add_argument("--no-prune", action="store_true", help="skip the pruning measurements (R2, R3) of the report")
     b.set_defaults(func=_build)
@@ -46,41 +45,38 @@ def add_parser(sub) -> None:
 
 
 def _build(args) -> int:
-    from calib.errors import CalibError
-    from calib.errors import check_choice
+    from calib.errors import CalibError, check_choice
+    from calib.models import load
     from calib.world import model as wm
     check_choice("architecture", args.arch, wm.ARCHS)
     recipe = wm.RECIPE if args.arch == "llama" else wm.QWEN_RECIPE
     target = args.model or (wm.MODEL_DIR if args.arch == "llama" else wm.QWEN_DIR)
     exists = (target / "config.json").is_file()
     if args.retrain or not exists:
-        import shutil
         import torch
+        from calib.io import atomic_folder
         try:
             torch.empty(0, device=args.device)
         except (RuntimeError, AssertionError) as e:
             raise CalibError(f"cannot train on --device {args.device!r} ({e}); valid choices: cpu, cuda, cuda:N "
                              f"on a machine with a GPU") from e
-        tmp = target.with_name(target.name + ".building")
-        shutil.rmtree(tmp, ignore_errors=True)
         print(f"training the {args.arch} world model from its recipe into {target} ...")
-        wm.train(recipe, out_dir=tmp, steps=args.steps, device=args.device)
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)  # nothing half-written at the target
+        with atomic_folder(target) as tmp:  # nothing half-written at the target
+            wm.train(recipe, out_dir=tmp, steps=args.steps, device=args.device)
     else:
         print(f"reusing the world model at {target} (use --retrain to train it again)")
-    wm.load(target)  # fail early, with a hint, if the folder is corrupt
+    load(target)  # fail early, with a hint, if the folder is corrupt
     if args.no_report:
         return 0
-    from calib.world.report import build_report, markdown
+    from calib.realism import REPORT_PATH, build_report, markdown
     try:
         rep = build_report(target, with_pruning=not args.no_prune)
     except ImportError as e:
         raise CalibError(f"the report needs a module that is missing: {e}") from e
-    args.report.write_text(json.dumps(rep, indent=1))
+    out = args.report or REPORT_PATH
+    out.write_text(json.dumps(rep, indent=1))
     print(markdown(rep))
-    print(f"report written to {args.report}")
+    print(f"report written to {out}")
     return 0
 
 

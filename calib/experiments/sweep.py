@@ -15,8 +15,9 @@ import time
 import traceback
 
 from calib.errors import CalibError, check_choice
-from calib.experiments import Job, failed_row, run_job
-from calib.store import Store
+from calib.experiments.job import Job
+from calib.experiments.run import failed_row, run_job
+from calib.experiments.store import Store
 
 EXECUTORS = ("local", "ray")
 # driver environment a Ray worker needs to see the same caches and settings

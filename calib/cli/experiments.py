@@ -1,0 +1,75 @@
+"""`calib run | results`: sweeps of jobs into a results store, and the store read back."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from calib.errors import CalibError, check_choice
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("run", help="run a grid of experiments (prune + evaluate) into a results store",
+                       description="Expand a YAML grid into jobs and run those not yet finished in the store. "
+                                   "Safe to kill and re-run: finished rows are kept and skipped.")
+    p.add_argument("grid", type=Path, help="grid file (YAML); see docs/experiments.md")
+    p.add_argument("--store", type=Path, default=Path("runs.db"), help="SQLite results store (default runs.db)")
+    p.add_argument("--executor", default="local",
+                   help="local (in sequence, the default) | ray")
+    p.add_argument("--retries", type=int, default=1, help="extra attempts for a failing job (default 1)")
+    p.add_argument("--ray-address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--ray-num-cpus", type=int, default=None, help="CPUs of a local Ray started by this command")
+    p.add_argument("--dry-run", action="store_true", help="list the jobs and what is done; run nothing")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_run_cmd)
+
+    r = sub.add_parser("results", help="export the results store: mean ± std over seeds, or raw rows",
+                       description="Export a results store as a table (stdout) or CSV.")
+    r.add_argument("--store", type=Path, default=Path("runs.db"))
+    r.add_argument("--csv", type=Path, default=None, help="write CSV here instead of printing")
+    r.add_argument("--raw", action="store_true", help="one line per row, no aggregation")
+    r.add_argument("--over", default="calibration.seed",
+                   help="comma-separated parameters to average over (default calibration.seed)")
+    r.add_argument("--status", default="done", help="done | failed | all (default done)")
+    r.add_argument("--metrics", default=None, help="comma-separated metrics to keep (default all)")
+    r.set_defaults(func=_results_cmd)
+
+
+def _run_cmd(args) -> int:
+    from calib.experiments import Store, expand_grid, sweep
+    check_choice("executor", args.executor, sweep.EXECUTORS)
+    if args.retries < 0:
+        raise CalibError(f"--retries must be >= 0, got {args.retries}")
+    jobs = expand_grid(args.grid)
+    with Store(args.store) as store:
+        if args.dry_run:
+            status = store.status()
+            for j in jobs:
+                c = j.calibration
+                print(j.key, status.get(j.key, "todo"), j.method, j.pattern, f"{j.sparsity:g}", c["source"],
+                      f"n={c['nsamples']}", f"seed={c['seed']}", "synthetic" if j.synthetic else "", sep="\t")
+            return 0
+        summary = sweep.run_sweep(jobs, store, executor=args.executor, retries=args.retries,
+                                  progress=not args.no_progress, ray_address=args.ray_address,
+                                  ray_num_cpus=args.ray_num_cpus)
+    print(f"{summary['total']} jobs: {summary['skipped']} already done, {summary['done']} done, "
+          f"{summary['failed']} failed; store {args.store}", file=sys.stderr)
+    return 1 if summary["failed"] else 0
+
+
+def _results_cmd(args) -> int:
+    from calib.experiments import Store, sweep
+    check_choice("status", args.status, ("done", "failed", "all"))
+    if not args.store.is_file():
+        raise CalibError(f"no results store at {args.store}")
+    with Store(args.store) as store:
+        over = [o for o in args.over.split(",") if o]
+        metrics = args.metrics.split(",") if args.metrics else None
+        df = sweep.results_frame(store, over=None if args.raw else over, status=args.status, metrics=metrics)
+    if args.csv:
+        df.to_csv(args.csv, index=False)
+        print(f"{len(df)} lines -> {args.csv}", file=sys.stderr)
+    else:
+        import pandas as pd
+        with pd.option_context("display.max_rows", 500, "display.max_columns", 50, "display.width", 200):
+            print(df if args.raw else sweep.pretty(df).to_string(index=False))
+    return 0

@@ -1,0 +1,187 @@
+"""A job: one cell of the paper's grid (model, method, sparsity or pattern, calibration
+data, evaluation suite), validated and with every default filled in.
+
+A job's key hashes its canonical parameters with the model replaced by a hash of
+its files: the same cell on the same model has the same key anywhere, and a changed
+model never reuses a row. ``execution`` (batch sizes, device) is recorded but not
+part of the key. This module only describes jobs; running them is ``run.py``.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from calib import data, evaluate, filters, synth
+from calib.cache import digest
+from calib.errors import CalibError, check_choice
+from calib.models import DTYPES, MODEL_ALIASES, context_length, model_config, model_identity, model_path
+from calib.prune import methods
+
+TOP = ("model", "method", "sparsity", "pattern", "options", "dtype", "calibration", "synthetic", "suite",
+       "execution")
+SUITES = ("world", "paper", "ppl")  # ppl: Alpaca-role perplexity only (no lm-eval), for quick sweeps
+GENERATORS = ("dense", "pruned")
+
+
+CALIBRATION = {"source": "world/pretrain", "mode": None, "nsamples": data.NSAMPLES, "seqlen": None, "seed": 0,
+               "pool": None}
+SYNTHETIC = {"generator": "dense", "n_docs": synth.N_DOCS, "prefix_len": synth.PREFIX_LEN,
+             "max_new_tokens": synth.MAX_NEW_TOKENS, "gen_seed": 0, "filter_rate": filters.FILTER_RATE,
+             "batch_size": synth.BATCH_SIZE, "sampling": {}}
+SUITE = {"name": "world", "limit": None, "n_alpaca": 1000, "tasks": None, "shots": {}}
+EXECUTION = {"prune_batch_size": methods.BATCH_SIZE, "eval_batch_size": evaluate.BATCH_SIZE, "device": None,
+             "offload": True}
+
+
+@contextlib.contextmanager
+def at(where: str):
+    """Prefix a CalibError with the field it concerns."""
+    try:
+        yield
+    except CalibError as e:
+        raise CalibError(f"{where}: {e}") from None
+
+
+def section(where: str, value, defaults: dict) -> dict:
+    """A mapping field with its defaults filled in; an unknown key is an error that lists the valid ones."""
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        raise CalibError(f"{where}: expected a mapping with fields {', '.join(defaults)}; got {value!r}")
+    unknown = sorted(set(value) - set(defaults))
+    if unknown:
+        raise CalibError(f"{where}.{unknown[0]}: unknown field; valid fields: {', '.join(defaults)}")
+    return {**defaults, **value}
+
+
+def integer(where: str, v, lo: int = 0, hi: int | None = None, none: bool = False):
+    if v is None and none:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
+        rng = f"an integer in [{lo}, {hi}]" if hi is not None else f"an integer >= {lo}"
+        raise CalibError(f"{where}: expected {rng}{' or null' if none else ''}; got {v!r}")
+    return v
+
+
+@dataclass
+class Job:
+    """One cell of the grid. Construction validates and fills in every default, so two
+    spellings of the same cell compare (and hash) equal; errors name the field."""
+    model: str = "world"
+    method: str = "wanda"
+    sparsity: float | None = None
+    pattern: str = "unstructured"
+    options: dict = field(default_factory=dict)
+    dtype: str = "float32"
+    calibration: dict = field(default_factory=dict)
+    synthetic: dict | None = None
+    suite: dict = field(default_factory=dict)
+    execution: dict = field(default_factory=dict)
+    _key: str | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        if self.model not in (*MODEL_ALIASES, None):
+            self.model = str(Path(self.model).expanduser().resolve())
+        self.model = self.model or "world"
+        config = model_config(self.model)
+        with at("method"):
+            check_choice("pruning method", self.method, methods.METHODS)
+        with at("pattern"):
+            nm = methods.parse_pattern(self.pattern)
+        with at("sparsity"):
+            self.sparsity = methods.resolve_sparsity(self.sparsity, nm)
+        opts = self.options or {}
+        if not isinstance(opts, dict):
+            raise CalibError(f"options: expected a mapping of method options; got {opts!r}")
+        if opts and set(opts) <= set(methods.METHODS):  # per-method options: {owl: {owl_lambda: 0.1}, ...}
+            opts = opts.get(self.method) or {}
+        with at("options"):
+            self.options = methods.resolve_options(self.method, opts)
+        with at("dtype"):
+            check_choice("dtype", self.dtype, DTYPES)
+
+        c = section("calibration", self.calibration, CALIBRATION)
+        if not isinstance(c["source"], str):
+            raise CalibError(f"calibration.source: expected a source name or file; got {c['source']!r}")
+        if Path(c["source"]).expanduser().is_file():
+            c["source"] = str(Path(c["source"]).expanduser().resolve())
+        with at("calibration.source"):
+            default_mode = data.default_mode(c["source"])
+        c["mode"] = c["mode"] or default_mode
+        with at("calibration.mode"):
+            check_choice("sampling mode", c["mode"], data.MODES)
+        ctx = context_length(config) or data.SEQLEN
+        c["seqlen"] = data.default_seqlen(ctx) if c["seqlen"] is None else c["seqlen"]
+        integer("calibration.seqlen", c["seqlen"], 1, ctx)
+        integer("calibration.nsamples", c["nsamples"], 1)
+        integer("calibration.seed", c["seed"], 0)
+        integer("calibration.pool", c["pool"], 1, none=True)
+        self.calibration = c
+
+        if self.synthetic is not None and self.synthetic is not False:
+            self.synthetic = self._synthetic(self.synthetic)
+        else:
+            self.synthetic = None
+        self.suite = self._suite(self.suite)
+        e = section("execution", self.execution, EXECUTION)
+        integer("execution.prune_batch_size", e["prune_batch_size"], 1)
+        integer("execution.eval_batch_size", e["eval_batch_size"], 1)
+        if not isinstance(e["offload"], bool):
+            raise CalibError(f"execution.offload: expected true or false; got {e['offload']!r}")
+        self.execution = e
+
+    @staticmethod
+    def _synthetic(value) -> dict:
+        s = section("synthetic", {} if value is True else value, SYNTHETIC)
+        with at("synthetic.generator"):
+            check_choice("generator", s["generator"], GENERATORS)
+        integer("synthetic.prefix_len", s["prefix_len"], 0, synth.MAX_PREFIX_LEN)
+        integer("synthetic.n_docs", s["n_docs"], 1)
+        integer("synthetic.max_new_tokens", s["max_new_tokens"], 1)
+        integer("synthetic.gen_seed", s["gen_seed"], 0)
+        integer("synthetic.batch_size", s["batch_size"], 1)
+        k = s["filter_rate"]
+        if isinstance(k, bool) or not isinstance(k, (int, float)) or not 0 <= k < 100:
+            raise CalibError(f"synthetic.filter_rate: expected a percentage in [0, 100) (0: no filter); got {k!r}")
+        s["sampling"] = section("synthetic.sampling", s["sampling"], synth.SAMPLING)
+        return s
+
+    @staticmethod
+    def _suite(value) -> dict:
+        from calib.world.tasks import TASKS
+        s = section("suite", {"name": value} if isinstance(value, str) else value, SUITE)
+        with at("suite.name"):
+            check_choice("suite", s["name"], SUITES)
+        integer("suite.limit", s["limit"], 1, none=True)
+        integer("suite.n_alpaca", s["n_alpaca"], 1)
+        valid = {"world": TASKS, "paper": list(evaluate.PAPER_TASKS), "ppl": []}[s["name"]]
+        tasks = valid if s["tasks"] is None else s["tasks"]
+        if not isinstance(tasks, list) or (s["name"] == "ppl" and tasks):
+            raise CalibError(f"suite.tasks: expected a list of task names of suite {s['name']!r}: "
+                             f"{', '.join(valid) or 'none'}; got {tasks!r}")
+        for t in tasks:
+            with at("suite.tasks"):
+                check_choice(f"task of suite {s['name']!r}", t, valid)
+        s["tasks"] = [t for t in valid if t in tasks]  # canonical order
+        shots = s["shots"] or {}
+        if shots and s["name"] != "paper":
+            raise CalibError("suite.shots: only the paper suite takes shot counts (world tasks fix their own)")
+        for t, n in shots.items():
+            with at("suite.shots"):
+                check_choice("task", t, s["tasks"])
+            integer(f"suite.shots.{t}", n, 0)
+        s["shots"] = {t: shots.get(t, evaluate.PAPER_TASKS[t]) for t in s["tasks"]} if s["name"] == "paper" else {}
+        return s
+
+    def params(self) -> dict:
+        """Every parameter that defines the cell (all but ``execution``)."""
+        return {k: getattr(self, k) for k in TOP if k != "execution"}
+
+    @property
+    def key(self) -> str:
+        if self._key is None:
+            p = self.params()
+            p["model"] = model_identity(model_path(self.model))
+            self._key = digest(p)[:32]
+        return self._key

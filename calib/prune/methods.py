@@ -1,0 +1,185 @@
+"""The method table: each pruning method's options and defaults, the statistics it
+needs, how its options are validated, and how it turns a layer's statistics into a mask.
+
+This is the one file to edit to add a pruning method. It knows the methods, not the
+model: capture, offload and the block-by-block order are in ``sequential.py``, the
+run and its report in ``engine.py``. Importing it does not import torch (the CLI
+reads the table for its help); the mask functions import their math when called.
+"""
+from __future__ import annotations
+
+from calib.errors import CalibError, check_choice
+
+METHODS = ("magnitude", "wanda", "sparsegpt", "dsnot", "owl")
+
+# Every method option, with the reference implementations' defaults.
+OPTIONS = {
+    "magnitude": {},
+    "wanda": {"use_variant": False},
+    "sparsegpt": {"blocksize": 128, "percdamp": 0.01},
+    "dsnot": {
+        "initial_method": "wanda", "max_cycle_time": 50, "update_threshold": 0.1,
+        "pow_of_var_regrowing": 1.0, "skip_layer": "mlp", "skip_sub_layer": "no_skip",
+        "without_dsnot": False, "same_sign": None, "percdamp": 0.01,
+    },
+    "owl": {
+        "base": "wanda", "owl_m": 5.0, "owl_lambda": 0.08, "use_variant": False,
+        "blocksize": 128, "percdamp": 0.01,
+    },
+}
+DSNOT_INITIAL = ("wanda", "sparsegpt", "magnitude")
+OWL_BASES = ("wanda", "sparsegpt", "magnitude")
+DEFAULT_SPARSITY = 0.5
+BATCH_SIZE = 8  # calibration samples per block forward (memory, not results)
+
+
+# ------------------------------------------------------------------ validation
+def parse_pattern(pattern: str):
+    """'unstructured' -> None; 'N:M' -> (N, M) with 0 < N < M."""
+    if pattern == "unstructured":
+        return None
+    try:
+        n, m = (int(x) for x in str(pattern).split(":"))
+    except ValueError:
+        raise CalibError(f"unknown pattern {pattern!r}; valid: unstructured, 2:4, 4:8, or any N:M with 0 < N < M")
+    if not 0 < n < m:
+        raise CalibError(f"pattern {pattern!r} needs 0 < N < M (got N={n}, M={m}); e.g. 2:4 or 4:8")
+    return n, m
+
+
+def resolve_sparsity(sparsity, nm) -> float:
+    """The sparsity of a run: N/M for an N:M pattern (``sparsity`` must then be omitted
+    or equal), else ``sparsity`` (default DEFAULT_SPARSITY) in [0, 1)."""
+    if nm is not None:
+        implied = nm[0] / nm[1]
+        if sparsity is not None and abs(float(sparsity) - implied) > 1e-9:
+            raise CalibError(
+                f"sparsity {sparsity} conflicts with pattern {nm[0]}:{nm[1]}, which implies {implied:g}; "
+                f"omit --sparsity or pass {implied:g}"
+            )
+        return implied
+    s = DEFAULT_SPARSITY if sparsity is None else sparsity
+    try:
+        s = float(s)
+    except (TypeError, ValueError):
+        raise CalibError(f"sparsity {sparsity!r} is not a number; valid range [0, 1)")
+    if not 0 <= s < 1:
+        raise CalibError(f"sparsity {s} is outside the valid range [0, 1)")
+    return s
+
+
+def resolve_options(method: str, options: dict) -> dict:
+    """The method's options with defaults filled in; unknown or invalid ones are errors."""
+    check_choice("pruning method", method, METHODS)
+    opts = dict(OPTIONS[method])
+    unknown = sorted(set(options) - set(opts))
+    if unknown:
+        valid = ", ".join(opts) or "none"
+        raise CalibError(f"unknown option(s) {', '.join(unknown)} for method {method!r}; valid: {valid}")
+    opts.update(options)
+    if method == "dsnot":
+        check_choice("DSnoT initial method", opts["initial_method"], DSNOT_INITIAL)
+        if int(opts["max_cycle_time"]) < 0:
+            raise CalibError(f"max_cycle_time {opts['max_cycle_time']} must be >= 0")
+    if method == "owl":
+        check_choice("OWL base method", opts["base"], OWL_BASES)
+        if not opts["owl_lambda"] >= 0 or not opts["owl_m"] > 0:
+            raise CalibError(f"OWL needs owl_lambda >= 0 and owl_m > 0 (got {opts['owl_lambda']}, {opts['owl_m']})")
+    if "blocksize" in opts and int(opts["blocksize"]) < 1:
+        raise CalibError(f"blocksize {opts['blocksize']} must be >= 1")
+    if "percdamp" in opts and not float(opts["percdamp"]) > 0:
+        raise CalibError(f"percdamp {opts['percdamp']} must be > 0")
+    return opts
+
+
+# ------------------------------------------------------------------ statistics
+def needs(method: str, opts: dict) -> dict:
+    """The input statistics (keyword flags of prune.stats.BlockStats) a method reads."""
+    if method == "wanda":
+        return {"sq": True}
+    if method == "sparsegpt":
+        return {"hessian": True}
+    if method == "dsnot":
+        return {"sq": True, "mean": True, "var": True, "hessian": opts["initial_method"] == "sparsegpt"}
+    return {}
+
+
+def dsnot_skips(name: str, opts: dict) -> bool:
+    """DSnoT leaves the initial mask alone for the skipped layer type (``mlp`` by
+    default, matched on the first part of the linear's name) and sub-layer."""
+    parts = name.split(".")
+    return bool(opts["without_dsnot"] or parts[0] == opts["skip_layer"]
+                or (len(parts) > 1 and parts[1] == opts["skip_sub_layer"]))
+
+
+# ------------------------------------------------------------------------ masks
+class InverseHessians(dict):
+    """SparseGPT's inverse Hessian per input statistic, computed once per block: linears
+    that read the same input (q/k/v, gate/up) share one statistic, so one inverse."""
+
+    def __init__(self, opts: dict):
+        super().__init__()
+        self.opts = opts
+
+    def of(self, st, name: str):
+        from calib.prune.sparsegpt import inverse_hessian
+        if id(st) not in self:
+            self[id(st)] = inverse_hessian(st.H, float(self.opts["percdamp"]), name)
+        return self[id(st)]
+
+
+def mask(method: str, name: str, lin, st, s: float, nm, opts: dict, hinv: InverseHessians):
+    """The pruning mask (True = pruned) of linear ``lin`` named ``name`` in its block, from
+    its input statistics ``st``, at sparsity ``s`` or pattern ``nm``. SparseGPT also
+    writes its updated weights into ``lin``."""
+    from calib.prune import dsnot
+    from calib.prune.masks import matrix_threshold_mask, nm_mask, row_mask, wanda_score, wanda_variant_mask
+    from calib.prune.sparsegpt import saliency, sparsegpt_prune
+
+    W = lin.weight.data
+    if method == "magnitude":
+        score = W.abs()
+        return nm_mask(score, *nm) if nm else matrix_threshold_mask(score, s)
+    if method == "wanda":
+        score = wanda_score(W, st.sq)
+        if nm:
+            return nm_mask(score, *nm)
+        return wanda_variant_mask(score, s) if opts.get("use_variant") else row_mask(score, s)
+    if method == "sparsegpt":
+        U, dead = hinv.of(st, name)
+        newW, m = sparsegpt_prune(W, U, dead, s, *(nm or (0, 0)), blocksize=int(opts["blocksize"]))
+        W.copy_(newW.to(W.dtype))
+        return m
+    # dsnot: an initial mask, then prune-and-regrow cycles driven by the mean input
+    wanda = wanda_score(W, st.sq)
+    init = opts["initial_method"]
+    if init == "wanda":
+        initial = wanda
+    elif init == "magnitude":
+        initial = W.abs()
+    else:
+        U, dead = hinv.of(st, name)
+        Wf = W.float().clone()
+        Wf[:, dead] = 0
+        initial = saliency(Wf, U)
+    skip = dsnot_skips(name, opts)
+    cycles = dict(max_cycle_time=int(opts["max_cycle_time"]), update_threshold=float(opts["update_threshold"]),
+                  pow_of_var_regrowing=float(opts["pow_of_var_regrowing"]))
+    if nm:
+        if skip:
+            return nm_mask(initial, *nm)
+        return dsnot.dsnot_nm(W * st.mean.reshape(1, -1), initial, st.var, *nm, **cycles,
+                              same_sign=True if opts["same_sign"] is None else bool(opts["same_sign"]))
+    if skip:
+        return row_mask(initial, s)
+    return dsnot.dsnot_unstructured(W * st.mean.reshape(1, -1), initial, wanda, st.var, s, **cycles,
+                                    same_sign=False if opts["same_sign"] is None else bool(opts["same_sign"]))
+
+
+def owl_plan(ratios: list[float], s: float, nm, opts: dict) -> list[tuple]:
+    """OWL's per-block (sparsity, nm) from the blocks' outlier ratios."""
+    from calib.prune import owl
+    lam = float(opts["owl_lambda"])
+    if nm:
+        return [(s, (n_i, nm[1])) for n_i in owl.block_nm(ratios, nm[0], nm[1], lam)]
+    return [(s_i, None) for s_i in owl.block_sparsities(ratios, s, lam)]
