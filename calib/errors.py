@@ -1,4 +1,8 @@
-"""One exception type for user-facing errors; the CLI prints these without a traceback."""
+"""One exception type for user-facing errors; the CLI prints these without a traceback.
+
+Every layer raises CalibError for bad input, so the CLI, grids and Python callers
+all get the same one-line message; nothing here imports the rest of calib.
+"""
 
 
 class CalibError(ValueError):

@@ -1,4 +1,9 @@
-"""Filters and similarity measures for calibration data (paper §3.4, §4, §6.3, §6.4)."""
+"""Filters and similarity measures for calibration data (paper §3.4, §4, §6.3, §6.4).
+
+The perplexity filter (the paper's percentile rule), Min-K%++ and MinHash / exact
+word-n-gram Jaccard, with the batched scorer (``token_logits``) that evaluate.py
+reuses. Pure functions over texts and an in-memory model; nothing is written.
+"""
 from __future__ import annotations
 
 import logging

@@ -5,6 +5,8 @@ import os
 
 import pytest
 
+from factory import tiny_world_model, world_tokenizer
+
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -18,20 +20,12 @@ def _threads():
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
-    from calib.world import model as wm
-    from calib.world import sources
-    return wm.train_tokenizer(sources.documents("world/pretrain", 200, split="train"), 600)
+    return world_tokenizer(600)
 
 
 @pytest.fixture(scope="session")
-def tiny_llama(tiny_tokenizer):
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-    torch.manual_seed(0)
-    cfg = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, vocab_size=len(tiny_tokenizer), max_position_embeddings=512,
-                      bos_token_id=tiny_tokenizer.bos_token_id, eos_token_id=tiny_tokenizer.eos_token_id)
-    return LlamaForCausalLM(cfg).eval()
+def tiny_llama():
+    return tiny_world_model(600, 512)
 
 
 @pytest.fixture()

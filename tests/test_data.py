@@ -10,7 +10,7 @@ import torch
 
 from calib import data
 from calib.errors import CalibError
-from conftest_data import save_tiny, tiny_tokenizer
+from factory import save, tiny_world_model, world_tokenizer
 
 torch.set_num_threads(1)
 
@@ -36,7 +36,7 @@ def _contains(seq, row):
 
 @pytest.fixture(scope="module")
 def tok():
-    return tiny_tokenizer()
+    return world_tokenizer(400)
 
 
 def test_document_mode_windows_lie_inside_one_long_document(tmp_path, tok):
@@ -145,7 +145,7 @@ def test_bad_input_messages(tmp_path, tok):
 
 def test_cli_sample(tmp_path, capsys):
     from calib.cli import main
-    model = save_tiny(tmp_path / "m")
+    model = save(tiny_world_model(400, 256), world_tokenizer(400), tmp_path / "m")
     out = tmp_path / "cal.pt"
     assert main(["sample", "world/web", "--model", model, "--nsamples", "4", "--seqlen", "32",
                  "--pool", "50", "--out", str(out)]) == 0

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from calib.errors import CalibError
+from factory import save, tiny_world_model
 
 SMALL = {"calibration": {"nsamples": 4, "seqlen": 32, "pool": 40},
          "suite": {"name": "ppl", "n_alpaca": 8}}
@@ -23,15 +24,8 @@ SMALL = {"calibration": {"nsamples": 4, "seqlen": 32, "pool": 40},
 @pytest.fixture(scope="module")
 def model_dir(tiny_tokenizer, tmp_path_factory):
     """A tiny random LLaMA of our own (other tests prune the shared one in place)."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-    torch.manual_seed(0)
-    cfg = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, vocab_size=len(tiny_tokenizer), max_position_embeddings=256,
-                      bos_token_id=tiny_tokenizer.bos_token_id, eos_token_id=tiny_tokenizer.eos_token_id)
     path = tmp_path_factory.mktemp("tiny_model")
-    LlamaForCausalLM(cfg).save_pretrained(path)
-    tiny_tokenizer.save_pretrained(path)
+    save(tiny_world_model(600, 256), tiny_tokenizer, path)
     return path
 
 

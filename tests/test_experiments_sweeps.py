@@ -13,6 +13,8 @@ import time
 import pytest
 import yaml
 
+from factory import tiny_world_model
+
 SUITE = {"name": "world", "limit": 4, "n_alpaca": 16, "tasks": ["world_boolq", "world_piqa"]}
 
 
@@ -20,12 +22,7 @@ SUITE = {"name": "world", "limit": 4, "n_alpaca": 16, "tasks": ["world_boolq", "
 def models(tiny_tokenizer, tmp_path_factory):
     """A tiny random LLaMA, and a copy with a NaN weight (its job must fail)."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-    torch.manual_seed(0)
-    cfg = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, vocab_size=len(tiny_tokenizer), max_position_embeddings=256,
-                      bos_token_id=tiny_tokenizer.bos_token_id, eos_token_id=tiny_tokenizer.eos_token_id)
-    model = LlamaForCausalLM(cfg)
+    model = tiny_world_model(600, 256)
     good, bad = tmp_path_factory.mktemp("good"), tmp_path_factory.mktemp("nan")
     model.save_pretrained(good)
     tiny_tokenizer.save_pretrained(good)

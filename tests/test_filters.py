@@ -10,7 +10,7 @@ import torch
 from calib import filters
 from calib.errors import CalibError
 from calib.world.sources import documents
-from conftest_data import save_tiny, tiny_model, tiny_tokenizer
+from factory import save, tiny_world_model, world_tokenizer
 
 torch.set_num_threads(1)
 
@@ -42,7 +42,7 @@ def test_k_outside_0_100_is_refused(k):
 
 
 def test_perplexity_matches_the_models_own_loss():
-    model, tok = tiny_model(), tiny_tokenizer()
+    model, tok = tiny_world_model(400, 256), world_tokenizer(400)
     texts = [d[:300] for d in documents("world/web", 7)] + ["ok"]
     ppl = filters.perplexities(model, tok, texts, batch_size=3, progress=False)
     with torch.no_grad():
@@ -66,7 +66,7 @@ def test_mink_pp_hand_example():
 
 
 def test_mink_pp_on_a_model_runs_batched_in_order():
-    model, tok = tiny_model(), tiny_tokenizer()
+    model, tok = tiny_world_model(400, 256), world_tokenizer(400)
     texts = [d[:200] for d in documents("world/encyclopedia", 5)]
     s = filters.mink_pp(model, tok, texts, k=50, batch_size=2, progress=False)
     one = [filters.mink_pp(model, tok, [t], k=50, progress=False)[0] for t in texts]
@@ -106,7 +106,7 @@ def test_minhash_extremes_and_lsh():
 def test_cli_generate_filter_similarity(tmp_path, capsys):
     from calib.cli import main
     import json
-    model = save_tiny(tmp_path / "m")
+    model = save(tiny_world_model(400, 256), world_tokenizer(400), tmp_path / "m")
     syn, kept = tmp_path / "s.jsonl", tmp_path / "f.jsonl"
     assert main(["generate", "world/encyclopedia", "--model", model, "--out", str(syn), "--ndocs", "10",
                  "--max-new-tokens", "16", "--batch-size", "5"]) == 0

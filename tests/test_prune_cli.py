@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from calib.cli import main
+from factory import save, tiny_model
 
 torch.set_num_threads(2)
 VOCAB = 96
@@ -24,14 +25,8 @@ def _tokenizer():
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     d = tmp_path_factory.mktemp("tiny") / "model"
-    cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
-    torch.manual_seed(0)
-    LlamaForCausalLM(cfg).save_pretrained(d)
-    _tokenizer().save_pretrained(d)
+    save(tiny_model(vocab=VOCAB, ctx=64), _tokenizer(), d)
     return d
 
 

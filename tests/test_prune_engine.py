@@ -16,27 +16,12 @@ from calib.prune.owl import block_nm, block_sparsities
 from calib.prune.sparsegpt import inverse_hessian
 from calib.prune.stats import InputStats
 from calib.prune import dsnot as D
+from factory import tiny_model
 
 torch.set_num_threads(2)
 
-SMALL = dict(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
-
-
 def tiny(arch="llama", layers=2, attn=None, **extra):
-    import transformers as tf
-
-    cls = {
-        "llama": (tf.LlamaConfig, tf.LlamaForCausalLM),
-        "mistral": (tf.MistralConfig, tf.MistralForCausalLM),
-        "qwen2": (tf.Qwen2Config, tf.Qwen2ForCausalLM),
-        "qwen3": (tf.Qwen3Config, tf.Qwen3ForCausalLM),
-    }[arch]
-    cfg = cls[0](**{**SMALL, "num_hidden_layers": layers, **extra})
-    if attn:
-        cfg._attn_implementation = attn
-    torch.manual_seed(0)
-    return cls[1](cfg).eval()
+    return tiny_model(arch, vocab=96, ctx=64, layers=layers, attn=attn, **extra)
 
 
 def ids(n=5, t=20, seed=1):

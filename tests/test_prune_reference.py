@@ -16,20 +16,13 @@ import torch.nn as nn
 
 from calib.prune import prune
 from calib.prune.masks import check_nm
+from factory import tiny_model
 
 torch.set_num_threads(2)
 
 
 def tiny_llama(seed=0, layers=2):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    cfg = LlamaConfig(
-        vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-        initializer_range=0.05,
-    )
-    torch.manual_seed(seed)
-    return LlamaForCausalLM(cfg).eval()
+    return tiny_model(vocab=96, ctx=128, layers=layers, seed=seed, initializer_range=0.05)
 
 
 def calib_ids(n=6, t=24, seed=1):

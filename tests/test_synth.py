@@ -16,7 +16,7 @@ import torch
 from calib import data, synth
 from calib.errors import CalibError
 from calib.world.sources import documents
-from conftest_data import save_tiny, tiny_model, tiny_tokenizer
+from factory import save, tiny_world_model, world_tokenizer
 
 torch.set_num_threads(1)
 DOCS = documents("world/web", 14)
@@ -25,7 +25,7 @@ FAST = dict(max_new_tokens=24, batch_size=4, progress=False)
 
 @pytest.fixture(scope="module")
 def mt():
-    return tiny_model(), tiny_tokenizer()
+    return tiny_world_model(400, 256), world_tokenizer(400)
 
 
 def test_prompts_count_bos_apart(mt):
@@ -158,7 +158,7 @@ synth.generate(model, tok, documents("world/web", 14), sys.argv[2], seed=4, max_
 
 
 def test_resume_after_sigkill(mt, tmp_path):
-    model_dir = save_tiny(tmp_path / "m")
+    model_dir = save(tiny_world_model(400, 256), world_tokenizer(400), tmp_path / "m")
     from calib.models import load
     model, tok = load(model_dir)
     full = synth.generate(model, tok, DOCS, tmp_path / "full.jsonl", seed=4, **FAST)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -310,22 +309,15 @@ def write_task_dir(path: str | Path, n: int = N_ITEMS) -> Path:
     return path
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("CALIB_CACHE", Path.home() / ".cache" / "calib"))
-
-
 def task_dir(n: int = N_ITEMS) -> Path:
     """The task folder in the cache, written once per version of this file."""
+    from calib.cache import cache_dir
+    from calib.io import atomic_folder
     version = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
     path = cache_dir() / "lm_eval_tasks" / f"world-{version}-{n}"
     if not (path / "world_mmlu.yaml").is_file():
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        write_task_dir(tmp, n)
-        for f in tmp.glob("*.yaml"):  # data paths must point at the final folder
-            f.write_text(f.read_text().replace(str(tmp.resolve()), str(path.resolve())))
-        try:
-            tmp.rename(path)
-        except OSError:  # another process won the race; its copy is identical
-            import shutil
-            shutil.rmtree(tmp, ignore_errors=True)
+        with atomic_folder(path, replace=False) as tmp:  # a race loser's copy is identical: dropped
+            write_task_dir(tmp, n)
+            for f in tmp.glob("*.yaml"):  # data paths must point at the final folder
+                f.write_text(f.read_text().replace(str(tmp.resolve()), str(path.resolve())))
     return path
