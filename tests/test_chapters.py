@@ -9,7 +9,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from calib import book, chapters as C
+from calib import book as C
+from calib.book import runner as book
+from calib.predictors import activation_profile, profile_distance
 from calib.errors import CalibError
 from calib.experiments import expand_grid
 
@@ -101,11 +103,11 @@ def test_activation_distance_is_zero_for_the_same_statistics(tiny_llama):
     import torch
     model = tiny_llama
     ids = torch.randint(3, model.config.vocab_size, (4, 16), generator=torch.Generator().manual_seed(0))
-    a = C.activation_profile(model, ids)
+    a = activation_profile(model, ids)
     assert len(a) == 7 * model.config.num_hidden_layers and all(v.ndim == 1 for v in a.values())
-    assert C.profile_distance(a, a) == pytest.approx(0.0)
-    b = C.activation_profile(model, torch.randint(3, 10, (4, 16), generator=torch.Generator().manual_seed(1)))
-    assert C.profile_distance(a, b) > 0.01
+    assert profile_distance(a, a) == pytest.approx(0.0)
+    b = activation_profile(model, torch.randint(3, 10, (4, 16), generator=torch.Generator().manual_seed(1)))
+    assert profile_distance(a, b) > 0.01
 
 
 def test_notebooks_match_the_book_and_toc():

@@ -13,7 +13,7 @@ import math
 import pandas as pd
 import pytest
 
-from calib import published
+from calib.book import published
 from calib.errors import CalibError
 
 TASKS = ["boolq", "winogrande", "piqa", "hellaswag", "arc_easy", "arc_challenge", "mmlu"]

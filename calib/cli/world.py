@@ -1,7 +1,6 @@
 """`calib world ...`: build, inspect and export the embedded world."""
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 

@@ -18,7 +18,6 @@ import time
 
 import calib
 from calib.cache import cache_dir, digest
-from calib.errors import CalibError
 from calib.experiments.job import Job
 from calib.io import atomic_write, file_lock
 from calib.models import model_identity, model_path

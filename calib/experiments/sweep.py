@@ -11,7 +11,6 @@ from __future__ import annotations
 import gc
 import json
 import os
-import time
 import traceback
 
 from calib.errors import CalibError, check_choice

@@ -1,5 +1,10 @@
-"""One look for every figure: consistent colours per calibration source across the book."""
+"""One look for every figure: colours per calibration source across the book, the
+notebooks' plotting setup, and the mean-with-band curves several chapters draw.
+"""
 from __future__ import annotations
+
+from calib.book.frames import mean_std
+from calib.book.profiles import label, role
 
 # The paper's corpora and their world counterparts share a colour.
 SOURCE_COLOURS = {
@@ -33,3 +38,22 @@ def setup() -> None:
     matplotlib.rcParams.update({"figure.dpi": 110, "axes.grid": True, "grid.alpha": 0.3,
                                 "axes.spines.top": False, "axes.spines.right": False})
     plt.rcParams["savefig.bbox"] = "tight"
+
+
+def curves(ax, df, x: str, metric: str = "avg", hue: str = "source", order=None, xticks=None,
+           label_fn=None, **kw):
+    """Mean over seeds against ``x``, one line per ``hue`` value, with a ± std band."""
+    import numpy as np
+    label_fn = label_fn or (label if hue == "source" else str)
+    for h in order or list(dict.fromkeys(df[hue])):
+        d = mean_std(df[df[hue] == h], [x], metric)
+        xs = np.arange(len(d)) if xticks is not None else d[x].to_numpy(float)
+        colour = source_colour(role(h)) if hue == "source" else None
+        ax.plot(xs, d["mean"], marker="o", ms=3, color=colour, label=label_fn(h), **kw)
+        sd = d["std"].fillna(0).to_numpy()
+        if len(d) > 1:
+            ax.fill_between(xs, d["mean"] - sd, d["mean"] + sd, color=colour, alpha=0.15, lw=0)
+        else:  # a band needs two points
+            ax.errorbar(xs, d["mean"], yerr=sd, color=colour, capsize=3, lw=1)
+    if xticks is not None:
+        ax.set_xticks(range(len(xticks)), xticks)

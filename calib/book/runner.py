@@ -1,4 +1,5 @@
-"""Execute the book's notebooks with papermill into book/ (python -m calib.book).
+"""Run the book: every chapter's experiments in one sweep, then each notebook executed with
+papermill into book/ (python -m calib.book).
 
 A notebook is re-executed only when its source, its parameters or the calib
 package changed since the last run (the key is stored in the executed
@@ -14,10 +15,10 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from calib.book.profiles import PROFILE_NAMES, ROOT, settings
+
 NOTEBOOKS = ROOT / "notebooks"
 BOOK = ROOT / "book"
-PROFILES = ("smoke", "toy", "paper")
 # notebook -> chapter file in book/, in reading order
 CHAPTERS = ["world", "fig1_methods", "fig2_sparsity", "fig3_amount", "table1_similarity", "table2_synthetic",
             "table3_settings", "fig4_prefix", "table4_filter", "fig5_mink", "beyond"]
@@ -39,9 +40,9 @@ def _key(nb: Path, params: dict, pkg: str) -> str:
 def execute(profile: str, chapters: list[str] | None = None, force: bool = False) -> int:
     import nbformat
     import papermill as pm
-    from calib import chapters as C
+    from calib.book.grids import GRIDS
     from calib.errors import check_choice
-    check_choice("profile", profile, PROFILES)
+    check_choice("profile", profile, PROFILE_NAMES)
     for name in chapters or []:
         check_choice("chapter", name, CHAPTERS)
     pkg = _package_hash()
@@ -56,10 +57,10 @@ def execute(profile: str, chapters: list[str] | None = None, force: bool = False
                 print(f"[book] {name}: up to date")
                 continue
         todo.append((name, src, dst, params, key))
-    if any(name in C.GRIDS for name, *_ in todo):
+    if any(name in GRIDS for name, *_ in todo):
         t0 = time.time()
         print(f"[book] running the experiments of {len(todo)} chapter(s) (profile={profile}) ...", flush=True)
-        summary = C.prefetch(profile, [name for name, *_ in todo])
+        summary = prefetch(profile, [name for name, *_ in todo])
         print(f"[book] experiments: {summary['total']} jobs, {summary['skipped']} already in the store, "
               f"{summary['done']} run, {summary['failed']} failed, {time.time() - t0:.0f} s", flush=True)
     for name, src, dst, params, key in todo:
@@ -85,9 +86,29 @@ def execute(profile: str, chapters: list[str] | None = None, force: bool = False
     return 1 if failed else 0
 
 
+def prefetch(profile: str, chapters: list[str] | None = None, progress: bool = True) -> dict:
+    """Run every job the chapters need in one sweep (one Ray session for the whole
+    book, so both cores stay busy), before the notebooks read them back."""
+    from calib.book.frames import sweep
+    from calib.book.grids import GRIDS
+    from calib.experiments import expand_grid
+    s = settings(profile)
+    jobs = {}
+    for name in chapters or list(GRIDS):
+        for make in GRIDS.get(name, []):
+            for j in expand_grid(make(s)):
+                jobs.setdefault(j.key, j)
+    with sweep(list(jobs.values()), s, progress) as (_, summary):
+        pass
+    if s["executor"] == "ray":
+        import ray
+        ray.shutdown()  # the notebooks' kernels need the memory
+    return summary
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--profile", default="toy", help="smoke | toy | paper")
+    ap.add_argument("--profile", default="toy", help=" | ".join(PROFILE_NAMES))
     ap.add_argument("--chapter", action="append", help="only these chapters (repeatable)")
     ap.add_argument("--force", action="store_true", help="re-execute even if up to date")
     a = ap.parse_args(argv)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from calib.errors import check_choice
+from calib.errors import CalibError, check_choice
 
 PATH = Path(__file__).with_name("published.yaml")
 
@@ -44,3 +44,25 @@ def table(name: str) -> pd.DataFrame:
     df = pd.DataFrame(copy.deepcopy(t["rows"]), columns=None if t["rows"] else t["columns"])
     extra = [c for c in df.columns if c not in t["columns"]]  # e.g. paper_inconsistent
     return df.reindex(columns=t["columns"] + extra)
+
+
+def _value(r: dict) -> str:
+    if "value" in r:
+        return f"{r['value']:g}"
+    if "upper" in r:
+        return f"< {r['upper']:g}"
+    return f"{r['low']:g}–{r['high']:g}"
+
+
+def stated(fig: str):
+    """What the paper's text states about one of its figures (plots print no numbers)."""
+    rows = load()["figures"][fig]["stated"]
+    return pd.DataFrame([{"the paper states": r["what"], "value": _value(r), "unit": r.get("unit", "")}
+                         for r in rows])
+
+
+def claim(cid: str) -> dict:
+    found = [c for c in load()["claims"] if c["id"] == cid]
+    if not found:
+        raise CalibError(f"no published claim {cid!r}")
+    return {**found[0], "text": _value(found[0])}

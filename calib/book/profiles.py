@@ -1,0 +1,94 @@
+"""The book's profiles (smoke for CI, toy for `make book`, paper for GPU clusters) and the
+roles the world's sources play for the paper's corpora.
+
+A chapter's notebook calls ``settings(profile, **overrides)`` with its papermill
+parameters; every other book module reads the returned dict. Nothing here runs.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from calib.errors import CalibError, check_choice
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+# The paper's four calibration sources, in its order, and their roles in the world.
+PAPER_SOURCES = ["c4", "wikipedia", "slimpajama", "dclm"]
+WORLD_SOURCES = ["world/web", "world/encyclopedia", "world/mixed", "world/pretrain"]
+ROLE = dict(zip(WORLD_SOURCES, PAPER_SOURCES)) | {s: s for s in PAPER_SOURCES}
+NAMES = {"c4": "C4", "wikipedia": "Wikipedia", "slimpajama": "SlimPajama", "dclm": "DCLM"}
+METHOD_NAMES = {"magnitude": "Magnitude", "sparsegpt": "SparseGPT", "wanda": "Wanda", "dsnot": "DSnoT",
+                "owl": "OWL"}
+# The original methods' settings the paper follows (DSnoT and OWL start from Wanda).
+OPTIONS = {"owl": {"base": "wanda", "owl_m": 5.0, "owl_lambda": 0.08}, "dsnot": {"initial_method": "wanda"}}
+
+# Defaults per profile; every key can be overridden by a notebook parameter.
+PROFILES = {
+    # CI: every table and figure from real runs on a reduced grid, the whole book in minutes
+    "smoke": dict(
+        model="world", dtype="float32", sources=WORLD_SOURCES, seeds=2, nsamples=16, seqlen=128,
+        suite={"name": "world", "limit": 8, "n_alpaca": 32},
+        methods=["wanda", "dsnot", "owl"], sparsities=[0.4, 0.6], patterns=["2:4"],
+        amounts=[8, 16, 32], synthetic={"n_docs": 32, "max_new_tokens": 96, "batch_size": 32},
+        prefix_lens=[0, 1, 8], filter_rates=[0, 20, 40], stat_docs=32, second_model="world-qwen",
+        executor="ray", store="runs/book-smoke.db"),
+    # make book: the world model, the full grid, 5 seeds; 76 min on 2 cores, measured (64 samples of
+    # 256 tokens: the world model has 3M parameters, and pruning cost grows with tokens)
+    "toy": dict(
+        model="world", dtype="float32", sources=WORLD_SOURCES, seeds=5, nsamples=64, seqlen=256,
+        suite={"name": "world", "limit": 20, "n_alpaca": 128},
+        methods=["wanda", "dsnot", "owl"], sparsities=[0.3, 0.4, 0.5, 0.6], patterns=["4:8", "2:4"],
+        amounts=[8, 16, 32, 64, 128, 256],
+        synthetic={"n_docs": 128, "max_new_tokens": 256, "batch_size": 64},
+        prefix_lens=[0, 1, 2, 4, 16, 64], filter_rates=[0, 10, 20, 30, 40, 50], stat_docs=256,
+        second_model="world-qwen", executor="ray", store="runs/book-toy.db"),
+    # GPU machines with hub access, on Ray: the paper's own settings (not run here)
+    "paper": dict(
+        model="/models/DCLM-7B", dtype="bfloat16", sources=PAPER_SOURCES, seeds=20, nsamples=128, seqlen=2048,
+        suite={"name": "paper", "shots": {"mmlu": 5}, "n_alpaca": 1000},
+        methods=["wanda", "dsnot", "owl"], sparsities=[0.3, 0.4, 0.5, 0.6], patterns=["4:8", "2:4"],
+        amounts=[64, 128, 256, 512, 1024, 2048],
+        synthetic={"n_docs": 5000, "max_new_tokens": 2048, "batch_size": 32},
+        prefix_lens=[0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024], filter_rates=[0, 10, 20, 30, 40, 50],
+        stat_docs=1000, second_model="/models/Qwen2.5-7B", executor="ray", store="runs/book-paper.db"),
+}
+PROFILE_NAMES = tuple(PROFILES)
+
+
+def settings(profile: str, **overrides) -> dict:
+    """The profile's settings with the notebook's parameters laid over them
+    (``None`` keeps the profile's value)."""
+    check_choice("profile", profile, PROFILE_NAMES)
+    s = {**PROFILES[profile], "profile": profile}
+    for k, v in overrides.items():
+        if k not in s:
+            raise CalibError(f"unknown setting {k!r}; valid: {', '.join(sorted(s))}")
+        if v is not None:
+            s[k] = v
+    s["store"] = str(ROOT / s["store"]) if not os.path.isabs(s["store"]) else s["store"]
+    return s
+
+
+def role(source: str) -> str:
+    """The paper corpus a source plays: world/web -> c4."""
+    return ROLE.get(source, source)
+
+
+def by_role(s: dict, r: str, fallback: int | None = None) -> str:
+    """The source of ``s`` that plays paper corpus ``r`` (e.g. "dclm": the pretraining
+    data). Without such a source: ``s["sources"][fallback]``, or a CalibError."""
+    found = [x for x in s["sources"] if role(x) == r]
+    if found:
+        return found[0]
+    if fallback is None:
+        raise CalibError(f"no source plays {NAMES.get(r, r)} among {', '.join(s['sources'])}")
+    return s["sources"][fallback]
+
+
+def label(source: str) -> str:
+    """'web (C4)' for a world source, 'C4' for a paper source."""
+    r = ROLE.get(source)
+    if r is None:
+        return source
+    return NAMES[r] if r == source else f"{source.split('/', 1)[1]} ({NAMES[r]})"
