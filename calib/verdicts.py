@@ -26,6 +26,9 @@ ALPHA = 0.05          # the permutation tests' threshold
 N_RESAMPLES = 9999    # bootstrap resamples and permutations
 RNG = 0               # default seed: verdicts are deterministic
 RESAMPLE = ("seeds", "items")
+# the tidy frame's parameter columns, named when jobs cannot be paired
+PARAMETERS = ("method", "source", "role", "setting", "sparsity", "pattern", "synthetic", "prefix_len",
+              "filter_rate", "generator", "nsamples", "model")
 _CELLS_PER_BATCH = 4_000_000   # resamples x items per vectorised call: bounds memory (~32 MB per array)
 
 
@@ -180,7 +183,8 @@ def _task_weights(sizes: dict[str, int]) -> np.ndarray:
     return np.concatenate([np.full(n, 1 / (len(sizes) * n)) for n in sizes.values()])
 
 
-def _seed_key(v):
+def _key(v):
+    """NaN -> None, so that missing values (magnitude's seed, an original set's prefix_len) compare equal."""
     return None if pd.isna(v) else v
 
 
@@ -195,7 +199,7 @@ def _cells(df, arm: str, values, by, seed_column: str) -> tuple[dict, list, dict
     sub = df[df[arm].isin(values)]
     x, sizes = item_matrix(sub)
     x *= 100   # points
-    keys = [tuple(r) for r in sub[by].itertuples(index=False)] if by else [()] * len(sub)
+    keys = [tuple(map(_key, r)) for r in sub[by].itertuples(index=False)] if by else [()] * len(sub)
     strata = list(dict.fromkeys(keys))
     arms = sub[arm].to_numpy()
     cells = {}
@@ -205,15 +209,15 @@ def _cells(df, arm: str, values, by, seed_column: str) -> tuple[dict, list, dict
             where = f"{arm}={v!r}" + (f" at {dict(zip(by, stratum))}" if by else "")
             if not rows:
                 raise CalibError(f"no job for {where}: every stratum of {by} needs a job for each of {values}")
-            seeds = sub[seed_column].iloc[rows].map(_seed_key)
-            if seeds.duplicated().any():
-                g = sub.iloc[rows]
-                varying = [c for c in g.columns if c not in ("items", "key", "calib_hash")
-                           and g[c].astype(str).nunique() > 1]
-                raise CalibError(f"several jobs for {where} and the same {seed_column}; they differ in "
-                                 f"{varying or 'nothing'}: filter the frame or pair on them with by=")
-            order = np.argsort(seeds.astype(str).to_numpy(), kind="stable")
-            cells[stratum, v] = (tuple(seeds.iloc[order]), x[np.asarray(rows)[order]])
+            seeds = [_key(s) for s in sub[seed_column].iloc[rows]]   # plain values: pandas would keep NaN
+            twice = [s for s in seeds if seeds.count(s) > 1]
+            if twice:
+                same = sub.iloc[[r for r, s in zip(rows, seeds) if s == twice[0]]]
+                varying = [c for c in PARAMETERS if c in same and same[c].nunique(dropna=False) > 1]
+                raise CalibError(f"several jobs for {where} and {seed_column}={twice[0]!r}; they differ in "
+                                 f"{varying or 'no parameter column'}: filter the frame or pair on them with by=")
+            order = sorted(range(len(rows)), key=lambda i: str(seeds[i]))
+            cells[stratum, v] = (tuple(seeds[i] for i in order), x[[rows[i] for i in order]])
     return cells, strata, sizes
 
 
@@ -254,11 +258,11 @@ class _Design:
             if min(self.sizes.values()) < 2:
                 raise CalibError(f"resampling items needs 2+ items per task; got {self.sizes}")
             data += [np.arange(n) for n in self.sizes.values()]
+        if not data:
+            raise CalibError(f"nothing to resample: resample={resample} and every arm has a single seed")
         uniform_s = [np.full((1, n), 1 / n) for n in self.group_sizes]
         uniform_i = [np.full((1, n), 1 / n) for n in self.sizes.values()]
         estimate = reduce(self.means(uniform_s, uniform_i))[..., 0]
-        if not data:
-            raise CalibError(f"nothing to resample: resample={resample} and every arm has a single seed")
 
         def statistic(*idx, axis=-1):
             flat = np.ndim(idx[0]) == 1   # scipy may also ask for the statistic of the data itself
@@ -398,17 +402,16 @@ def range_test(df, group: str = "source", *, by=(), seed_column: str = "seed", c
                          np.ptp((means - shift).reshape(b, -1, k), axis=2).mean(1)])
 
     est, lo, hi, dist = design.bootstrap(ranges, RESAMPLE, n_resamples, rng)
-    effect = float(est[0])
-    p_items = float((1 + np.sum(dist[1] >= effect - 1e-12)) / (1 + dist.shape[1]))
-    p_seeds = float(perm.pvalue)
-    null95 = {"seeds": float(np.percentile(perm.null_distribution, 95)), "items": float(np.percentile(dist[1], 95))}
-    p = max(p_seeds, p_items)
-    n = {len(s) for s in sets.values()}
-    return Finding(outcome="reproduced" if p < ALPHA else "inconclusive", effect=effect, ci=(float(lo[0]), float(hi[0])),
-                   n_seeds=n.pop() if len(n) == 1 else max(n), n_items=sum(sizes.values()), claim=claim,
-                   label=label, measure="range", p=p, null95=max(null95.values()),
-                   detail={"p_seeds": p_seeds, "p_items": p_items, "null95_seeds": null95["seeds"],
-                           "null95_items": null95["items"]})
+    effect, null = float(est[0]), dist[1]
+    # like permutation_test's p: the share of null replicates at or above the observation, counting it
+    detail = {"p_seeds": float(perm.pvalue), "p_items": float((1 + np.sum(null >= effect - 1e-12)) / (1 + len(null))),
+              "null95_seeds": float(np.percentile(perm.null_distribution, 95)),
+              "null95_items": float(np.percentile(null, 95))}
+    p = max(detail["p_seeds"], detail["p_items"])
+    return Finding(outcome="reproduced" if p < ALPHA else "inconclusive", effect=effect,
+                   ci=(float(lo[0]), float(hi[0])), n_seeds=max(len(s) for s in sets.values()),
+                   n_items=sum(sizes.values()), claim=claim, label=label, measure="range", p=p,
+                   null95=max(detail["null95_seeds"], detail["null95_items"]), detail=detail)
 
 
 def range_trend(df, a, b, *, x: str = "sparsity", low=None, high=None, group: str = "source",

@@ -66,7 +66,8 @@ def test_outcome_rules_and_combine():
     maybe = V.Finding("inconclusive", effect=0.2, ci=(-0.3, 0.7), n_seeds=5, n_items=300, label="owl")
     both = V.combine([yes, maybe], claim="all methods")
     assert both.outcome == "partly" and both.parts == (yes, maybe)
-    assert both.text() == "partly: wanda: reproduced +1.00 points [+0.50, +1.50]; owl: inconclusive +0.20 points [-0.30, +0.70]"
+    assert both.text() == ("partly: wanda: reproduced +1.00 points [+0.50, +1.50]; "
+                           "owl: inconclusive +0.20 points [-0.30, +0.70]")
     assert V.combine([yes, yes]).outcome == "reproduced"
     with pytest.raises(CalibError):
         V.combine([])
@@ -136,6 +137,9 @@ def test_single_seed_arm_stays_fixed():
     df = pd.concat([wanda, magnitude], ignore_index=True)
     f = V.paired_contrast(df, "method", "wanda", "magnitude", n_resamples=FAST)
     assert f.n_seeds == (8, 1)
+    twice = pd.concat([df, magnitude.assign(setting="2:4")], ignore_index=True)
+    with pytest.raises(CalibError, match="several jobs for method='magnitude'.*differ in \\['setting'\\]"):
+        V.paired_contrast(twice, "method", "wanda", "magnitude")
     assert f.effect == pytest.approx(wanda["avg"].mean() - magnitude["avg"].iloc[0])
     assert f.ci[0] < f.effect < f.ci[1]
 
@@ -154,6 +158,22 @@ def test_averaged_over_strata_and_weighted():
         contrast(df, by=["method"], weights={"sparsegpt": 1.0})
     with pytest.raises(CalibError, match="several jobs"):
         contrast(df)                                   # three jobs per seed: not told how to pair them
+
+
+def test_self_generated_minus_original_averaged_over_sources():
+    parts = []
+    for i, (source, gain) in enumerate([("c4", 1.0), ("wiki", 3.0)]):
+        df = simulate({True: gain, False: 0.0}, seeds=6, n=100, rng=30 + i, arm="synthetic", source=source)
+        df["prefix_len"] = np.where(df.synthetic, 1.0, np.nan)   # NaN for the original sets
+        df["filter_rate"] = np.nan
+        parts.append(df)
+    df = pd.concat(parts, ignore_index=True)
+    # NaN strata keys pair up (no stratum per row)
+    f = V.paired_contrast(df, "synthetic", True, False, by=["source", "filter_rate"], n_resamples=FAST)
+    gains = df.groupby(["source", "synthetic"])["avg"].mean().unstack()
+    assert f.effect == pytest.approx((gains[True] - gains[False]).mean()) and f.n_seeds == 6
+    with pytest.raises(CalibError, match="they differ in \\['source'"):
+        V.paired_contrast(df, "synthetic", True, False)
 
 
 def test_deterministic_and_seeded():
