@@ -333,8 +333,9 @@ def paired_contrast(df, arm: str, a, b, *, by=(), weights: dict | None = None, s
     indices in both arms). Resampling seeds alone treats the item set as fixed: an arm that
     happens to win a few of, say, 20 items per task in every seed then gets a tight CI that
     excludes zero, although another draw of items could reverse it. Crossed designs have no
-    exactly unbiased resampling scheme; this one counts the seed x item interaction three
-    times instead of once (Owen 2007, "The pigeonhole bootstrap"), so it errs on the wide side.
+    exactly unbiased resampling scheme; this one (Owen 2007, "the pigeonhole bootstrap") counts
+    the seed x item interaction's variance three times instead of once (`Components.half_width`
+    has the expected variance), so it errs on the wide side.
 
     Arms with the same seeds are resampled seed by seed together (paired); otherwise each arm's
     seeds are resampled independently, and a single-seed arm (magnitude pruning) stays fixed.
