@@ -1,4 +1,4 @@
-"""Time of one verdict (calib.verdicts) at the book's largest design.
+"""Time of one verdict (calib.book.statistics) at the book's largest design.
 
 A simulated frame: 0/1 items, 7 tasks x 500 items, 20 calibration seeds per arm, every job
 scored on the same items. Times the two-level paired contrast (the target: well under 2 s),
@@ -24,7 +24,7 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from calib import verdicts as V  # noqa: E402
+from calib.book import statistics as V  # noqa: E402
 
 TARGET_S = 2.0
 

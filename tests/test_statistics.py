@@ -1,4 +1,4 @@
-"""calib.verdicts on constructed frames: jobs simulated with a known effect, known seed noise
+"""calib.book.statistics on constructed frames: jobs simulated with a known effect, known seed noise
 (a part shared by both arms of a seed, so pairing matters) and item noise (0/1 items, some of
 which flip from job to job)."""
 from __future__ import annotations
@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from calib import verdicts as V
+from calib.book import statistics as V
 from calib.errors import CalibError
 
 FAST = 999   # resamples: enough for a 95% interval in a test

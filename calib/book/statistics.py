@@ -1,4 +1,4 @@
-"""Verdicts: the statistics behind each chapter's outcome line.
+"""The statistics behind each chapter's verdict.
 
 This module owns the `Finding` result type and the tests that produce one: paired
 contrasts with a two-level (calibration seed x evaluation item) bootstrap CI, the
