@@ -17,6 +17,7 @@ REGISTRARS = [
     ("calib.world.cli", "add_parser"),
     ("calib.data_cli", "add_parser"),  # sample, generate, filter, similarity
     ("calib.prune.cli", "add_parser"),
+    ("calib.evaluate_cli", "add_parser"),  # evaluate
     ("calib.experiments", "add_parser"),  # run, results
 ]
 
