@@ -36,7 +36,7 @@ MODEL_NAME = "calib-fast"
 # Architectures whose causal-LM logits are exactly lm_head(final hidden state), honouring
 # position_ids and a padded 2D attention mask over past keys (those `calib prune` supports).
 FAST_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
-PASS_TOKENS = 2048  # new tokens per forward pass, padding included
+PASS_TOKENS = 1024  # new tokens per forward pass, padding included
 KV_BUDGET_MB = 1024  # keys/values kept at once (pool + one batch's gathered past)
 
 
@@ -72,7 +72,7 @@ def _common_prefix(a: np.ndarray, b: np.ndarray) -> int:
     return int(neq[0]) if len(neq) else n
 
 
-def plan(requests: list[tuple[list[int], list[int]]], max_length: int, pass_tokens: int = 2048,
+def plan(requests: list[tuple[list[int], list[int]]], max_length: int, pass_tokens: int = PASS_TOKENS,
          past_tokens: int = 1 << 62, budget_tokens: int = 1 << 62, share: bool = True) -> Plan:
     """Plan (context_enc, continuation_enc) requests. A forward pass holds at most
     ``pass_tokens`` padded new tokens and ``past_tokens`` padded past ones (at least one input);
@@ -139,15 +139,16 @@ def plan(requests: list[tuple[list[int], list[int]]], max_length: int, pass_toke
         for d in range(int(depth[members].max()) + 1):
             rows = members[depth[members] == d]
             seg = np.asarray([len(seqs[k]) for k in rows]) - shared[rows]
-            order = np.lexsort((shared[rows], seg))  # by own length, then past length
+            # by own length in powers of two, then past length: little padding either way
+            order = np.lexsort((shared[rows], np.ceil(np.log2(seg))))
             rows, seg = rows[order], seg[order]
             # a pass holds at most pass_tokens query tokens (padded) and past_tokens past ones
             i = 0
             while i < len(rows):
-                j, top = i + 1, shared[rows[i]]
-                while j < len(rows) and (j + 1 - i) * seg[j] <= pass_tokens and \
-                        (j + 1 - i) * max(top, shared[rows[j]]) <= past_tokens:
-                    top = max(top, shared[rows[j]])
+                j, s_top, p_top = i + 1, seg[i], shared[rows[i]]
+                while j < len(rows) and (j + 1 - i) * max(s_top, seg[j]) <= pass_tokens and \
+                        (j + 1 - i) * max(p_top, shared[rows[j]]) <= past_tokens:
+                    s_top, p_top = max(s_top, seg[j]), max(p_top, shared[rows[j]])
                     j += 1
                 batches.append(rows[i:j])
                 i = j
@@ -187,8 +188,10 @@ def _layer_kv(cache, layer: int):
 @register_model(MODEL_NAME)
 class FastLM(HFLM):
     """HFLM with a prefix-sharing ``_loglikelihood_tokens`` (see the module docstring).
-    ``share``/``head`` exist to measure the levers: ``share=False`` runs each unique input on
-    its own, ``head="all"`` runs the LM head at every position as HFLM does."""
+    Forward passes are sized by ``pass_tokens`` (new tokens, padding included), not by HFLM's
+    ``batch_size``; ``kv_budget_mb`` bounds the keys/values held at once. ``share``/``head``
+    exist to measure the levers: ``share=False`` runs each unique input on its own,
+    ``head="all"`` runs the LM head at every position as HFLM does."""
 
     def __init__(self, *args, pass_tokens: int = PASS_TOKENS, kv_budget_mb: float = KV_BUDGET_MB,
                  share: bool = True, head: str = "scored", **kwargs):
@@ -219,6 +222,8 @@ class FastLM(HFLM):
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs=None):
         if not self._fast_ok():
             return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
+        if not requests:
+            return []
         for _, ctx, cont in requests:  # HFLM's own preconditions
             assert len(ctx) > 0 and len(cont) > 0 and len(cont) <= self.max_length
         budget = int(self.kv_budget_mb * 2**20 // self._kv_bytes_per_token())
@@ -226,7 +231,7 @@ class FastLM(HFLM):
         p = plan([(ctx, cont) for _, ctx, cont in requests], self.max_length, self.pass_tokens,
                  past_tokens=max(self.max_length, budget // 2),
                  budget_tokens=max(self.max_length, budget // 2), share=self.share)
-        lp, ok = self._run(p, budget, disable_tqdm)
+        lp, ok = self._run(p, disable_tqdm)
         res = []
         for length in np.unique(p.req_len):
             idx = np.flatnonzero(p.req_len == length)
@@ -241,7 +246,7 @@ class FastLM(HFLM):
         return out
 
     @torch.inference_mode()
-    def _run(self, p: Plan, budget: int, disable_tqdm: bool):
+    def _run(self, p: Plan, disable_tqdm: bool):
         from tqdm.auto import tqdm
         model, dev = self.model, self.device
         base, head = model.base_model, model.get_output_embeddings()
@@ -258,7 +263,7 @@ class FastLM(HFLM):
         lp = ok = None
         pool_k: list = []
         pool_v: list = []
-        fed = padded = heads = 0
+        fed = padded = attended = heads = 0
         for rows in tqdm(p.batches, disable=disable_tqdm or self.rank != 0,
                          desc="Running loglikelihood requests (calib-fast)"):
             seg = np.asarray([len(p.seqs[k]) for k in rows]) - p.shared[rows]
@@ -287,7 +292,8 @@ class FastLM(HFLM):
                 hidden = base(input_ids=torch.as_tensor(ids, device=dev), use_cache=True,
                               **{cache_arg: cache}, **kwargs).last_hidden_state
             fed += int(seg.sum())
-            padded += len(rows) * (s_max + p_max)
+            padded += len(rows) * s_max
+            attended += len(rows) * p_max
             # keep the keys/values that later inputs read
             real = nodes >= 0
             keep = np.zeros_like(real)
@@ -328,5 +334,6 @@ class FastLM(HFLM):
                 ok = torch.zeros(len(p.pair_node), dtype=torch.bool, device=dev)
             lp[pair_t] = logp[row_t, target[pair_t]]
             ok[pair_t] = greedy[row_t] == target[pair_t]
-        self.stats = {**p.stats, "tokens_fed": fed, "padded_tokens": padded, "head_positions": heads}
+        self.stats = {**p.stats, "tokens_fed": fed, "padded_tokens": padded, "past_tokens": attended,
+                      "head_positions": heads}
         return lp.cpu(), ok.cpu()
