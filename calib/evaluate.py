@@ -4,8 +4,10 @@ Perplexity on a held-out text set is reported as
 * ``ppl_corpus``: token-weighted, exp(Σ NLL / Σ tokens);
 * ``ppl_paper``: the paper's definition, mean over samples of exp(mean token NLL).
 
-Tasks run through ``lm_eval.simple_evaluate`` with ``HFLM(pretrained=model)`` wrapping
-the in-memory model: no fork, no temporary save.
+Tasks run through ``lm_eval.simple_evaluate`` on the in-memory model (no fork, no temporary
+save), scored by ``calib.scorer.FastLM`` (``scorer="fast"``, lm-eval model ``calib-fast``) or by
+upstream ``HFLM`` (``scorer="hflm"``); both give the same scores. Built lm-eval task objects are
+kept per process, so only the first evaluation in a worker builds them.
 """
 from __future__ import annotations
 
@@ -61,61 +63,114 @@ def _task_manager(include_path: str | None):
 @contextlib.contextmanager
 def _no_env_info():
     """lm-eval adds torch's environment report to every result, which runs pip and
-    nvidia-smi in subprocesses (about 0.8 s per call, a quarter of a small world job).
-    calib records its own versions in each row, so skip it."""
+    nvidia-smi in subprocesses (about 0.8 s per call, a quarter of a small world job), and
+    its git hash (git prints "fatal: not a git repository" outside one). calib records its
+    own versions in each row, so skip both."""
     from lm_eval import evaluator
-    original = evaluator.add_env_info
-    evaluator.add_env_info = lambda results: None
+    originals = evaluator.add_env_info, evaluator.get_git_commit_hash
+    evaluator.add_env_info, evaluator.get_git_commit_hash = (lambda results: None), (lambda: None)
     try:
         yield
     finally:
-        evaluator.add_env_info = original
+        evaluator.add_env_info, evaluator.get_git_commit_hash = originals
+
+
+SCORERS = {"fast": "calib-fast", "hflm": "hf"}
+"""scorer -> lm-eval model name (calib-fast is registered by calib.scorer)."""
+SCORER = "fast"  # the default: calib.scorer's exact multiple-choice scorer
+
+_BUILT: dict = {}  # (include_path, task name, num_fewshot) -> built lm-eval Task/Group objects
+
+
+def _lm(model, tokenizer, scorer: str, batch_size: int):
+    from lm_eval.api.registry import get_model
+
+    from calib.errors import check_choice
+    check_choice("scorer", scorer, SCORERS)
+    if scorer == "fast":
+        import calib.scorer  # noqa: F401  (registers calib-fast)
+    return get_model(SCORERS[scorer]).create_from_arg_obj(
+        {"pretrained": model, "tokenizer": tokenizer, "batch_size": batch_size})
+
+
+def _built_tasks(names: list[str], include_path: str | None, n_shot: int | None) -> list:
+    """lm-eval task objects, built once per process. simple_evaluate re-seeds their few-shot
+    samplers and rebuilds their requests on every call; the key includes the shot count because
+    simple_evaluate writes it into the task's config."""
+    missing = [t for t in names if (include_path, t, n_shot) not in _BUILT]
+    if missing:
+        loaded = _task_manager(include_path).load(missing)
+        for t in missing:
+            if t in loaded["groups"]:
+                _BUILT[(include_path, t, n_shot)] = [loaded["groups"][t]]
+            elif t in loaded["tasks"]:
+                _BUILT[(include_path, t, n_shot)] = [loaded["tasks"][t]]
+            else:  # a tag: its tasks
+                _BUILT[(include_path, t, n_shot)] = list(loaded["tasks"].values())
+    return [obj for t in names for obj in _BUILT[(include_path, t, n_shot)]]
+
+
+def _check_tasks(names, include_path: str | None) -> None:
+    from calib.errors import CalibError
+    tm = _task_manager(include_path)
+    unknown = [t for t in names if t not in tm.all_tasks]
+    if unknown:
+        where = f"in {include_path}" if include_path else "in lm-eval's task index"
+        known = sorted(tm.all_tasks) if include_path else ["any lm-eval task, group or tag"]
+        raise CalibError(f"unknown task {', '.join(map(repr, unknown))} {where}; valid choices: "
+                         f"{', '.join(known)}")
 
 
 def lm_eval_tasks(model, tokenizer, tasks: Sequence[str] | dict, include_path: str | None = None,
                   batch_size: int = BATCH_SIZE, limit: int | None = None, seed: int = 1234,
-                  progress: bool = False) -> dict:
+                  progress: bool = False, scorer: str = SCORER) -> dict:
     """Run lm-eval tasks on an in-memory model. ``tasks`` is a list of names, or a dict
-    name -> num_fewshot (None keeps the task's own setting). Returns per-task metrics
-    plus the lm-eval version and each task's version."""
+    name -> num_fewshot (None keeps the task's own setting). Returns per-task metrics, the
+    lm-eval version and each task's version, and ``items``: per task the 0/1 ``acc`` of every
+    item in doc_id order (for paired comparisons between models)."""
     import lm_eval
-    from lm_eval.models.huggingface import HFLM
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     for name in ("lm-eval", "lm_eval"):
         logging.getLogger(name).setLevel(logging.ERROR)
     shots = dict(tasks) if isinstance(tasks, dict) else {t: None for t in tasks}
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
-    tm = _task_manager(str(include_path) if include_path else None)
-    results: dict = {"tasks": {}, "lm_eval_version": lm_eval.__version__, "task_versions": {}}
+    include = str(include_path) if include_path else None
+    _check_tasks(shots, include)
+    lm = _lm(model, tokenizer, scorer, batch_size)
+    tm = _task_manager(include)
+    results: dict = {"tasks": {}, "items": {}, "lm_eval_version": lm_eval.__version__, "task_versions": {}}
     # group by shot count: simple_evaluate takes one num_fewshot per call
     for n_shot in sorted({v for v in shots.values()}, key=lambda v: -1 if v is None else v):
         names = [t for t, v in shots.items() if v == n_shot]
         # lm-eval's own progress bars ignore TQDM_DISABLE; keep them out of logs and books
         with contextlib.nullcontext() if progress else contextlib.redirect_stderr(io.StringIO()), _no_env_info():
-            res = lm_eval.simple_evaluate(model=lm, tasks=names, task_manager=tm, num_fewshot=n_shot,
-                                          limit=limit, random_seed=seed, numpy_random_seed=seed,
-                                          torch_random_seed=seed, fewshot_random_seed=seed,
-                                          log_samples=False, verbosity="ERROR")
+            res = lm_eval.simple_evaluate(model=lm, tasks=_built_tasks(names, include, n_shot), task_manager=tm,
+                                          num_fewshot=n_shot, limit=limit, random_seed=seed,
+                                          numpy_random_seed=seed, torch_random_seed=seed,
+                                          fewshot_random_seed=seed, log_samples=True, verbosity="ERROR")
         for t, metrics in res["results"].items():
             clean = {k.split(",")[0]: float(v) for k, v in metrics.items()
                      if isinstance(v, (int, float)) and "," in k}
             results["tasks"][t] = clean
+        for t, samples in res.get("samples", {}).items():
+            if samples and "acc" in samples[0]:
+                results["items"][t] = [int(s["acc"]) for s in sorted(samples, key=lambda s: s["doc_id"])]
         results["task_versions"].update({k: v for k, v in res.get("versions", {}).items()})
         results["n_shot"] = {**results.get("n_shot", {}), **{k: v for k, v in res.get("n-shot", {}).items()}}
     return results
 
 
 def world_suite(model, tokenizer, batch_size: int = BATCH_SIZE, limit: int | None = None,
-                n_alpaca: int = 1000) -> dict:
+                n_alpaca: int = 1000, scorer: str = SCORER) -> dict:
     """The world's counterpart of the paper's evaluation: Alpaca-role perplexity and the
-    seven world tasks. ``avg`` is the mean accuracy over tasks, as the paper's Avg."""
+    seven world tasks. ``avg`` is the mean accuracy over tasks, as the paper's Avg;
+    ``items`` the per-item correctness of each task."""
     from calib.world.tasks import TASKS, alpaca_texts, task_dir
 
     ppl = perplexity(model, tokenizer, alpaca_texts(n_alpaca), batch_size=batch_size)
     res = lm_eval_tasks(model, tokenizer, TASKS, include_path=str(task_dir()), batch_size=batch_size,
-                        limit=limit)
+                        limit=limit, scorer=scorer)
     acc = {t: res["tasks"][t]["acc"] for t in TASKS}
     return {"alpaca_ppl": ppl["ppl_paper"], "alpaca_ppl_corpus": ppl["ppl_corpus"], "acc": acc,
             "avg": float(np.mean(list(acc.values()))), "lm_eval_version": res["lm_eval_version"],
-            "task_versions": res["task_versions"], "tasks": res["tasks"]}
+            "task_versions": res["task_versions"], "tasks": res["tasks"], "items": res["items"]}

@@ -13,7 +13,6 @@ from calib.errors import CalibError
 from calib.filters import exact_jaccard
 from calib.world import sources
 from calib.world.domains import DOMAINS
-from calib.world.model import MODEL_DIR
 
 
 def _digest(docs):

@@ -12,7 +12,7 @@ import sys
 from calib.errors import CalibError
 
 # sub-command modules, in data-flow order
-MODULES = ("calib.cli.world", "calib.cli.data", "calib.cli.prune", "calib.cli.experiments")
+MODULES = ("calib.cli.world", "calib.cli.data", "calib.cli.prune", "calib.cli.evaluate", "calib.cli.experiments")
 
 
 def build_parser() -> argparse.ArgumentParser:
