@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from calib.world import sources
+from calib.world.tasks import heldout_texts
 
 TARGETS = {
     "R1": "held-out loss on world/pretrain >= 1.0 nats/token",
@@ -25,10 +26,6 @@ TARGETS = {
 }
 REPORT_PATH = Path(sources.__file__).parent / "report.json"
 REPORT_SOURCES = ["world/pretrain", "world/web", "world/mixed", "world/encyclopedia"]
-
-
-def heldout_texts(n: int = 400) -> list[str]:
-    return sources.documents("world/pretrain", n, seed=1000, split="calib")
 
 
 def r1_heldout_loss(model, tok, n_docs: int = 400) -> dict:

@@ -23,7 +23,7 @@ from calib.book.profiles import (
     METHOD_NAMES, NAMES, PAPER_SOURCES, PROFILE_NAMES, PROFILES, WORLD_SOURCES, by_role, label, role, settings,
 )
 from calib.book.published import claim, stated
-from calib.book.verdicts import spearman, verdict
+from calib.book import statistics, verdicts
 
 
 def setup(profile: str, **parameters) -> dict:

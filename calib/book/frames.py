@@ -47,7 +47,9 @@ def run(grid: dict, s: dict, progress: bool = False):
 def tidy(store, jobs) -> "pd.DataFrame":
     """One line per job of ``jobs`` with its parameters and metrics under short names:
     method, source, role, setting ('60%' or '2:4'), seed, nsamples, synthetic, prefix_len,
-    filter_rate, generator, avg, alpaca_ppl, <task> accuracies, dense_avg, calib_hash."""
+    filter_rate, generator, avg, alpaca_ppl, heldout_nll, <task> accuracies, dense_avg,
+    calib_hash, and ``items``: task -> 0/1 array of per-item correctness (the verdicts' input)."""
+    import numpy as np
     import pandas as pd
     keys = {j.key: j for j in jobs}
     lines = []
@@ -64,12 +66,15 @@ def tidy(store, jobs) -> "pd.DataFrame":
                 "synthetic": bool(syn), "prefix_len": syn.get("prefix_len"), "filter_rate": syn.get("filter_rate"),
                 "generator": syn.get("generator"), "model": j.model,
                 "avg": 100 * m["avg"] if "avg" in m else None, "alpaca_ppl": m.get("alpaca_ppl"),
+                "heldout_nll": m.get("heldout_nll"),
                 "dense_avg": 100 * r["dense"]["avg"] if "avg" in (r["dense"] or {}) else None,
                 "dense_alpaca_ppl": (r["dense"] or {}).get("alpaca_ppl"),
                 "calib_hash": r["calib_hash"], "key": r["key"]}
         for k, v in m.items():
             if k.endswith("/acc"):
                 line[task_name(k[:-4])] = 100 * v
+        items = (r["info"] or {}).get("items") or {}
+        line["items"] = {t: np.frombuffer(v.encode(), dtype=np.uint8) - ord("0") for t, v in items.items()} or None
         lines.append(line)
     return pd.DataFrame(lines)
 

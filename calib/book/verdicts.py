@@ -1,27 +1,298 @@
-"""The chapters' verdicts: whether each of the paper's findings holds in the world."""
+"""The chapters' verdicts: each of the paper's findings as a signed contrast on the chapter's
+tidy frame (``frames.run``), tested with ``statistics``. One function per chapter; each returns
+a ``Finding`` whose first part is the chapter's headline, and ``paper_effects`` gives the
+paper's own number for each part, so a chapter prints what it found next to what the paper
+found and what its design could detect.
+
+A part's outcome is "reproduced" or "contradicted" only when its 95% CI excludes zero;
+otherwise "inconclusive". Nothing here plots or formats beyond one line of text.
+"""
 from __future__ import annotations
 
-from calib.errors import check_choice
+import numpy as np
+import pandas as pd
 
-VERDICTS = {"finding": {True: "Reproduced in the world.", False: "Not reproduced in the world.",
-                        None: "Partly reproduced in the world."},
-            "question": {True: "Yes, in the world.", False: "No, in the world.", None: "Unclear in the world."}}
+from calib.book import published
+from calib.book import statistics as st
+from calib.book.profiles import NAMES, by_role
 
-
-def verdict(holds: bool | None, text: str, kind: str = "finding") -> "IPython.display.Markdown":
-    """The chapter's one-sentence answer, rendered in bold: whether a paper's finding
-    holds (``kind="finding"``), or the answer to an open question (``"question"``)."""
-    from IPython.display import Markdown
-    check_choice("verdict kind", kind, VERDICTS)
-    return Markdown(f"**{VERDICTS[kind][holds]}** {text}")
+SHORT_PREFIXES = (1, 2, 4)  # the paper's best prefix lengths (Sec. 6.2)
 
 
-def spearman(x, y, permutations: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """Spearman's rho and a two-sided permutation p-value."""
-    import numpy as np
-    import pandas as pd
-    rx, ry = pd.Series(x).rank().to_numpy(), pd.Series(y).rank().to_numpy()
-    rho = float(np.corrcoef(rx, ry)[0, 1])
-    rng = np.random.default_rng(seed)
-    null = np.array([np.corrcoef(rx, rng.permutation(ry))[0, 1] for _ in range(permutations)])
-    return rho, float((np.abs(null) >= abs(rho) - 1e-12).mean())
+# ------------------------------------------------------------------ the paper's numbers
+def _paper_avg(table: str, **where) -> float:
+    t = published.table(table)
+    for k, v in where.items():
+        t = t[t[k] == v]
+    return round(float(t["avg" if "avg" in t else "mean"].mean()), 2)
+
+
+def _paper_gap(table: str, a: dict, b: dict) -> float:
+    return _paper_avg(table, **a) - _paper_avg(table, **b)
+
+
+def paper_effects() -> dict[str, float | str]:
+    """The paper's effect for each verdict part, by label (DCLM-7B, from its tables and text)."""
+    t2 = lambda m, s, syn=False: {"method": m, "source": s, "synthetic": syn}  # noqa: E731
+    syn_gain = np.mean([_paper_gap("table2", t2("wanda", s, True), t2("wanda", s))
+                        for s in ("c4", "wikipedia", "slimpajama", "dclm")])
+    return {
+        "fig1": _paper_gap("table2", t2("wanda", "dclm"), t2("wanda", "wikipedia")),
+        "fig1_data_vs_method": _paper_gap("table2", t2("wanda", "dclm"), t2("owl", "wikipedia")),
+        "fig2_range60": 2.3, "fig2_range_nm": "1.5-1.8", "fig2_trend": "< 0.1 below 50%, 2.3 at 60%",
+        "fig3": "the gap between sources does not close with more data",
+        "table1": float(np.mean([_paper_gap("table1", {"method": m, "source": "dclm"},
+                                            {"method": m, "source": "wikipedia"}) for m in ("wanda", "dsnot", "owl")])),
+        "table2": float(syn_gain),
+        **{f"table2_{m}": float(np.mean([_paper_gap("table2", t2(m, s, True), t2(m, s))
+                                         for s in ("c4", "wikipedia", "slimpajama", "dclm")]))
+           for m in ("dsnot", "owl")},
+        "table2_pretrain": _paper_gap("table2", t2("wanda", "dclm", True), t2("wanda", "dclm")),
+        "table3": "not printed in the text", "table3_vs_pretrain": "matches or exceeds; about +0.8 at 4:8 and 2:4",
+        "fig4": "every prefix beats the original data; 1-4 tokens best",
+        "fig4_short_vs_long": "declines slowly with longer prefixes",
+        "table4": "the synthetic data beats the original at every rate",
+        "table4_filter": "best at 10-20%",
+        "fig5": "self-generated data scores highest",
+    }
+
+
+# ------------------------------------------------------------------ helpers
+def _wanda(df, setting=None, synthetic=None):
+    d = df[df.method == "wanda"]
+    if setting is not None:
+        d = d[d.setting == setting]
+    if synthetic is not None:
+        d = d[d.synthetic == synthetic]
+    return d
+
+
+def _with(df, **cols):
+    return df.assign(**cols)
+
+
+def _name(s: dict, role: str) -> str:
+    return NAMES[role] + "-role"
+
+
+# ------------------------------------------------------------------ chapters
+def fig1(df, s: dict) -> st.Finding:
+    """Fig. 1: better calibration data can gain more than a better method. Headline: at 60%,
+    Wanda with the pretraining-role data minus Wanda with the Wikipedia-role data; second,
+    Wanda with the pretraining-role data minus OWL with the Wikipedia-role data."""
+    pre, wiki = by_role(s, "dclm"), by_role(s, "wikipedia")
+    d = df[(df.setting == "60%") & ~df.synthetic]
+    head = st.paired_contrast(_wanda(d), "source", pre, wiki, label="fig1",
+                              claim=f"Wanda at 60%: {_name(s, 'dclm')} minus {_name(s, 'wikipedia')} data")
+    parts = [head]
+    if "owl" in set(d.method):
+        cell = d.method + "|" + d.source
+        parts.append(st.paired_contrast(_with(d, cell=cell), "cell", f"wanda|{pre}", f"owl|{wiki}",
+                                        label="fig1_data_vs_method",
+                                        claim=f"Wanda with {_name(s, 'dclm')} data minus OWL with "
+                                              f"{_name(s, 'wikipedia')} data, 60%"))
+    return st.combine(parts, claim="better calibration data can gain more than a better pruning method")
+
+
+def fig2(df, s: dict) -> st.Finding:
+    """Fig. 2: the calibration source matters more at higher sparsity and for N:M patterns.
+    Headline: the range across sources at 60% against seed and item noise; then the
+    pretraining-role minus Wikipedia-role gap from the lowest sparsity to 60%; then the range at 2:4."""
+    w = _wanda(df, synthetic=False)
+    parts = [st.range_test(w[w.setting == "60%"], "source", label="fig2_range60",
+                           claim="the range across sources at 60% exceeds what noise alone produces")]
+    un = w[w.pattern == "unstructured"]
+    if un.sparsity.nunique() > 1:
+        parts.append(st.range_trend(un, by_role(s, "dclm"), by_role(s, "wikipedia"), x="sparsity", high=0.6,
+                                    label="fig2_trend",
+                                    claim=f"the {_name(s, 'dclm')} minus {_name(s, 'wikipedia')} gap grows from "
+                                          f"{un.sparsity.min():.0%} to 60% sparsity"))
+    nm = w[w.pattern == "2:4"]
+    if len(nm):
+        parts.append(st.range_test(nm, "source", label="fig2_range_nm",
+                                   claim="the range across sources at 2:4 exceeds what noise alone produces"))
+    return st.combine(parts, claim="the source matters more at high sparsity and for N:M patterns")
+
+
+def fig3(df, s: dict) -> st.Finding:
+    """Fig. 3: more calibration data does not close the gap between sources. Headline: the
+    pretraining-role minus Wikipedia-role gap at the largest amount (2:4)."""
+    w = _wanda(df, synthetic=False)
+    top = w[w.nsamples == w.nsamples.max()]
+    return st.combine([st.paired_contrast(
+        top, "source", by_role(s, "dclm"), by_role(s, "wikipedia"), label="fig3",
+        claim=f"at {int(top.nsamples.max())} samples, {_name(s, 'dclm')} data still beats {_name(s, 'wikipedia')} data")],
+        claim="more data does not close the gap between sources")
+
+
+def amount_effect(df, s: dict) -> st.Finding:
+    """Descriptive (Fig. 3): the gap at the largest minus at the smallest amount; the paper
+    says amounts move a source's average by only 0.1-0.2 points."""
+    w = _wanda(df, synthetic=False)
+    return st.range_trend(w, by_role(s, "dclm"), by_role(s, "wikipedia"), x="nsamples", label="fig3_amount",
+                          claim="change of the gap from the smallest to the largest amount")
+
+
+def table1(df, s: dict) -> st.Finding:
+    """Table 1: data from the pretraining distribution calibrates best. Headline: pretraining-role
+    minus Wikipedia-role data at 2:4, averaged over the methods (the paper: 1.3-1.8 points)."""
+    d = df[(df.setting == "2:4") & ~df.synthetic & df.method.isin(["wanda", "dsnot", "owl"])]
+    return st.combine([st.paired_contrast(
+        d, "source", by_role(s, "dclm"), by_role(s, "wikipedia"), by=["method"], label="table1",
+        claim=f"2:4, mean over {', '.join(sorted(set(d.method)))}: {_name(s, 'dclm')} minus {_name(s, 'wikipedia')}")],
+        claim="calibration data like the pretraining data calibrates best")
+
+
+def table2(df, s: dict) -> st.Finding:
+    """Tables 2, 5-7: self-generated data beats the original data. Headline: self-generated
+    minus original, Wanda at 60%, averaged over the sources; then DSnoT, OWL, and the
+    pretraining-role source alone (the paper: +0.3-0.7 even there)."""
+    d = df[df.setting == "60%"]
+    parts = [st.paired_contrast(_wanda(d), "synthetic", True, False, by=["source"], label="table2",
+                                claim="Wanda at 60%: self-generated minus original data, mean over sources")]
+    for m in ("dsnot", "owl"):
+        if m in set(d.method):
+            parts.append(st.paired_contrast(d[d.method == m], "synthetic", True, False, by=["source"],
+                                            label=f"table2_{m}",
+                                            claim=f"{m}: self-generated minus original, mean over sources"))
+    pre = by_role(s, "dclm")
+    parts.append(st.paired_contrast(_wanda(d)[_wanda(d).source == pre], "synthetic", True, False,
+                                    label="table2_pretrain",
+                                    claim=f"Wanda: self-generated from {_name(s, 'dclm')} data minus that data"))
+    return st.combine(parts, claim="self-generated calibration data beats the original data")
+
+
+def table3(df, s: dict) -> st.Finding:
+    """Table 3: self-generated data also helps at other settings. Headline: self-generated
+    (from the C4-role source) minus that source, Wanda, averaged over 50%, 65%, 4:8 and 2:4;
+    then self-generated minus the pretraining-role data (the paper: matches or exceeds)."""
+    c4, pre = by_role(s, "c4", fallback=0), by_role(s, "dclm")
+    d = _wanda(df)
+    data = np.where(d.synthetic, "syn", d.source)
+    d = _with(d, data=data)
+    parts = [st.paired_contrast(d, "data", "syn", c4, by=["setting"], label="table3",
+                                claim=f"self-generated minus {_name(s, 'c4')} data, mean over settings")]
+    if pre in set(d.data):
+        parts.append(st.paired_contrast(d, "data", "syn", pre, by=["setting"], label="table3_vs_pretrain",
+                                        claim=f"self-generated minus {_name(s, 'dclm')} data, mean over settings"))
+    return st.combine(parts, claim="self-generated data helps at other sparsities and patterns too")
+
+
+def _stack(df, groups: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    return pd.concat([_with(g, arm=arm) for arm, g in groups.items()], ignore_index=True)
+
+
+def _short_vs(df, other: pd.DataFrame, other_arm: str) -> pd.DataFrame:
+    """Jobs with a short prefix (1, 2, 4 tokens) as arm "short" against ``other``, once per short
+    prefix (stratum ``p``), so the contrast averages over the short prefixes and the sources."""
+    out = []
+    for p in SHORT_PREFIXES:
+        sp = df[df.synthetic & (df.prefix_len == p)]
+        if len(sp):
+            out.append(_stack(df, {"short": sp, other_arm: other}).assign(p=p))
+    return pd.concat(out, ignore_index=True)
+
+
+def fig4(df, s: dict) -> st.Finding:
+    """Fig. 4: short prefixes (1-4 tokens) work best. Headline: self-generated with a 1-4 token
+    prefix minus the original data (mean over prefixes and sources); then 1-4 tokens minus the
+    longest prefix."""
+    w = _wanda(df, "60%")
+    parts = [st.paired_contrast(_short_vs(w, w[~w.synthetic], "original"), "arm", "short", "original",
+                                by=["source", "p"], label="fig4",
+                                claim="self-generated with a 1-4 token prefix minus the original data")]
+    longest = w[w.synthetic].prefix_len.max()
+    if longest not in SHORT_PREFIXES:
+        parts.append(st.paired_contrast(_short_vs(w, w[w.synthetic & (w.prefix_len == longest)], "long"), "arm",
+                                        "short", "long", by=["source", "p"], label="fig4_short_vs_long",
+                                        claim=f"a 1-4 token prefix minus a {int(longest)}-token prefix"))
+    return st.combine(parts, claim="self-generation from a 1-4 token prefix works best")
+
+
+def table4(df, s: dict) -> st.Finding:
+    """Table 4: filtering the highest-perplexity texts helps a little. Headline: self-generated
+    (the paper's 20% filter) minus the original data; then filtered at 10-20% minus unfiltered."""
+    w = _wanda(df, "60%")
+    syn20 = w[w.synthetic & (w.filter_rate == 20)]
+    parts = [st.paired_contrast(_stack(w, {"syn": syn20, "original": w[~w.synthetic]}), "arm", "syn", "original",
+                                by=["source"], label="table4",
+                                claim="self-generated (20% filtered) minus the original data")]
+    rates = set(w[w.synthetic].filter_rate)
+    if 0 in rates and rates & {10, 20}:
+        filt = []
+        for r in sorted(rates & {10, 20}):
+            filt.append(_stack(w, {"filtered": w[w.synthetic & (w.filter_rate == r)],
+                                   "unfiltered": w[w.synthetic & (w.filter_rate == 0)]}).assign(rate=r))
+        parts.append(st.paired_contrast(pd.concat(filt, ignore_index=True), "arm", "filtered", "unfiltered",
+                                        by=["source", "rate"], label="table4_filter",
+                                        claim="filtered at 10-20% minus unfiltered self-generated data"))
+    return st.combine(parts, claim="perplexity filtering at 10-20% gives the best self-generated data")
+
+
+def fig5(scores: pd.DataFrame, synthetic_label: str) -> st.Finding:
+    """Fig. 5: self-generated text scores higher Min-50%++ than every other source. ``scores``:
+    one line per window with columns ``data`` and ``score``; one part per other source."""
+    syn = scores.loc[scores.data == synthetic_label, "score"].to_numpy()
+    parts = [st.mean_difference(syn, scores.loc[scores.data == other, "score"].to_numpy(),
+                                label="fig5", claim=f"Min-50%++ of self-generated minus {other} windows")
+             for other in scores.data.unique() if other != synthetic_label]
+    return st.combine(parts, claim="self-generated text looks most like the training data (Min-50%++)")
+
+
+def pruned_generator(df, s: dict) -> st.Finding:
+    """Beyond: does the pruned model's own generation calibrate better than the dense model's?"""
+    d = df[df.synthetic]
+    return st.combine([st.paired_contrast(d, "generator", "pruned", "dense", label="pruned_generator",
+                                          claim="self-generated by the pruned model minus by the dense model")],
+                      claim="the pruned model is the better generator")
+
+
+def second_model(df, s: dict) -> st.Finding:
+    """Beyond: does Fig. 4 hold on the Qwen-style model? The same two contrasts as ``fig4``."""
+    return fig4(df, s)
+
+
+def dsnot_note(df) -> str:
+    """One line to print wherever DSnoT appears: its held-out loss beside Wanda's at the same
+    settings, sources and seeds, so that no DSnoT verdict is read without it."""
+    d = df[~df.synthetic & df.method.isin(["wanda", "dsnot"]) & df.heldout_nll.notna()]
+    if d.empty or set(d.method) != {"wanda", "dsnot"}:
+        return ""
+    key = ["setting", "source", "seed"]
+    both = d.pivot_table(index=key, columns="method", values="heldout_nll").dropna()
+    if both.empty:
+        return ""
+    settings = ", ".join(sorted(set(both.index.get_level_values("setting"))))
+    return (f"DSnoT at these settings ({settings}; {len(both)} paired runs): held-out loss "
+            f"{both['dsnot'].mean():.3f} nats/token against {both['wanda'].mean():.3f} for Wanda "
+            f"on the same calibration sets (see docs/pruning.md, DSnoT in the world).")
+
+
+# ------------------------------------------------------------------ rendering
+OUTCOME_WORDS = {"finding": {"reproduced": "Reproduced", "contradicted": "Contradicted",
+                             "inconclusive": "Inconclusive", "partly": "Partly reproduced"},
+                 "question": {"reproduced": "Yes", "contradicted": "No (the other way)",
+                              "inconclusive": "Unclear", "partly": "In part"}}
+
+
+def summary(f: st.Finding, paper: dict | None = None, kind: str = "finding") -> pd.DataFrame:
+    """One row per part: what was measured, the effect with its 95% CI, n, the half-width the
+    design can resolve, the paper's effect, and the part's outcome."""
+    paper = paper_effects() if paper is None else paper
+    words = OUTCOME_WORDS[kind]
+    rows = []
+    for p in f.parts or (f,):
+        ci = p.ci or (np.nan, np.nan)
+        rows.append({"comparison": p.claim, "effect": p.effect, "95% CI": f"[{ci[0]:+.2f}, {ci[1]:+.2f}]",
+                     "± (detectable)": p.half_width, "n": p.n_text(), "paper": paper.get(p.label, ""),
+                     "outcome": words[p.outcome] + (f" (p = {p.p:.3f})" if p.p is not None else "")})
+    return pd.DataFrame(rows)
+
+
+def headline(f: st.Finding, kind: str = "finding") -> str:
+    """The chapter's verdict sentence (markdown): the overall outcome, then each part's line."""
+    words = OUTCOME_WORDS[kind]
+    lines = [f"**{words[f.outcome]} in the world.** {f.claim[:1].upper() + f.claim[1:]}."]
+    for p in f.parts or (f,):
+        lines.append(f"- {p.claim}: {p.text()}")
+    return "\n".join(lines)

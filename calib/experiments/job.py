@@ -29,9 +29,10 @@ CALIBRATION = {"source": "world/pretrain", "mode": None, "nsamples": data.NSAMPL
 SYNTHETIC = {"generator": "dense", "n_docs": synth.N_DOCS, "prefix_len": synth.PREFIX_LEN,
              "max_new_tokens": synth.MAX_NEW_TOKENS, "gen_seed": 0, "filter_rate": filters.FILTER_RATE,
              "batch_size": synth.BATCH_SIZE, "sampling": {}}
-SUITE = {"name": "world", "limit": None, "n_alpaca": 1000, "tasks": None, "shots": {}}
+SUITE = {"name": "world", "limit": None, "n_alpaca": 1000, "n_heldout": 200, "tasks": None, "shots": {}}
+# how a job runs, not what it computes: recorded, not part of the key (the scorers agree item for item)
 EXECUTION = {"prune_batch_size": methods.BATCH_SIZE, "eval_batch_size": evaluate.BATCH_SIZE, "device": None,
-             "offload": True}
+             "offload": True, "scorer": evaluate.SCORER}
 
 
 @contextlib.contextmanager
@@ -129,6 +130,8 @@ class Job:
         integer("execution.eval_batch_size", e["eval_batch_size"], 1)
         if not isinstance(e["offload"], bool):
             raise CalibError(f"execution.offload: expected true or false; got {e['offload']!r}")
+        with at("execution.scorer"):
+            check_choice("scorer", e["scorer"], evaluate.SCORERS)
         self.execution = e
 
     @staticmethod
@@ -155,6 +158,7 @@ class Job:
             check_choice("suite", s["name"], SUITES)
         integer("suite.limit", s["limit"], 1, none=True)
         integer("suite.n_alpaca", s["n_alpaca"], 1)
+        integer("suite.n_heldout", s["n_heldout"], 0)
         valid = {"world": TASKS, "paper": list(evaluate.PAPER_TASKS), "ppl": []}[s["name"]]
         tasks = valid if s["tasks"] is None else s["tasks"]
         if not isinstance(tasks, list) or (s["name"] == "ppl" and tasks):
@@ -179,9 +183,20 @@ class Job:
         return {k: getattr(self, k) for k in TOP if k != "execution"}
 
     @property
+    def suite_version(self) -> str | None:
+        """The world tasks' version (``world.tasks.version``); None for the paper's lm-eval
+        tasks, whose versions lm-eval records in each row."""
+        if self.suite["name"] == "paper":
+            return None
+        from calib.world.tasks import version
+        return version()
+
+    @property
     def key(self) -> str:
         if self._key is None:
             p = self.params()
             p["model"] = model_identity(model_path(self.model))
+            if self.suite_version is not None:
+                p["suite_version"] = self.suite_version
             self._key = digest(p)[:32]
         return self._key

@@ -174,39 +174,46 @@ def _task_metrics(res: dict, tasks: list[str]) -> dict:
     return out
 
 
-def evaluate(job: Job, model, tok) -> tuple[dict, dict]:
-    """(flat metrics, evaluation metadata) of the job's suite on ``model``."""
+def evaluate(job: Job, model, tok) -> tuple[dict, dict, dict]:
+    """(flat metrics, evaluation metadata, per-item correctness) of the job's suite on ``model``.
+    Per item: task -> a string of 0/1, one character per item in doc order (compact in the store)."""
     from calib import evaluate as ev
     s, bs = job.suite, job.execution["eval_batch_size"]
     if s["name"] in ("world", "ppl"):
-        from calib.world.tasks import alpaca_texts, task_dir
+        from calib.world.tasks import alpaca_texts, heldout_texts, task_dir
         ppl = ev.perplexity(model, tok, alpaca_texts(s["n_alpaca"]), batch_size=bs)
         metrics = {"alpaca_ppl": ppl["ppl_paper"], "alpaca_ppl_corpus": ppl["ppl_corpus"]}
+        if s["n_heldout"]:
+            metrics["heldout_nll"] = ev.perplexity(model, tok, heldout_texts(s["n_heldout"]),
+                                                   batch_size=bs)["nll_per_token"]
         if s["name"] == "ppl":
-            return metrics, {}
+            return metrics, {}, {}
         res = ev.lm_eval_tasks(model, tok, s["tasks"], include_path=str(task_dir()), batch_size=bs,
-                               limit=s["limit"])
+                               limit=s["limit"], scorer=job.execution["scorer"])
     else:
         from calib import data
         ppl = ev.perplexity(model, tok, data.load_texts("alpaca", pool=s["n_alpaca"]), batch_size=bs)
         metrics = {"alpaca_ppl": ppl["ppl_paper"], "alpaca_ppl_corpus": ppl["ppl_corpus"]}
-        res = ev.lm_eval_tasks(model, tok, s["shots"], batch_size=bs, limit=s["limit"])
+        res = ev.lm_eval_tasks(model, tok, s["shots"], batch_size=bs, limit=s["limit"],
+                               scorer=job.execution["scorer"])
     metrics.update(_task_metrics(res, s["tasks"]))
     meta = {"lm_eval": res["lm_eval_version"], "task_versions": res["task_versions"],
             "n_shot": res.get("n_shot", {})}
-    return metrics, meta
+    items = {t: "".join(str(int(v)) for v in res.get("items", {}).get(t, [])) for t in s["tasks"]}
+    return metrics, meta, items
 
 
-def dense_evaluation(job: Job, model, tok) -> tuple[dict, dict]:
+def dense_evaluation(job: Job, model, tok) -> tuple[dict, dict, dict]:
     """The unpruned model's metrics on the job's suite, cached per (model, dtype, suite)."""
-    key = digest({"model": model_identity(model_path(job.model)), "dtype": job.dtype, "suite": job.suite})
+    key = digest({"model": model_identity(model_path(job.model)), "dtype": job.dtype, "suite": job.suite,
+                  "suite_version": job.suite_version})
     f = cache_dir() / "dense_eval" / f"{key[:32]}.json"
     if f.is_file():
         blob = json.loads(f.read_text())
-        return blob["metrics"], blob["meta"]
-    metrics, meta = evaluate(job, model, tok)
-    atomic_write(f, json.dumps({"metrics": metrics, "meta": meta}))
-    return metrics, meta
+        return blob["metrics"], blob["meta"], blob.get("items", {})
+    metrics, meta, items = evaluate(job, model, tok)
+    atomic_write(f, json.dumps({"metrics": metrics, "meta": meta, "items": items}))
+    return metrics, meta, items
 
 
 # ------------------------------------------------------------------- running
@@ -223,7 +230,7 @@ def run_job(job: Job) -> dict:
     dev = device(job)
     with timer("dense_evaluate"):
         model.to(dev)
-        dense, _ = dense_evaluation(job, model, tok)
+        dense, _, _ = dense_evaluation(job, model, tok)
         if job.execution["offload"]:
             model.to("cpu")
     with timer("prune"):
@@ -233,14 +240,15 @@ def run_job(job: Job) -> dict:
         raise FloatingPointError(f"the pruned model has non-finite weights in {', '.join(bad[:5])}")
     with timer("evaluate"):
         model.to(dev)
-        metrics, meta = evaluate(job, model, tok)
+        metrics, meta, items = evaluate(job, model, tok)
     nan = sorted(k for k, v in metrics.items() if isinstance(v, float) and math.isnan(v))
     if nan:
         raise FloatingPointError(f"NaN metrics: {', '.join(nan)}")
     metrics["sparsity_actual"] = res.report["overall"]["sparsity"]
     timer["total"] = time.perf_counter() - t0
     info = {"calibration": cinfo, "prune": {k: res.report[k] for k in ("overall", "owl") if k in res.report},
-            "execution": job.execution, "device": dev, "pid": os.getpid()}
+            "execution": job.execution, "device": dev, "pid": os.getpid(), "suite_version": job.suite_version,
+            "items": items}
     return {"key": job.key, "status": "done", "params": job.params(), "calib_hash": cinfo["hash"],
             "mask_hash": res.mask_hash, "metrics": metrics, "dense": dense,
             "versions": {**calib.versions(), **meta}, "timings": dict(timer), "info": info,

@@ -45,6 +45,22 @@ def alpaca_texts(n: int = N_ALPACA) -> list[str]:
     return list(_alpaca()[:n])
 
 
+def heldout_texts(n: int = 400) -> list[str]:
+    """Held-out documents of the pretraining mixture (split "calib", data seed 1000: never
+    trained on, never drawn as calibration data, whose pools use data seed 0)."""
+    from calib.world import sources
+    return sources.documents("world/pretrain", n, seed=1000, split="calib")
+
+
+def version() -> str:
+    """A hash of the code every world evaluation text depends on (items, Alpaca-role and
+    held-out documents): results measured on other tasks never count as these."""
+    h = hashlib.sha256()
+    for name in ("tasks.py", "kb.py", "sources.py", "domains.py"):
+        h.update((Path(__file__).parent / name).read_bytes())
+    return h.hexdigest()[:12]
+
+
 # ------------------------------------------------------------------------ item makers
 class _Maker:
     def __init__(self, seed: int):
@@ -310,11 +326,10 @@ def write_task_dir(path: str | Path, n: int = N_ITEMS) -> Path:
 
 
 def task_dir(n: int = N_ITEMS) -> Path:
-    """The task folder in the cache, written once per version of this file."""
+    """The task folder in the cache, written once per ``version()``."""
     from calib.cache import cache_dir
     from calib.io import atomic_folder
-    version = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
-    path = cache_dir() / "lm_eval_tasks" / f"world-{version}-{n}"
+    path = cache_dir() / "lm_eval_tasks" / f"world-{version()}-{n}"
     if not (path / "world_mmlu.yaml").is_file():
         with atomic_folder(path, replace=False) as tmp:  # a race loser's copy is identical: dropped
             write_task_dir(tmp, n)
