@@ -144,8 +144,9 @@ def public(run):
 def trace_layers(bench, options, walk):
     """Per linear of one recorded DSnoT run: Wanda's error and DSnoT's cycles."""
     import torch
-    from calib.prune.reconstruction import dsnot_trace, reference_walk, relative_error
+
     from calib.prune.engine import OPTIONS
+    from calib.prune.reconstruction import dsnot_trace, reference_walk, relative_error
     run, res, rec = bench.run("dsnot", options, walk=walk, record=True)
     opts = {**OPTIONS["dsnot"], **options}
     cyc = {k: opts[k] for k in ("max_cycle_time", "update_threshold", "pow_of_var_regrowing")}
@@ -205,12 +206,12 @@ def markdown(rep):
     lines = [
         "# DSnoT on the world model (issue 16)", "",
         f"Command: `{rep['command']}`  ",
-        f"World model, {a['sparsity']:.0%} unstructured unless noted, {a['nsamples']} x {a['seqlen']} calibration "
+        (f"World model, {a['sparsity']:.0%} unstructured unless noted, {a['nsamples']} x {a['seqlen']} calibration "
         f"tokens of world/pretrain (seed {a['seed']}, sha256 {rep['calibration_hash'][:12]}), held-out loss on "
         f"{a['heldout_docs']} world/pretrain documents ({rep['heldout_tokens']} tokens). "
         f"Dense model: {rep['dense_loss']:.3f} nats/token. Differences to Wanda: 95% paired bootstrap "
         "interval over documents. 'reference code' = calib without its stop at candidates of the wrong sign "
-        "(the reference code's behaviour; calib before the fix).", "",
+        "(the reference code's behaviour; calib before the fix)."), "",
         "## The issue's table", "",
         "| run | reference code | vs Wanda | calib | vs Wanda |", "|---|---|---|---|---|",
     ]
@@ -236,14 +237,14 @@ def markdown(rep):
                          f"| {ci(row['dsnot_1']['vs_wanda'])} |")
     for tr in rep["traces"]:
         lines += ["", f"## Per layer: {tr['label']} (held-out loss {tr['loss']:.3f})", "",
-                  "Relative error ||WX - W'X||^2/||WX||^2 on the inputs each layer reads in this run. "
+                  ("Relative error ||WX - W'X||^2/||WX||^2 on the inputs each layer reads in this run. "
                   "mean share: the part of Wanda's error that DSnoT's err measures. "
                   "first above: first cycle whose error exceeds Wanda's. "
                   "d mean / d cov: change of the mean and covariance parts from Wanda to the last cycle. "
                   "pow 0: last cycle with regrowth by the sum term alone. |err|: DSnoT's mean |err| over rows, "
-                  "Wanda -> last cycle; rows: still swapping at the last cycle.", "",
-                  "| layer | Wanda | mean share | best (cycle) | first above | cycle 10 | last | d mean | d cov "
-                  "| pow 0 | abs err | rows |",
+                  "Wanda -> last cycle; rows: still swapping at the last cycle."), "",
+                  ("| layer | Wanda | mean share | best (cycle) | first above | cycle 10 | last | d mean | d cov "
+                   "| pow 0 | abs err | rows |"),
                   "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for name, s in tr["summary"].items():
             if "best" not in s:

@@ -104,7 +104,7 @@ def dsnot_trace(W, st: InputStats, sparsity: float, seqlen: int, **options) -> d
     note(start, (metric * start).sum(dim=1), torch.ones(W.shape[0], dtype=torch.bool))
     mask = _dsnot.dsnot_unstructured(metric, initial, wanda, var, sparsity,
                                      on_cycle=lambda c, m, e, a: note(m, e, a), **options)
-    for k, v in out.items():  # rows all stopped early: the mask stays as it is
+    for v in out.values():  # rows all stopped early: the mask stays as it is
         v.extend([v[-1]] * (cycles + 1 - len(v)))
     out["mask"] = mask
     return out
