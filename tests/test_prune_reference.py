@@ -192,6 +192,10 @@ def ref_dsnot_unstructured(D, init, wanda, var, s, cycles=50, thr=0.1, pw=1.0, s
             pj = order_p[phi] if ptop else order_p[plo]
             if not abs(err) > thr:
                 break
+            # calib's fix: stop once the candidates of the needed sign are used up
+            # (the original walks on into the wrong-signed ones).
+            if d[rj] * np.sign(err) < 0 or d[pj] * np.sign(err) > 0:
+                break
             if same_sign and np.sign(err + d[pj] - d[rj]) != sign0:
                 break
             mask[r, pj], mask[r, rj] = True, False
@@ -228,6 +232,8 @@ def ref_dsnot_nm(D, init, var, n, m, cycles=50, thr=0.1, pw=1.0, same_sign=True)
                 break
             pj = min(cands, key=lambda j: (avail[j], j))
             if not abs(err) > thr:
+                break
+            if d[rj] * np.sign(err) < 0:  # calib's fix, as in the unstructured reference
                 break
             if same_sign and np.sign(err + d[pj] - d[rj]) != sign0:
                 break

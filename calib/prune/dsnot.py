@@ -11,7 +11,10 @@ Fixes relative to the reference code (see docs/pruning.md):
   instead of "regrowing" kept weights and pruning extra ones (which broke the
   sparsity and the N:M pattern when cycles outnumbered the candidates);
 * kept weights whose dsnot_metric is exactly 0 keep their own index in the
-  prune order (the reference replaced them by column 0).
+  prune order (the reference replaced them by column 0);
+* a row also stops when the candidate it would take has the wrong sign (its
+  weights of the needed sign are used up), instead of going on to prune its
+  highest-scored kept weights of the other sign, which pushes err away from zero.
 """
 from __future__ import annotations
 
@@ -52,6 +55,16 @@ def _pick(order, lo, hi, from_top):
     return order.gather(1, pos), empty
 
 
+def _towards_zero(err, r_val, p_val):
+    """Rows whose candidates do not push err away from zero: the regrown weight's
+    metric has err's sign (or is 0) and the pruned one's the opposite sign (or is 0).
+    Once a row runs out of candidates of the right sign it stops; the reference code
+    walks on into the wrong-signed ones (see docs/pruning.md, DSnoT at narrow widths)."""
+    s = torch.sign(err)
+    ok = r_val * s >= 0
+    return ok if p_val is None else ok & (p_val * s <= 0)
+
+
 def _advance(lo, hi, from_top):
     step = from_top.long()
     return lo + (1 - step), hi - step
@@ -60,7 +73,11 @@ def _advance(lo, hi, from_top):
 def dsnot_unstructured(
     dsnot_metric, initial_metric, wanda, var, sparsity,
     max_cycle_time=50, update_threshold=0.1, pow_of_var_regrowing=1.0, same_sign=False,
+    on_cycle=None,
 ):
+    """Mask (True = pruned) after up to max_cycle_time swap cycles. on_cycle, if
+    given, is called after every cycle with (cycle, mask, err, active); the mask is
+    updated in place afterwards, so a callback that keeps it must copy it."""
     rows, cols = dsnot_metric.shape
     k = int(cols * sparsity)
     sorted_idx = torch.sort(initial_metric, dim=-1, stable=True)[1]
@@ -78,7 +95,7 @@ def dsnot_unstructured(
     active = torch.ones((rows, 1), dtype=torch.bool, device=mask.device)
     row_ids = torch.arange(rows, device=mask.device)
 
-    for _ in range(max_cycle_time):
+    for cycle in range(1, max_cycle_time + 1):
         if not active.any():
             break
         grow_top = err > 0   # err > 0: regrow the most positive candidate
@@ -88,6 +105,7 @@ def dsnot_unstructured(
         r_val = dsnot_metric.gather(1, r_idx)
         p_val = dsnot_metric.gather(1, p_idx)
         active = active & ~r_empty & ~p_empty & (err.abs() > update_threshold)
+        active = active & _towards_zero(err, r_val, p_val)
         if same_sign:
             active = active & (torch.sign(err + p_val - r_val) == sign0)
         a = active[:, 0]
@@ -97,13 +115,17 @@ def dsnot_unstructured(
         err = torch.where(active, err - r_val, err)
         r_lo, r_hi = _advance(r_lo, r_hi, grow_top)
         p_lo, p_hi = _advance(p_lo, p_hi, prune_top)
+        if on_cycle is not None:
+            on_cycle(cycle, mask, err, active)
     return mask
 
 
 def dsnot_nm(
     dsnot_metric, initial_metric, var, n, m,
     max_cycle_time=50, update_threshold=0.1, pow_of_var_regrowing=1.0, same_sign=True,
+    on_cycle=None,
 ):
+    """As dsnot_unstructured, with the regrown weight paired inside its M-group."""
     rows, cols = dsnot_metric.shape
     groups = nm_groups_order(initial_metric, m)
     pruned_idx = groups[..., :n].reshape(rows, -1)
@@ -124,7 +146,7 @@ def dsnot_nm(
     row_ids = torch.arange(rows, device=mask.device)
     offsets = torch.arange(m, device=mask.device).reshape(1, -1)
 
-    for _ in range(max_cycle_time):
+    for cycle in range(1, max_cycle_time + 1):
         if not active.any():
             break
         grow_top = err > 0
@@ -137,6 +159,7 @@ def dsnot_nm(
         r_val = dsnot_metric.gather(1, r_idx)
         p_val = dsnot_metric.gather(1, p_idx)
         active = active & ~r_empty & ~none_left & (err.abs() > update_threshold)
+        active = active & _towards_zero(err, r_val, None)
         if same_sign:
             active = active & (torch.sign(err + p_val - r_val) == sign0)
         a = active[:, 0]
@@ -146,4 +169,6 @@ def dsnot_nm(
         err = torch.where(active, err + p_val, err)
         err = torch.where(active, err - r_val, err)
         r_lo, r_hi = _advance(r_lo, r_hi, grow_top)
+        if on_cycle is not None:
+            on_cycle(cycle, mask, err, active)
     return mask
