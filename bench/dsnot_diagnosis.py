@@ -3,7 +3,7 @@
 On the world model (calib.world.model.load()), Wanda's mask at --sparsity, the
 calibration set of the issue (--nsamples x --seqlen tokens of world/pretrain,
 --seed) and held-out loss on --heldout-docs world/pretrain documents
-(calib/world/report.py heldout_texts), this script measures
+(calib/world/tasks.py heldout_texts), this script measures
 
 1. held-out loss (nats/token) of Wanda and of DSnoT at several settings, each
    with a 95% paired bootstrap interval of its difference to Wanda over the
@@ -73,10 +73,10 @@ class Bench:
 
     def __init__(self, args):
         from calib import data
-        from calib.world import model as wm
-        from calib.world.report import heldout_texts
+        from calib.models import load
+        from calib.world.tasks import heldout_texts
         self.args = args
-        self.model, self.tok = wm.load()
+        self.model, self.tok = load("world")
         self.dense = {k: v.clone() for k, v in self.model.state_dict().items()}
         cs = data.sample("world/pretrain", self.tok, args.nsamples, args.seqlen, seed=args.seed)
         self.ids, self.calib_hash = cs.input_ids, cs.hash
@@ -145,7 +145,7 @@ def trace_layers(bench, options, walk):
     """Per linear of one recorded DSnoT run: Wanda's error and DSnoT's cycles."""
     import torch
 
-    from calib.prune.engine import OPTIONS
+    from calib.prune.methods import OPTIONS
     from calib.prune.reconstruction import dsnot_trace, reference_walk, relative_error
     run, res, rec = bench.run("dsnot", options, walk=walk, record=True)
     opts = {**OPTIONS["dsnot"], **options}

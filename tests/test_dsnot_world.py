@@ -54,9 +54,9 @@ SPARSITY, NSAMPLES, SEQLEN, DOCS, POOL = 0.6, 16, 128, 24, 400  # small: the tes
 @pytest.fixture(scope="module")
 def world():
     from calib import data
-    from calib.world import model as wm
-    from calib.world.report import heldout_texts
-    model, tok = wm.load()
+    from calib.models import load
+    from calib.world.tasks import heldout_texts
+    model, tok = load("world")
     dense = {k: v.clone() for k, v in model.state_dict().items()}
     ids = data.sample("world/pretrain", tok, NSAMPLES, SEQLEN, seed=0, pool=POOL).input_ids
     return model, tok, dense, ids, heldout_texts(DOCS)

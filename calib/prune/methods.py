@@ -112,6 +112,11 @@ def dsnot_skips(name: str, opts: dict) -> bool:
                 or (len(parts) > 1 and parts[1] == opts["skip_sub_layer"]))
 
 
+def dsnot_metric(W, st):
+    """DSnoT's per-weight contribution to a row's mean output error: W times the mean input."""
+    return W * st.mean.reshape(1, -1)
+
+
 # ------------------------------------------------------------------------ masks
 class InverseHessians(dict):
     """SparseGPT's inverse Hessian per input statistic, computed once per block: linears
@@ -168,11 +173,11 @@ def mask(method: str, name: str, lin, st, s: float, nm, opts: dict, hinv: Invers
     if nm:
         if skip:
             return nm_mask(initial, *nm)
-        return dsnot.dsnot_nm(W * st.mean.reshape(1, -1), initial, st.var, *nm, **cycles,
+        return dsnot.dsnot_nm(dsnot_metric(W, st), initial, st.var, *nm, **cycles,
                               same_sign=True if opts["same_sign"] is None else bool(opts["same_sign"]))
     if skip:
         return row_mask(initial, s)
-    return dsnot.dsnot_unstructured(W * st.mean.reshape(1, -1), initial, wanda, st.var, s, **cycles,
+    return dsnot.dsnot_unstructured(dsnot_metric(W, st), initial, wanda, st.var, s, **cycles,
                                     same_sign=False if opts["same_sign"] is None else bool(opts["same_sign"]))
 
 

@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 
 from calib.prune import dsnot as _dsnot
+from calib.prune.methods import dsnot_metric
 from calib.prune.masks import wanda_score
 from calib.prune.stats import InputStats
 
@@ -80,7 +81,7 @@ def dsnot_inputs(W, st: InputStats):
     """DSnoT's inputs from a linear's statistics, as the engine builds them with a
     Wanda start: (dsnot_metric, initial_metric, wanda, var)."""
     wanda = wanda_score(W, st.sq)
-    return W * st.mean.reshape(1, -1), wanda, wanda, st.var
+    return dsnot_metric(W, st), wanda, wanda, st.var
 
 
 def dsnot_trace(W, st: InputStats, sparsity: float, seqlen: int, **options) -> dict:
