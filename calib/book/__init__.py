@@ -26,6 +26,16 @@ from calib.book.published import claim, stated
 from calib.book import statistics, verdicts
 
 
+def report(finding, kind: str = "finding", paper: dict | None = None):
+    """Show a chapter's verdict: the outcome sentence with each part's effect, 95% CI and n,
+    then a table with the half-width the design could detect next to the paper's effect."""
+    from IPython.display import Markdown, display
+    display(Markdown(verdicts.headline(finding, kind)))
+    t = verdicts.summary(finding, paper, kind)
+    display(t.style.format({"effect": "{:+.2f}", "± (detectable)": "{:.2f}"}, na_rep="")
+            .hide(axis="index").set_caption("Verdict: 95% CIs over calibration seeds and evaluation items"))
+
+
 def setup(profile: str, **parameters) -> dict:
     """A chapter's shared setup: quiet progress bars and libraries, the figure style, and
     the profile's settings with the notebook's parameters laid over them."""
