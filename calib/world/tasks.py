@@ -139,7 +139,6 @@ class _Maker:
             return f"What is the favourite tool of {p['name']} made of?", self.tools[p["tool"]]["material"], MATERIALS
         return f"Which dish is the home city of {p['name']} famous for?", c["food"], [f["name"] for f in self.kb.foods]
 
-
     def quiz_fact(self):
         """(subject, question, answer, distractor pool) in the wording of the web domain's
         quizzes (``domains._quiz_item``), the only multiple-choice text pretraining has."""
