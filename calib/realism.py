@@ -111,6 +111,15 @@ def source_spread(model_dir, sparsities=(0.6, 0.7), seeds=(0, 1, 2), method: str
     return out
 
 
+def _shown(path: Path) -> str:
+    """A packaged model's folder relative to the checkout, so the committed report names no machine."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        return str(Path(path).resolve().relative_to(root))
+    except ValueError:
+        return str(path)
+
+
 def build_report(model_dir=None, with_pruning: bool = True, progress: bool = True) -> dict:
     from calib.evaluate import world_suite
     from calib.models import load
@@ -120,7 +129,7 @@ def build_report(model_dir=None, with_pruning: bool = True, progress: bool = Tru
     t0 = time.time()
     model, tok = load(model_dir)
     log = json.loads((model_dir / "training_log.json").read_text()) if (model_dir / "training_log.json").exists() else {}
-    rep: dict = {"model_dir": str(model_dir), "params": sum(p.numel() for p in model.parameters()),
+    rep: dict = {"model_dir": _shown(model_dir), "params": sum(p.numel() for p in model.parameters()),
                  "train_tokens": log.get("train_tokens"), "final_train_loss": float(np.mean(log["losses"][-50:])) if log else None}
     say = print if progress else (lambda *a, **k: None)
     say("R1: held-out loss ...")
@@ -143,11 +152,49 @@ def build_report(model_dir=None, with_pruning: bool = True, progress: bool = Tru
         dense_loss = rep["R1"]["heldout_nll"]
         rep["R2"] = {k: {"heldout_nll": v["heldout_nll"], "loss_increase": v["heldout_nll"] / dense_loss - 1,
                          "avg": v["suite"]["avg"], "avg_drop_points": 100 * (dense["avg"] - v["suite"]["avg"]),
-                         "alpaca_ppl": v["suite"]["alpaca_ppl"]} for k, v in runs.items()}
+                         "acc": v["suite"]["acc"], "alpaca_ppl": v["suite"]["alpaca_ppl"]} for k, v in runs.items()}
         say("source spread (wanda 60%/70%, 4 sources x 3 seeds) ...")
         rep["source_spread"] = source_spread(model_dir)
+    rep["band"] = {t: {"dense": a, "chance": CHANCE[t], "in_band": CHANCE[t] + 0.15 <= a <= 0.95}
+                   for t, a in dense["acc"].items()}
     rep["checks"] = checks(rep)
+    rep["identity"] = identity(model_dir, with_pruning)
     rep["seconds"] = time.time() - t0
+    return rep
+
+
+REPORT_VERSION = 2  # bump when a measurement of the report changes
+
+
+def identity(model_dir=None, with_pruning: bool = True) -> dict:
+    """What a report's numbers depend on: the model's files, the world tasks, the report's own version."""
+    from calib.models import model_identity
+    from calib.world.model import MODEL_DIR
+    from calib.world.tasks import version
+    return {"model": model_identity(Path(model_dir or MODEL_DIR)), "tasks": version(),
+            "report": REPORT_VERSION, "with_pruning": with_pruning}
+
+
+def cached_report(model_dir=None, with_pruning: bool = True, progress: bool = False) -> dict:
+    """The report of a model, measured once: the committed world/report.json when it was measured
+    on the same model, tasks and report version (a full report serves a reduced request too),
+    else a copy in the cache dir, else built now and cached."""
+    from calib.cache import cache_dir, digest
+    from calib.io import atomic_write
+    want = identity(model_dir, with_pruning)
+
+    def serves(rep):
+        have = rep.get("identity") or {}
+        return all(have.get(k) == want[k] for k in ("model", "tasks", "report")) and \
+            (have.get("with_pruning") or not with_pruning)
+
+    if REPORT_PATH.is_file() and serves(json.loads(REPORT_PATH.read_text())):
+        return json.loads(REPORT_PATH.read_text())
+    f = cache_dir() / "realism" / f"{digest(want)[:32]}.json"
+    if f.is_file():
+        return json.loads(f.read_text())
+    rep = build_report(model_dir, with_pruning=with_pruning, progress=progress)
+    atomic_write(f, json.dumps(rep, indent=1))
     return rep
 
 

@@ -232,7 +232,7 @@ def test_run_job_row_and_caches(model_dir, cache_env):
     assert m["sparsity_actual"] == pytest.approx(0.5, abs=0.01)
     assert {"alpaca_ppl", "avg"} <= set(row["dense"]) and row["dense"]["alpaca_ppl"] != m["alpaca_ppl"]
     v = row["versions"]
-    assert {"torch", "transformers", "calib", "lm_eval"} <= set(v) and v["task_versions"] == {"world_boolq": 1.0}
+    assert {"torch", "transformers", "calib", "lm_eval"} <= set(v) and v["task_versions"] == {"world_boolq": 2.0}
     assert {"load", "calibration", "dense_evaluate", "prune", "evaluate", "total"} <= set(row["timings"])
     assert len(list((cache_env / "calibration").glob("*.pt"))) == 1
     assert len(list((cache_env / "dense_eval").glob("*.json"))) == 1

@@ -124,7 +124,7 @@ def test_world_lm_eval_task_runs_on_tiny_model(tiny_llama, tiny_tokenizer, cache
                         include_path=str(task_dir()), limit=8, batch_size=8)
     assert set(res["tasks"]) == {"world_winogrande", "world_mmlu"}
     assert 0.0 <= res["tasks"]["world_mmlu"]["acc"] <= 1.0
-    assert res["lm_eval_version"] and res["task_versions"]["world_mmlu"] == 1.0
+    assert res["lm_eval_version"] and res["task_versions"]["world_mmlu"] == 2.0
     assert res["n_shot"]["world_mmlu"] == 5
 
 

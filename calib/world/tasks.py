@@ -6,6 +6,14 @@
   only from knowledge-base facts that pretraining documents state; ARC-Challenge
   items are two-hop (person -> city -> region, ...).
 
+The world model recalls a fact best in the wording pretraining states it in, and
+barely across paraphrases, so the makers choose wording and distractors on purpose:
+MMLU questions use the wording of the web domain's quizzes (its only multiple-choice
+text); HellaSwag scenes open like the world's stories, and endings carry the fact
+alone (a filler clause adds noise that varies with the entity); PIQA and HellaSwag
+distractors are plausible confusers (a namesake's pet, another tool for the same job)
+where the knowledge base has one. BoolQ labels are balanced by construction.
+
 ``write_task_dir(path)`` writes a self-contained lm-eval task folder (one YAML
 and one jsonl per task, no Python), which ``lm_eval --include_path`` and
 ``lm_eval.tasks.TaskManager(include_path=...)`` read like any other.
@@ -19,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from calib.world.kb import HABITATS, MATERIALS, OCCUPATIONS
+from calib.world.kb import HABITATS, INGREDIENTS, MATERIALS, OCCUPATIONS
 
 N_ALPACA = 1000
 N_ITEMS = 500
@@ -72,6 +80,10 @@ class _Maker:
         self.animals = self.kb.by_name("animals")
         self.tools = self.kb.by_name("tools")
         self.foods = self.kb.by_name("foods")
+        self.namesakes: dict[str, list[dict]] = {}  # first name -> people (first names are shared)
+        for p in self.kb.people:
+            self.namesakes.setdefault(p["first"], []).append(p)
+        self.index = 0  # the position of the item being made (set by make_items)
 
     def pick(self, seq):
         return seq[int(self.rng.integers(len(seq)))]
@@ -80,6 +92,16 @@ class _Maker:
         pool = sorted(set(pool) - {true})
         idx = self.rng.choice(len(pool), size=k, replace=False)
         return [pool[i] for i in idx]
+
+    def confusers(self, true, plausible, pool, k):
+        """``k`` wrong values: first the plausible confusers (in their given order, without
+        repeats), then uniform draws from ``pool``."""
+        out = []
+        for v in plausible:
+            if v != true and v not in out:
+                out.append(v)
+        out = out[:k]
+        return out + self.others(sorted(set(pool) - set(out)), true, k - len(out))
 
     def shuffled(self, true, wrong):
         opts = [true] + list(wrong)
@@ -132,6 +154,27 @@ class _Maker:
             return f"What is the favourite tool of {p['name']} made of?", self.tools[p["tool"]]["material"], MATERIALS
         return f"Which dish is the home city of {p['name']} famous for?", c["food"], [f["name"] for f in self.kb.foods]
 
+    def quiz_fact(self):
+        """(subject, question, answer, distractor pool) in the wording of the web domain's
+        quizzes (``domains._quiz_item``), the only multiple-choice text pretraining has."""
+        kb = self.kb
+        k = self.pick(["geography", "cuisine", "biology", "technology", "history"])
+        if k == "geography":
+            c = self.pick(kb.cities)
+            return k, f"In which region is {c['name']}?", c["region"], [r["name"] for r in kb.regions]
+        if k == "cuisine":
+            c = self.pick(kb.cities)
+            return k, f"Which dish is {c['name']} famous for?", c["food"], [f["name"] for f in kb.foods]
+        if k == "biology":
+            a = self.pick(kb.animals)
+            return k, f"Where does the {a['name']} live?", a["habitat"], HABITATS
+        if k == "technology":
+            t = self.pick(kb.tools)
+            return k, f"What is a {t['name']} used for?", f"{t['verb']} {t['object']}", \
+                sorted({f"{x['verb']} {x['object']}" for x in kb.tools})
+        p = self.pick(kb.people)
+        return k, f"Where was {p['name']} born?", p["city"], [c["name"] for c in kb.cities]
+
 
 def _arc(m: _Maker, two_hop: bool) -> dict:
     q, a, pool = m.two_hop_fact() if two_hop else m.direct_fact()
@@ -140,11 +183,14 @@ def _arc(m: _Maker, two_hop: bool) -> dict:
 
 
 def _boolq(m: _Maker) -> dict:
+    """A passage about a city (in the encyclopedia's wording) and a yes/no question about a
+    fact the passage does not state. Yes and no alternate by position, so the labels are
+    balanced however often true questions repeat."""
     kb = m.kb
     c = m.pick(kb.cities)
-    passage = (f"{c['name']} is a city in the {c['region']} region. It was founded in {c['founded']} "
-               f"and has about {c['population']:,} inhabitants.")
-    truth = bool(m.rng.random() < 0.5)
+    passage = (f"{c['name']} is a city in the {c['region']} region, with a population of about "
+               f"{c['population']:,}. It was founded in {c['founded']}.")
+    truth = m.index % 2 == 0
     k = m.pick(["food", "river", "trade", "person"])
     if k == "food":
         val = c["food"] if truth else m.others([f["name"] for f in kb.foods], c["food"], 1)[0]
@@ -160,8 +206,8 @@ def _boolq(m: _Maker) -> dict:
         if truth and natives:
             p = m.pick(natives)
         else:
-            truth = False
             p = m.pick([p for p in kb.people if p["city"] != c["name"]])
+        truth = p["city"] == c["name"]
         q = f"was {p['name']} born in {c['name']}"
     return {"query": f"{passage}\nQuestion: {q}?\nAnswer:", "choices": [" no", " yes"], "label": int(truth)}
 
@@ -186,69 +232,76 @@ def _winogrande(m: _Maker) -> dict:
 
 
 def _piqa(m: _Maker) -> dict:
-    t = m.pick(m.kb.tools)
-    other = m.pick([x for x in m.kb.tools if (x["verb"], x["object"]) != (t["verb"], t["object"])])
-    if m.rng.random() < 0.5:
-        goal = f"{t['verb']} {t['object']}"
-        sols = [f" use a {t['name']}.", f" use a {other['name']}."]
-    else:
-        goal = f"make a {t['name']} that lasts"
-        wrong = m.others(MATERIALS, t["material"], 1)[0]
-        sols = [f" make it from {t['material']}.", f" make it from {wrong}."]
+    """A practical goal and two solutions that differ in one knowledge-base value. The wrong
+    value is a plausible confuser: what a related entity would need."""
+    kb = m.kb
+    k = m.pick(["material", "habitat", "ingredient", "city_dish"])
+    if k == "material":  # confuser: the material of another tool for the same job
+        t = m.pick(kb.tools)
+        same_job = [x["material"] for x in kb.tools if (x["verb"], x["object"]) == (t["verb"], t["object"])]
+        goal, true = f"make a {t['name']} that lasts", t["material"]
+        wrong = m.confusers(true, same_job, MATERIALS, 1)[0]
+        sols = [f" make it from {true}.", f" make it from {wrong}."]
+    elif k == "habitat":  # confuser: the habitat of another animal native to the same region
+        a = m.pick(kb.animals)
+        neighbours = [x["habitat"] for x in kb.animals if x["region"] == a["region"]]
+        goal, true = f"find a {a['name']} in the wild", a["habitat"]
+        wrong = m.confusers(true, m.rng.permutation(neighbours).tolist(), HABITATS, 1)[0]
+        sols = [f" look in the {true}.", f" look in the {wrong}."]
+    elif k == "ingredient":  # confuser: the main ingredient of another dish of the same taste
+        f = m.pick(kb.foods)
+        alike = [x["ingredient"] for x in kb.foods if x["taste"] == f["taste"]]
+        goal, true = f"cook {f['name']}", f["ingredient"]
+        wrong = m.confusers(true, m.rng.permutation(alike).tolist(), INGREDIENTS, 1)[0]
+        sols = [f" start with {true}.", f" start with {wrong}."]
+    else:  # two hops, city -> dish -> ingredient; confuser: a dish that comes from the city
+        c = m.pick(kb.cities)
+        local = [x["ingredient"] for x in kb.foods if x["origin"] == c["name"]]
+        goal, true = f"cook the dish {c['name']} is famous for", m.foods[c["food"]]["ingredient"]
+        wrong = m.confusers(true, m.rng.permutation(local).tolist(), INGREDIENTS, 1)[0]
+        sols = [f" start with {true}.", f" start with {wrong}."]
     choices, label = m.shuffled(sols[0], sols[1:])
     return {"goal": goal, "query": f"Goal: {goal}\nSolution:", "choices": choices, "label": label}
 
 
 def _hellaswag(m: _Maker) -> dict:
+    """A scene and four endings that differ in one knowledge-base value. Two scenes open
+    like the world's stories; the wrong endings are first the facts of people who share
+    the first name (the story names the person by first name, city and trade only)."""
     kb = m.kb
     k = m.pick(["dinner", "pet", "work", "festival"])
     p = m.pick(kb.people)
-    pr = p["pronoun"]
-    if k == "dinner":
-        ctx = f"{p['name']} came home to {p['city']} after a long trip. That evening, {pr} cooked {pr == 'he' and 'his' or 'her'} favourite dish,"
-        true = f" {p['food']}, and ate it slowly."
-        wrong = [f" {f}, and ate it slowly." for f in m.others([f["name"] for f in kb.foods], p["food"], 3)]
+    namesakes = [q for q in m.namesakes[p["first"]] if q is not p]
+    story = f"Once upon a time, in the town of {p['city']}, there lived a {p['occupation']} named {p['first']}."
+    if k == "dinner":  # confusers also include the dish the city is famous for
+        ctx = f"{story} Together, they shared a bowl of"
+        plausible = [q["food"] for q in namesakes] + [m.cities[p["city"]]["food"]]
+        wrong = m.confusers(p["food"], plausible, [f["name"] for f in kb.foods], 3)
+        true, wrong = f" {p['food']}.", [f" {w}." for w in wrong]
     elif k == "pet":
-        ctx = f"{p['name']} opened the door and called the pet. Soon the"
-        true = f" {p['animal']} came running into the room."
-        wrong = [f" {a} came running into the room." for a in m.others([a["name"] for a in kb.animals], p["animal"], 3)]
+        ctx = f"{story} The"
+        wrong = m.confusers(p["animal"], [q["animal"] for q in namesakes], [a["name"] for a in kb.animals], 3)
+        true, wrong = f" {p['animal']} slept by the fire.", [f" {w} slept by the fire." for w in wrong]
     elif k == "work":
-        ctx = f"Every morning {p['name']} walks to work. {pr.capitalize()} has been a"
-        true = f" {p['occupation']} for many years."
-        wrong = [f" {o} for many years." for o in m.others(OCCUPATIONS, p["occupation"], 3)]
-    else:
+        ctx = f"Every morning {p['name']} walks to work as a"
+        wrong = m.confusers(p["occupation"], [q["occupation"] for q in namesakes], OCCUPATIONS, 3)
+        true, wrong = f" {p['occupation']}.", [f" {w}." for w in wrong]
+    else:  # confusers: cities that hold other festivals
         fe = m.pick(kb.festivals)
         ctx = f"Every year on {fe['month']} {fe['day']}, crowds gather for the {fe['name']} festival in"
-        true = f" {fe['city']}, where music fills the streets."
-        wrong = [f" {c}, where music fills the streets." for c in m.others([c["name"] for c in kb.cities], fe["city"], 3)]
+        hosts = sorted({x["city"] for x in kb.festivals})
+        wrong = m.others(hosts, fe["city"], 3)
+        true, wrong = f" {fe['city']}.", [f" {w}." for w in wrong]
     choices, label = m.shuffled(true, wrong)
     return {"ctx": ctx, "query": ctx, "choices": choices, "label": label}
 
 
-_SUBJECTS = {"city_region": "geography", "city_food": "cuisine", "person_city": "history",
-             "person_occ": "history", "animal_hab": "biology", "tool_mat": "technology",
-             "food_ingr": "cuisine", "city_river": "geography"}
-
-
 def _mmlu(m: _Maker) -> dict:
-    q, a, pool = m.direct_fact()
+    subject, q, a, pool = m.quiz_fact()
     choices, label = m.shuffled(a, m.others(pool, a, 3))
-    subject = _subject_of(q)
     query = q + "\n" + "\n".join(f"{l}. {c}" for l, c in zip("ABCD", choices)) + "\nAnswer:"
     return {"subject": subject, "query": query, "options": choices, "choices": [" A", " B", " C", " D"],
             "label": label}
-
-
-def _subject_of(question: str) -> str:
-    if "region" in question or "river" in question:
-        return "geography"
-    if "dish" in question or "ingredient" in question:
-        return "cuisine"
-    if "live" in question:
-        return "biology"
-    if "made of" in question:
-        return "technology"
-    return "history"
 
 
 _MAKERS = {"world_boolq": _boolq, "world_winogrande": _winogrande, "world_piqa": _piqa,
@@ -263,6 +316,7 @@ def make_items(task: str, n: int = N_ITEMS, split: str = "test") -> list[dict]:
     out, seen = [], set()
     tries = 0
     while len(out) < n:
+        m.index = len(out)
         item = _MAKERS[task](m)
         key = json.dumps(item, sort_keys=True)
         tries += 1
@@ -291,7 +345,7 @@ dataset_kwargs:
     aggregation: mean
     higher_is_better: true
 metadata:
-  version: 1.0
+  version: 2.0  # 2.0: item makers of issue 10 (balanced BoolQ, confuser distractors, quiz-worded MMLU)
   world_kb_seed: 0
   world_task_seed: {seed}
 """
