@@ -1,17 +1,41 @@
 """What each chapter runs: one grid builder per figure and table of the paper, from a
 profile's settings (``profiles.settings``). A grid is a dict that
 ``calib.experiments.expand_grid`` turns into jobs; ``GRIDS`` lists each chapter's.
+
+Seeds are spent where verdicts need them: the two arms of a chapter's headline contrast get
+``headline_seeds`` calibration seeds, every other cell ``seeds`` (a prefix of the same seeds,
+so every comparison stays paired). Cells that no verdict or figure needs are not run.
 """
 from __future__ import annotations
 
 from calib.book.profiles import OPTIONS, by_role, role
 
-def _base(s: dict, **over) -> dict:
-    g = {"model": s["model"], "dtype": s["dtype"], "options": OPTIONS, "suite": s["suite"],
-         "calibration": {"source": list(s["sources"]), "nsamples": s["nsamples"], "seqlen": s["seqlen"],
-                         "seed": {"range": s["seeds"]}}}
-    g.update(over)
-    return g
+
+def pair(s: dict) -> list[str]:
+    """The headline pair: the pretraining-role source and the Wikipedia-role source (the paper's
+    best and worst calibration data, Sec. 3.4)."""
+    return [by_role(s, "dclm"), by_role(s, "wikipedia")]
+
+
+def _cal(s: dict, sources, seeds: int, **over) -> dict:
+    return {"source": list(sources), "nsamples": s["nsamples"], "seqlen": s["seqlen"], "seed": {"range": seeds},
+            **over}
+
+
+def _cells(s: dict, headline_sources=(), **over) -> list[dict]:
+    """Sub-grids over the profile's sources: ``headline_sources`` with headline_seeds, the rest with seeds."""
+    rest = [x for x in s["sources"] if x not in headline_sources]
+    out = []
+    if headline_sources:
+        out.append({**over, "calibration": _cal(s, headline_sources, s["headline_seeds"])})
+    if rest:
+        out.append({**over, "calibration": _cal(s, rest, s["seeds"])})
+    return out
+
+
+def _grid(s: dict, subs: list[dict], model: str | None = None) -> dict:
+    return {"model": model or s["model"], "dtype": s["dtype"], "options": OPTIONS, "suite": s["suite"],
+            "calibration": _cal(s, s["sources"], s["seeds"]), "grids": subs}
 
 
 def _magnitude(s: dict, settings_: list[dict]) -> list[dict]:
@@ -20,49 +44,69 @@ def _magnitude(s: dict, settings_: list[dict]) -> list[dict]:
             for st in settings_]
 
 
-def _settings_axis(sparsities, patterns) -> list[dict]:
-    return [{"sparsity": x} for x in sparsities] + [{"pattern": p, "sparsity": None} for p in patterns]
-
-
-def fig1_grid(s: dict) -> dict:
-    """Fig. 1: every method with every source, at 60% unstructured."""
-    return _base(s, sparsity=0.6, grids=[{"method": ["sparsegpt"] + list(s["methods"])},
-                                         *_magnitude(s, [{"sparsity": 0.6}])])
-
-
-def fig2_grid(s: dict) -> dict:
-    """Fig. 2 and App. Figs. 6-8: sparsity ratios and types, per method and source."""
-    axis = _settings_axis(s["sparsities"], s["patterns"])
-    return _base(s, grids=[{"method": list(s["methods"]), **a} for a in axis] + _magnitude(s, axis))
-
-
-def fig3_grid(s: dict) -> dict:
-    """Fig. 3: data amount under 2:4, Wanda and DSnoT."""
-    methods = [m for m in ("wanda", "dsnot") if m in s["methods"]] or list(s["methods"])[:1]
-    return _base({**s, "nsamples": list(s["amounts"])}, method=methods, pattern="2:4", sparsity=None)
-
-
-def table1_grid(s: dict) -> dict:
-    """Table 1: three methods, four sources, 2:4."""
-    return _base(s, method=list(s["methods"]), pattern="2:4", sparsity=None)
+def _setting(x) -> dict:
+    return {"pattern": x, "sparsity": None} if isinstance(x, str) else {"sparsity": x}
 
 
 def _syn(s: dict, **over) -> dict:
     return {**s["synthetic"], **over}
 
 
+def fig1_grid(s: dict) -> dict:
+    """Fig. 1: Wanda with every source at 60% (headline seeds: the range test of Fig. 2 and
+    Table 2's baseline use all four), the other methods with every source, magnitude."""
+    others = ["sparsegpt"] + [m for m in s["methods"] if m != "wanda"]
+    return _grid(s, [*_cells(s, s["sources"], method="wanda", sparsity=0.6),
+                     {"method": others, "sparsity": 0.6}, *_magnitude(s, [{"sparsity": 0.6}])])
+
+
+def fig2_grid(s: dict) -> dict:
+    """Fig. 2 (and App. Fig. 6): Wanda at each sparsity ratio and type. The headline pair gets
+    headline seeds at the lowest ratio (the trend), all sources at 60% and 2:4 (the range tests)."""
+    subs = []
+    for x in [*s["sparsities"], *s["patterns"]]:
+        full = x in (0.6, "2:4")
+        lowest = x == min(s["sparsities"])
+        subs += _cells(s, s["sources"] if full else pair(s) if lowest else [], method="wanda", **_setting(x))
+    for m in s["figure_methods"]:  # App. Figs. 7-8, where a profile runs them
+        subs += [{"method": m, **_setting(x)} for x in [*s["sparsities"], *s["patterns"]]]
+    return _grid(s, subs + _magnitude(s, [_setting(x) for x in [*s["sparsities"], *s["patterns"]]]))
+
+
+def fig3_grid(s: dict) -> dict:
+    """Fig. 3: data amount under 2:4, Wanda; the headline pair at every amount with headline seeds."""
+    subs = []
+    for n in s["amounts"]:
+        subs += [{**c, "calibration": {**c["calibration"], "nsamples": n}}
+                 for c in _cells(s, pair(s), method="wanda", pattern="2:4", sparsity=None)]
+    return _grid(s, subs)
+
+
+def table1_grid(s: dict) -> dict:
+    """Table 1: Wanda, DSnoT and OWL with every source at 2:4; the headline pair with headline seeds."""
+    return _grid(s, _cells(s, pair(s), method=list(s["methods"]), pattern="2:4", sparsity=None))
+
+
 def table2_grid(s: dict) -> dict:
-    """Tables 2, 5-7: each source, and the same source self-generated, at 60%."""
-    return _base(s, method=list(s["methods"]), sparsity=0.6, synthetic=[None, _syn(s)])
+    """Tables 2, 5-7: each source, and the same source self-generated, at 60%; Wanda's with
+    headline seeds (the headline averages over sources)."""
+    others = [m for m in s["methods"] if m != "wanda"]
+    subs = _cells(s, s["sources"], method="wanda", sparsity=0.6, synthetic=[None, _syn(s)])
+    if others:
+        subs.append({"method": others, "sparsity": 0.6, "synthetic": [None, _syn(s)]})
+    return _grid(s, subs)
 
 
 def table3_grid(s: dict) -> dict:
-    """Table 3: Wanda at 50%, 65%, 4:8, 2:4 with each source, and self-generated data
-    from the C4-role source."""
-    axis = _settings_axis([0.5, 0.65], s["patterns"])
-    c4 = by_role(s, "c4", fallback=0)
-    return _base(s, method="wanda", grids=axis + [{**a, "calibration": {"source": c4}, "synthetic": _syn(s)}
-                                                  for a in axis])
+    """Table 3: Wanda at 50%, 65%, 4:8, 2:4 with the C4-role and the pretraining-role source,
+    and self-generated data from the C4-role source."""
+    c4, pre = by_role(s, "c4", fallback=0), by_role(s, "dclm")
+    subs = []
+    for x in s["table3_settings"]:
+        subs.append({"method": "wanda", **_setting(x), "calibration": _cal(s, sorted({c4, pre}), s["seeds"])})
+        subs.append({"method": "wanda", **_setting(x), "calibration": _cal(s, [c4], s["seeds"]),
+                     "synthetic": _syn(s)})
+    return _grid(s, subs)
 
 
 def _two_sources(s: dict) -> list[str]:
@@ -70,32 +114,32 @@ def _two_sources(s: dict) -> list[str]:
     return [src for src in s["sources"] if role(src) in ("c4", "wikipedia")] or list(s["sources"])[:2]
 
 
-def _self_generated(s: dict, **synthetic) -> dict:
+def _self_generated(s: dict, sources, model: str | None = None, **synthetic) -> dict:
     """Wanda at 60% with the original data and with self-generated data (a list in
     ``synthetic`` is an axis)."""
-    return _base(s, method="wanda", sparsity=0.6, synthetic=[None, _syn(s, **synthetic)])
+    return _grid(s, [{"method": "wanda", "sparsity": 0.6, "calibration": _cal(s, sources, s["seeds"]),
+                      "synthetic": [None, _syn(s, **synthetic)]}], model=model)
 
 
 def fig4_grid(s: dict) -> dict:
     """Fig. 4: prefix length of self-generation (0 = BOS only), Wanda at 60%."""
-    return _self_generated({**s, "sources": _two_sources(s)}, prefix_len=list(s["prefix_lens"]))
+    return _self_generated(s, _two_sources(s), prefix_len=list(s["prefix_lens"]))
 
 
 def table4_grid(s: dict) -> dict:
     """Table 4: perplexity-filter rate, Wanda at 60%."""
-    return _self_generated({**s, "sources": _two_sources(s)}, filter_rate=list(s["filter_rates"]))
+    return _self_generated(s, _two_sources(s), filter_rate=list(s["filter_rates"]))
 
 
 def pruned_generator_grid(s: dict) -> dict:
     """Beyond: self-generation by the dense model versus by the pruned model itself,
     from the Wikipedia-role source (the paper's largest gain), Wanda at 60%."""
-    return _self_generated({**s, "sources": [by_role(s, "wikipedia", fallback=0)]},
-                           generator=["dense", "pruned"])
+    return _self_generated(s, [by_role(s, "wikipedia", fallback=0)], generator=["dense", "pruned"])
 
 
 def second_model_grid(s: dict) -> dict:
     """Beyond: the prefix-length sweep of Fig. 4 on a second architecture."""
-    return _self_generated({**s, "model": s["second_model"], "sources": [by_role(s, "c4", fallback=0)]},
+    return _self_generated(s, [by_role(s, "c4", fallback=0)], model=s["second_model"],
                            prefix_len=list(s["prefix_lens"]))
 
 

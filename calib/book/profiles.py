@@ -24,31 +24,34 @@ METHOD_NAMES = {"magnitude": "Magnitude", "sparsegpt": "SparseGPT", "wanda": "Wa
 OPTIONS = {"owl": {"base": "wanda", "owl_m": 5.0, "owl_lambda": 0.08}, "dsnot": {"initial_method": "wanda"}}
 
 # Defaults per profile; every key can be overridden by a notebook parameter.
+# seeds: calibration seeds of every cell; headline_seeds: of the two arms of each chapter's
+# headline contrast (calib.book.grids). figure_methods: methods drawn in App. Figs. 7-8.
 PROFILES = {
     # CI: every table and figure from real runs on a reduced grid, the whole book in minutes
     "smoke": dict(
-        model="world", dtype="float32", sources=WORLD_SOURCES, seeds=2, nsamples=16, seqlen=128,
-        suite={"name": "world", "limit": 8, "n_alpaca": 32},
-        methods=["wanda", "dsnot", "owl"], sparsities=[0.4, 0.6], patterns=["2:4"],
-        amounts=[8, 16, 32], synthetic={"n_docs": 32, "max_new_tokens": 96, "batch_size": 32},
-        prefix_lens=[0, 1, 8], filter_rates=[0, 20, 40], stat_docs=32, second_model="world-qwen",
+        model="world", dtype="float32", sources=WORLD_SOURCES, seeds=2, headline_seeds=2, nsamples=16, seqlen=128,
+        suite={"name": "world", "limit": 8, "n_alpaca": 32, "n_heldout": 32},
+        methods=["wanda", "dsnot", "owl"], figure_methods=[], sparsities=[0.4, 0.6], patterns=["2:4"],
+        amounts=[8, 16], table3_settings=[0.5, "2:4"],
+        synthetic={"n_docs": 32, "max_new_tokens": 96, "batch_size": 32},
+        prefix_lens=[0, 1, 8], filter_rates=[0, 20], stat_docs=32, second_model="world-qwen",
         executor="ray", store="runs/book-smoke.db"),
-    # make book: the world model, the full grid, 5 seeds; 76 min on 2 cores, measured (64 samples of
-    # 256 tokens: the world model has 3M parameters, and pruning cost grows with tokens)
+    # make book: the world model, every verdict powered (see the intro's design section); sized by
+    # calib.book.statistics.variance_components on a pilot to fit the hour on 2 cores
     "toy": dict(
-        model="world", dtype="float32", sources=WORLD_SOURCES, seeds=5, nsamples=64, seqlen=256,
-        suite={"name": "world", "limit": 20, "n_alpaca": 128},
-        methods=["wanda", "dsnot", "owl"], sparsities=[0.3, 0.4, 0.5, 0.6], patterns=["4:8", "2:4"],
-        amounts=[8, 16, 32, 64, 128, 256],
+        model="world", dtype="float32", sources=WORLD_SOURCES, seeds=3, headline_seeds=8, nsamples=64, seqlen=256,
+        suite={"name": "world", "limit": None, "n_alpaca": 128, "n_heldout": 200},
+        methods=["wanda", "dsnot", "owl"], figure_methods=[], sparsities=[0.3, 0.5, 0.6], patterns=["4:8", "2:4"],
+        amounts=[16, 64, 256], table3_settings=[0.5, 0.65, "4:8", "2:4"],
         synthetic={"n_docs": 128, "max_new_tokens": 256, "batch_size": 64},
-        prefix_lens=[0, 1, 2, 4, 16, 64], filter_rates=[0, 10, 20, 30, 40, 50], stat_docs=256,
+        prefix_lens=[0, 1, 2, 4, 16, 64], filter_rates=[0, 10, 20, 40], stat_docs=256,
         second_model="world-qwen", executor="ray", store="runs/book-toy.db"),
     # GPU machines with hub access, on Ray: the paper's own settings (not run here)
     "paper": dict(
-        model="/models/DCLM-7B", dtype="bfloat16", sources=PAPER_SOURCES, seeds=20, nsamples=128, seqlen=2048,
-        suite={"name": "paper", "shots": {"mmlu": 5}, "n_alpaca": 1000},
-        methods=["wanda", "dsnot", "owl"], sparsities=[0.3, 0.4, 0.5, 0.6], patterns=["4:8", "2:4"],
-        amounts=[64, 128, 256, 512, 1024, 2048],
+        model="/models/DCLM-7B", dtype="bfloat16", sources=PAPER_SOURCES, seeds=20, headline_seeds=20,
+        nsamples=128, seqlen=2048, suite={"name": "paper", "shots": {"mmlu": 5}, "n_alpaca": 1000},
+        methods=["wanda", "dsnot", "owl"], figure_methods=["dsnot", "owl"], sparsities=[0.3, 0.4, 0.5, 0.6],
+        patterns=["4:8", "2:4"], amounts=[64, 128, 256, 512, 1024, 2048], table3_settings=[0.5, 0.65, "4:8", "2:4"],
         synthetic={"n_docs": 5000, "max_new_tokens": 2048, "batch_size": 32},
         prefix_lens=[0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024], filter_rates=[0, 10, 20, 30, 40, 50],
         stat_docs=1000, second_model="/models/Qwen2.5-7B", executor="ray", store="runs/book-paper.db"),
