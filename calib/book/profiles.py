@@ -36,11 +36,12 @@ PROFILES = {
         synthetic={"n_docs": 32, "max_new_tokens": 96, "batch_size": 32},
         prefix_lens=[0, 1, 8], filter_rates=[0, 20], stat_docs=32, second_model="world-qwen",
         executor="ray", store="runs/book-smoke.db"),
-    # make book: the world model, every verdict powered (see the intro's design section); sized by
-    # calib.book.statistics.variance_components on a pilot to fit the hour on 2 cores
+    # make book: the world model, all 500 items per task, seeds sized by a pilot's variance components
+    # (calib.book.statistics): the evaluation items, not the seeds, limit the CIs, so headline arms get
+    # 4 seeds (8 would narrow them by under 5%) and the rest 2, to fit the hour on 2 cores
     "toy": dict(
-        model="world", dtype="float32", sources=WORLD_SOURCES, seeds=3, headline_seeds=8, nsamples=64, seqlen=256,
-        suite={"name": "world", "limit": None, "n_alpaca": 128, "n_heldout": 200},
+        model="world", dtype="float32", sources=WORLD_SOURCES, seeds=2, headline_seeds=4, nsamples=64, seqlen=256,
+        suite={"name": "world", "limit": None, "n_alpaca": 128, "n_heldout": 100},
         methods=["wanda", "dsnot", "owl"], figure_methods=[], sparsities=[0.3, 0.5, 0.6], patterns=["4:8", "2:4"],
         amounts=[16, 64, 256], table3_settings=[0.5, 0.65, "4:8", "2:4"],
         synthetic={"n_docs": 128, "max_new_tokens": 256, "batch_size": 64},

@@ -17,6 +17,7 @@ from calib.book import statistics as st
 from calib.book.profiles import NAMES, by_role
 
 SHORT_PREFIXES = (1, 2, 4)  # the paper's best prefix lengths (Sec. 6.2)
+TARGET = 0.5  # the half-width (points) a headline should reach to resolve the paper's smaller effects
 
 
 # ------------------------------------------------------------------ the paper's numbers
@@ -58,6 +59,31 @@ def paper_effects() -> dict[str, float | str]:
 
 
 # ------------------------------------------------------------------ helpers
+def contrast(df, arm: str, a, b, **kw) -> st.Finding:
+    """``statistics.paired_contrast``, restricted to the seeds both arms share in each stratum
+    (cells may have more seeds than their comparison partner), plus what it would take:
+    ``detail["items_needed"]``, the items per task that would bring the half-width to TARGET at
+    these seeds (variance components of this very frame), or None when this design cannot say."""
+    from dataclasses import replace
+
+    from calib.errors import CalibError
+    by = list(kw.get("by", ()))
+    keep = []
+    for _, g in df.groupby(by, dropna=False) if by else [(None, df)]:
+        common = set(g[g[arm] == a].seed) & set(g[g[arm] == b].seed)
+        keep.append(g[~g[arm].isin([a, b]) | g.seed.isin(common)] if common else g)
+    d = pd.concat(keep)
+    f = st.paired_contrast(d, arm, a, b, **kw)
+    need = None
+    try:
+        c = st.variance_components(d, arm, a, b, by=by, weights=kw.get("weights"))
+        per_task = max(c.n_items.values())
+        need = next((per_task * k for k in range(1, 65) if c.half_width(c.n_seeds, per_task * k) <= TARGET), None)
+    except CalibError:  # unpaired arms or one seed: no power analysis from this frame
+        pass
+    return replace(f, detail={**f.detail, "items_needed": need})
+
+
 def _wanda(df, setting=None, synthetic=None):
     d = df[df.method == "wanda"]
     if setting is not None:
@@ -82,12 +108,12 @@ def fig1(df, s: dict) -> st.Finding:
     Wanda with the pretraining-role data minus OWL with the Wikipedia-role data."""
     pre, wiki = by_role(s, "dclm"), by_role(s, "wikipedia")
     d = df[(df.setting == "60%") & ~df.synthetic]
-    head = st.paired_contrast(_wanda(d), "source", pre, wiki, label="fig1",
+    head = contrast(_wanda(d), "source", pre, wiki, label="fig1",
                               claim=f"Wanda at 60%: {_name(s, 'dclm')} minus {_name(s, 'wikipedia')} data")
     parts = [head]
     if "owl" in set(d.method):
         cell = d.method + "|" + d.source
-        parts.append(st.paired_contrast(_with(d, cell=cell), "cell", f"wanda|{pre}", f"owl|{wiki}",
+        parts.append(contrast(_with(d, cell=cell), "cell", f"wanda|{pre}", f"owl|{wiki}",
                                         label="fig1_data_vs_method",
                                         claim=f"Wanda with {_name(s, 'dclm')} data minus OWL with "
                                               f"{_name(s, 'wikipedia')} data, 60%"))
@@ -119,7 +145,7 @@ def fig3(df, s: dict) -> st.Finding:
     pretraining-role minus Wikipedia-role gap at the largest amount (2:4)."""
     w = _wanda(df, synthetic=False)
     top = w[w.nsamples == w.nsamples.max()]
-    return st.combine([st.paired_contrast(
+    return st.combine([contrast(
         top, "source", by_role(s, "dclm"), by_role(s, "wikipedia"), label="fig3",
         claim=f"at {int(top.nsamples.max())} samples, {_name(s, 'dclm')} data still beats {_name(s, 'wikipedia')} data")],
         claim="more data does not close the gap between sources")
@@ -137,7 +163,7 @@ def table1(df, s: dict) -> st.Finding:
     """Table 1: data from the pretraining distribution calibrates best. Headline: pretraining-role
     minus Wikipedia-role data at 2:4, averaged over the methods (the paper: 1.3-1.8 points)."""
     d = df[(df.setting == "2:4") & ~df.synthetic & df.method.isin(["wanda", "dsnot", "owl"])]
-    return st.combine([st.paired_contrast(
+    return st.combine([contrast(
         d, "source", by_role(s, "dclm"), by_role(s, "wikipedia"), by=["method"], label="table1",
         claim=f"2:4, mean over {', '.join(sorted(set(d.method)))}: {_name(s, 'dclm')} minus {_name(s, 'wikipedia')}")],
         claim="calibration data like the pretraining data calibrates best")
@@ -148,15 +174,15 @@ def table2(df, s: dict) -> st.Finding:
     minus original, Wanda at 60%, averaged over the sources; then DSnoT, OWL, and the
     pretraining-role source alone (the paper: +0.3-0.7 even there)."""
     d = df[df.setting == "60%"]
-    parts = [st.paired_contrast(_wanda(d), "synthetic", True, False, by=["source"], label="table2",
+    parts = [contrast(_wanda(d), "synthetic", True, False, by=["source"], label="table2",
                                 claim="Wanda at 60%: self-generated minus original data, mean over sources")]
     for m in ("dsnot", "owl"):
         if m in set(d.method):
-            parts.append(st.paired_contrast(d[d.method == m], "synthetic", True, False, by=["source"],
+            parts.append(contrast(d[d.method == m], "synthetic", True, False, by=["source"],
                                             label=f"table2_{m}",
                                             claim=f"{m}: self-generated minus original, mean over sources"))
     pre = by_role(s, "dclm")
-    parts.append(st.paired_contrast(_wanda(d)[_wanda(d).source == pre], "synthetic", True, False,
+    parts.append(contrast(_wanda(d)[_wanda(d).source == pre], "synthetic", True, False,
                                     label="table2_pretrain",
                                     claim=f"Wanda: self-generated from {_name(s, 'dclm')} data minus that data"))
     return st.combine(parts, claim="self-generated calibration data beats the original data")
@@ -170,10 +196,10 @@ def table3(df, s: dict) -> st.Finding:
     d = _wanda(df)
     data = np.where(d.synthetic, "syn", d.source)
     d = _with(d, data=data)
-    parts = [st.paired_contrast(d, "data", "syn", c4, by=["setting"], label="table3",
+    parts = [contrast(d, "data", "syn", c4, by=["setting"], label="table3",
                                 claim=f"self-generated minus {_name(s, 'c4')} data, mean over settings")]
     if pre in set(d.data):
-        parts.append(st.paired_contrast(d, "data", "syn", pre, by=["setting"], label="table3_vs_pretrain",
+        parts.append(contrast(d, "data", "syn", pre, by=["setting"], label="table3_vs_pretrain",
                                         claim=f"self-generated minus {_name(s, 'dclm')} data, mean over settings"))
     return st.combine(parts, claim="self-generated data helps at other sparsities and patterns too")
 
@@ -198,12 +224,12 @@ def fig4(df, s: dict) -> st.Finding:
     prefix minus the original data (mean over prefixes and sources); then 1-4 tokens minus the
     longest prefix."""
     w = _wanda(df, "60%")
-    parts = [st.paired_contrast(_short_vs(w, w[~w.synthetic], "original"), "arm", "short", "original",
+    parts = [contrast(_short_vs(w, w[~w.synthetic], "original"), "arm", "short", "original",
                                 by=["source", "p"], label="fig4",
                                 claim="self-generated with a 1-4 token prefix minus the original data")]
     longest = w[w.synthetic].prefix_len.max()
     if longest not in SHORT_PREFIXES:
-        parts.append(st.paired_contrast(_short_vs(w, w[w.synthetic & (w.prefix_len == longest)], "long"), "arm",
+        parts.append(contrast(_short_vs(w, w[w.synthetic & (w.prefix_len == longest)], "long"), "arm",
                                         "short", "long", by=["source", "p"], label="fig4_short_vs_long",
                                         claim=f"a 1-4 token prefix minus a {int(longest)}-token prefix"))
     return st.combine(parts, claim="self-generation from a 1-4 token prefix works best")
@@ -214,7 +240,7 @@ def table4(df, s: dict) -> st.Finding:
     (the paper's 20% filter) minus the original data; then filtered at 10-20% minus unfiltered."""
     w = _wanda(df, "60%")
     syn20 = w[w.synthetic & (w.filter_rate == 20)]
-    parts = [st.paired_contrast(_stack(w, {"syn": syn20, "original": w[~w.synthetic]}), "arm", "syn", "original",
+    parts = [contrast(_stack(w, {"syn": syn20, "original": w[~w.synthetic]}), "arm", "syn", "original",
                                 by=["source"], label="table4",
                                 claim="self-generated (20% filtered) minus the original data")]
     rates = set(w[w.synthetic].filter_rate)
@@ -223,7 +249,7 @@ def table4(df, s: dict) -> st.Finding:
         for r in sorted(rates & {10, 20}):
             filt.append(_stack(w, {"filtered": w[w.synthetic & (w.filter_rate == r)],
                                    "unfiltered": w[w.synthetic & (w.filter_rate == 0)]}).assign(rate=r))
-        parts.append(st.paired_contrast(pd.concat(filt, ignore_index=True), "arm", "filtered", "unfiltered",
+        parts.append(contrast(pd.concat(filt, ignore_index=True), "arm", "filtered", "unfiltered",
                                         by=["source", "rate"], label="table4_filter",
                                         claim="filtered at 10-20% minus unfiltered self-generated data"))
     return st.combine(parts, claim="perplexity filtering at 10-20% gives the best self-generated data")
@@ -242,7 +268,7 @@ def fig5(scores: pd.DataFrame, synthetic_label: str) -> st.Finding:
 def pruned_generator(df, s: dict) -> st.Finding:
     """Beyond: does the pruned model's own generation calibrate better than the dense model's?"""
     d = df[df.synthetic]
-    return st.combine([st.paired_contrast(d, "generator", "pruned", "dense", label="pruned_generator",
+    return st.combine([contrast(d, "generator", "pruned", "dense", label="pruned_generator",
                                           claim="self-generated by the pruned model minus by the dense model")],
                       claim="the pruned model is the better generator")
 
@@ -283,9 +309,18 @@ def summary(f: st.Finding, paper: dict | None = None, kind: str = "finding") -> 
     rows = []
     for p in f.parts or (f,):
         ci = p.ci or (np.nan, np.nan)
+        need = p.detail.get("items_needed")
+        hw = p.half_width
+        if hw is None or hw <= TARGET:
+            takes = ""
+        elif need:
+            takes = f"about {need:,} items per task"
+        else:
+            takes = "more items than this design can estimate"
         rows.append({"comparison": p.claim, "effect": p.effect, "95% CI": f"[{ci[0]:+.2f}, {ci[1]:+.2f}]",
-                     "± (detectable)": p.half_width, "n": p.n_text(), "paper": paper.get(p.label, ""),
-                     "outcome": words[p.outcome] + (f" (p = {p.p:.3f})" if p.p is not None else "")})
+                     "± (detectable)": hw, "n": p.n_text(), "paper": paper.get(p.label, ""),
+                     "outcome": words[p.outcome] + (f" (p = {p.p:.3f})" if p.p is not None else ""),
+                     f"for ±{TARGET} it would take": takes})
     return pd.DataFrame(rows)
 
 
