@@ -61,15 +61,20 @@ def _task_manager(include_path: str | None):
 @contextlib.contextmanager
 def _no_env_info():
     """lm-eval adds torch's environment report to every result, which runs pip and
-    nvidia-smi in subprocesses (about 0.8 s per call, a quarter of a small world job).
-    calib records its own versions in each row, so skip it."""
+    nvidia-smi in subprocesses (about 0.8 s per call, a quarter of a small world job),
+    and the git hash of the working directory, whose `git describe` prints "fatal: not a
+    git repository" outside a checkout. calib records its own versions in each row, so
+    skip both."""
     from lm_eval import evaluator
-    original = evaluator.add_env_info
+    original = evaluator.add_env_info, getattr(evaluator, "get_git_commit_hash", None)
     evaluator.add_env_info = lambda results: None
+    evaluator.get_git_commit_hash = lambda: None
     try:
         yield
     finally:
-        evaluator.add_env_info = original
+        evaluator.add_env_info = original[0]
+        if original[1] is not None:
+            evaluator.get_git_commit_hash = original[1]
 
 
 def lm_eval_tasks(model, tokenizer, tasks: Sequence[str] | dict, include_path: str | None = None,

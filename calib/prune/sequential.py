@@ -22,6 +22,7 @@ import torch.nn as nn
 
 from calib.errors import CalibError
 from calib.models import context_length
+from calib.models import device as resolve_device
 from calib.prune.stats import BlockStats
 
 SUPPORTED_ARCHS = ("llama", "mistral", "qwen2", "qwen3")
@@ -136,8 +137,7 @@ class Sequential:
 
     def __init__(self, model, batch_size: int, device=None, offload: bool = True):
         self.model, self.batch_size, self.offload = model, batch_size, offload
-        self.dev = torch.device(device) if device is not None else (
-            torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+        self.dev = torch.device(resolve_device(device))
         self.blocks_name, self.blocks = find_blocks(model)
         self.calls = None
         self.timings = {"capture_s": 0.0, "stats_pass_s": 0.0, "masks_s": 0.0, "output_pass_s": 0.0}
