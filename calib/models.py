@@ -35,7 +35,7 @@ def _missing(path: Path) -> CalibError:
 
 def model_config(model: str | Path) -> dict:
     """The model's config.json as a dict (read once per file version); a CalibError
-    unless it is the config of a causal language model."""
+    unless it is a transformers config. Light: no torch, no transformers."""
     f = model_path(model) / "config.json"
     if not f.is_file():
         raise _missing(f.parent)
@@ -43,18 +43,21 @@ def model_config(model: str | Path) -> dict:
     config = _read_config(str(f.resolve()), st.st_mtime_ns, st.st_size)
     if not isinstance(config, dict):
         raise CalibError(f"{f}: expected a transformers config (a JSON object); got a {type(config).__name__}")
-    _check_causal_lm(config, f.parent)
+    if not isinstance(config.get("model_type"), str):
+        raise CalibError(f"{f} has no model_type; point --model at a folder written by save_pretrained")
     return config
 
 
-def _check_causal_lm(config: dict, path: Path) -> None:
+def check_causal_lm(model: str | Path) -> dict:
+    """The config of a causal language model, or a CalibError that says what the folder
+    holds instead (before a tokenizer or weights are read: their errors would mislead)."""
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-    mt = config.get("model_type")
-    if mt is None:
-        raise CalibError(f"{path}/config.json has no model_type; point --model at a folder written by save_pretrained")
+    config = model_config(model)
+    path, mt = model_path(model), config["model_type"]
     if mt not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
         raise CalibError(f"the model at {path} is a {mt!r} model, not a causal language model; valid: a "
                          f"decoder-only causal LM (calib prunes llama, mistral, qwen2 and qwen3)")
+    return config
 
 
 @lru_cache(maxsize=64)
@@ -111,6 +114,7 @@ def load_tokenizer(model: str | Path):
     are plain tokenizers.json files and must load as such."""
     from transformers import AutoTokenizer
     path = model_path(model)
+    check_causal_lm(path)
     if not any((path / f).is_file() for f in _TOKENIZER_FILES):
         raise CalibError(f"no tokenizer at {path} (none of {', '.join(_TOKENIZER_FILES)}); save the tokenizer "
                          f"with save_pretrained next to the model")
@@ -143,8 +147,7 @@ def load(model: str | Path | None = None, dtype: str = "float32"):
         raise CalibError(f"no model at {path} (config.json missing); {hint}")
     if dtype != "auto" and dtype not in DTYPES:
         raise CalibError(f"unknown dtype {dtype!r}; valid choices: auto, {', '.join(DTYPES)}")
-    model_config(path)  # a causal LM's config, before anything heavier is read
-    tok = load_tokenizer(path)
+    tok = load_tokenizer(path)  # checks first that the folder holds a causal LM
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype="auto" if dtype == "auto" else getattr(torch, dtype))
     except Exception as e:  # corrupt weights, truncated safetensors, missing weight files ...

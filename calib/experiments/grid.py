@@ -60,7 +60,10 @@ def load_grid(path_or_dict) -> tuple[dict, str]:
     try:
         grid = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        raise CalibError(f"{path}: not valid YAML: {e}") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        what = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise CalibError(f"{where}: not valid YAML ({what})") from None
     return grid, str(path)
 
 

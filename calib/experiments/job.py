@@ -82,6 +82,9 @@ class Job:
     _key: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
+        if self.model is not None and not isinstance(self.model, str | Path):
+            raise CalibError(f"model: expected a model folder or one of {', '.join(MODEL_ALIASES)}; "
+                             f"got {self.model!r}")
         if self.model not in (*MODEL_ALIASES, None):
             self.model = str(Path(self.model).expanduser().resolve())
         self.model = self.model or "world"
