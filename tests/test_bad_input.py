@@ -108,6 +108,7 @@ def work(tiny_tokenizer, tmp_path_factory):
     g = W / "grids"
     g.mkdir()
     for name, body in GRIDS.items():
+        body = body.replace("{W}", str(W))
         (g / f"{name}.yaml").write_text(body if name in RAW_GRIDS else f"model: {M}\n{body}\n")
     yield W, M
     if old_cache is None:
@@ -306,13 +307,15 @@ CASES = [
     ("world tasks --out {W}/afile/t", ["afile", "is a file"]),
 ]
 
-RAW_GRIDS = {"bad_yaml", "not_mapping", "model_int"}
+RAW_GRIDS = {"bad_yaml", "not_mapping", "model_int", "model_arch", "model_config"}
 GRIDS = {  # every grid field, one bad value each (the model is prepended unless the grid is raw)
     "ok": "suite: ppl",
     "bad_yaml": "method: [wanda,\nsparsity: 0.5\n",
     "not_mapping": "- wanda\n- sparsegpt\n",
     "model_int": "model: 5\n",
     "model_missing": "model: /nonexistent/model",
+    "model_arch": "model: {W}/m_bert\n",
+    "model_config": "model: {W}/m_cfglist\n",
     "method": "method: nosuch",
     "sparsity": "sparsity: 1.5",
     "sparsity_str": "sparsity: half",
@@ -365,7 +368,8 @@ GRIDS = {  # every grid field, one bad value each (the model is prepended unless
 }
 GRID_EXPECT = {
     "bad_yaml": ["bad_yaml.yaml:", "not valid YAML"], "not_mapping": ["a grid is a mapping"],
-    "model_int": ["model", "5"], "model_missing": ["/nonexistent/model"], "method": ["method", "'nosuch'"],
+    "model_int": ["model", "5"], "model_missing": ["/nonexistent/model"],
+    "model_arch": ["model", "'bert'", "llama"], "model_config": ["m_cfglist/config.json"], "method": ["method", "'nosuch'"],
     "sparsity": ["sparsity", "1.5"], "sparsity_str": ["'half'"], "pattern_unquoted": ["124", "quote it"],
     "pattern": ["'5:4'"], "options_unknown": ["nosuch", "use_variant"], "options_type": ["use_variant", "'yes'"],
     "options_float": ["percdamp", "'1e-2'"], "options_range": ["max_cycle_time -1"],

@@ -89,6 +89,8 @@ class Job:
             self.model = str(Path(self.model).expanduser().resolve())
         self.model = self.model or "world"
         config = model_config(self.model)
+        with at("model"):
+            methods.check_architecture(config)  # from its config.json: no weights read
         with at("method"):
             check_choice("pruning method", self.method, methods.METHODS)
         with at("pattern"):

@@ -37,7 +37,20 @@ DEFAULT_SPARSITY = 0.5
 BATCH_SIZE = 8  # calibration samples per block forward (memory, not results)
 
 
+SUPPORTED_ARCHS = ("llama", "mistral", "qwen2", "qwen3")  # decoders whose blocks sequential.py can walk
+
+
 # ------------------------------------------------------------------ validation
+def check_architecture(config):
+    """``config``: a transformers config or its config.json as a dict."""
+    mt = config.get("model_type") if isinstance(config, dict) else getattr(config, "model_type", None)
+    if mt not in SUPPORTED_ARCHS:
+        raise CalibError(
+            f"unsupported architecture {mt!r}; supported: {', '.join(SUPPORTED_ARCHS)} "
+            f"(decoder-only models with nn.Linear projections)"
+        )
+
+
 def parse_pattern(pattern: str):
     """'unstructured' -> None; 'N:M' -> (N, M) with 0 < N < M."""
     if pattern == "unstructured":

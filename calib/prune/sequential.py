@@ -23,22 +23,11 @@ import torch.nn as nn
 from calib.errors import CalibError
 from calib.models import context_length
 from calib.models import device as resolve_device
+from calib.prune.methods import SUPPORTED_ARCHS, check_architecture  # noqa: F401 - re-exported
 from calib.prune.stats import BlockStats
-
-SUPPORTED_ARCHS = ("llama", "mistral", "qwen2", "qwen3")
 
 
 # ---------------------------------------------------------------- structure
-def check_architecture(config):
-    """``config``: a transformers config or its config.json as a dict."""
-    mt = config.get("model_type") if isinstance(config, dict) else getattr(config, "model_type", None)
-    if mt not in SUPPORTED_ARCHS:
-        raise CalibError(
-            f"unsupported architecture {mt!r}; supported: {', '.join(SUPPORTED_ARCHS)} "
-            f"(decoder-only models with nn.Linear projections)"
-        )
-
-
 def check_calib(calib_ids, config):
     if not isinstance(calib_ids, torch.Tensor) or calib_ids.dim() != 2:
         raise CalibError("calibration ids must be a 2-D LongTensor [nsamples, seqlen]")
