@@ -107,6 +107,9 @@ def model_identity(path) -> str:
 
 
 # ---------------------------------------------------------------------------- loading
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")
+
+
 def load_tokenizer(model: str | Path):
     """The tokenizer class the folder declares. transformers 5's AutoTokenizer swaps in
     the model type's own class for some types (a qwen2 config gets Qwen2Tokenizer, which
@@ -129,8 +132,6 @@ def load_tokenizer(model: str | Path):
         raise CalibError(f"could not load the tokenizer at {path}: {type(e).__name__}: {first}") from e
 
 
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")
-
 
 def load(model: str | Path | None = None, dtype: str = "float32"):
     """(model, tokenizer) of an alias or a causal-LM folder, in eval mode on the CPU, with a
@@ -147,7 +148,12 @@ def load(model: str | Path | None = None, dtype: str = "float32"):
         raise CalibError(f"no model at {path} (config.json missing); {hint}")
     if dtype != "auto" and dtype not in DTYPES:
         raise CalibError(f"unknown dtype {dtype!r}; valid choices: auto, {', '.join(DTYPES)}")
-    tok = load_tokenizer(path)  # checks first that the folder holds a causal LM
+    try:
+        tok = load_tokenizer(path)  # checks first that the folder holds a causal LM
+    except CalibError as e:
+        if path != MODEL_DIR:
+            raise
+        raise CalibError(f"{e}; {hint}") from e  # the packaged model can be rebuilt
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype="auto" if dtype == "auto" else getattr(torch, dtype))
     except Exception as e:  # corrupt weights, truncated safetensors, missing weight files ...
