@@ -94,8 +94,8 @@ def _from_datasets(load_args: dict, text_field: str, pool: int | None, streaming
     texts: list[str] = []
     for row in ds:
         if text_field not in row:
-            raise CalibError(f"no text field {text_field!r} in {load_args.get('path')}; "
-                             f"fields are: {', '.join(row)}")
+            raise CalibError(f"no text field {text_field!r}; the fields are: {', '.join(row)} "
+                             f"(choose one with --text-field)")
         t = row[text_field]
         if isinstance(t, str) and t.strip():
             texts.append(t)
@@ -110,6 +110,35 @@ def _world_pool(source: str, n: int) -> tuple[str, ...]:
     return tuple(world.documents(source, n, seed=0, split="calib"))
 
 
+def check_pool(pool) -> None:
+    if pool is not None and (isinstance(pool, bool) or not isinstance(pool, int) or pool < 1):
+        raise CalibError(f"pool (documents read from the source) must be a positive integer or None "
+                         f"(the source's default), got {pool!r}")
+
+
+def check_seed(seed, what: str = "seed") -> None:
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise CalibError(f"{what} must be an integer >= 0, got {seed!r}")
+
+
+def jsonl_texts(path: str | Path, text_field: str = "text") -> tuple[list[dict], list[str]]:
+    """(rows, the ``text_field`` string of each row) of a jsonl file; a bad line, or a row
+    without the field or with a value that is not a string, is a CalibError naming the
+    file and line."""
+    from calib.io import read_jsonl
+    rows, texts = [], []
+    for n, row in read_jsonl(path, line_numbers=True):
+        if text_field not in row:
+            raise CalibError(f"{path}:{n}: no text field {text_field!r}; the fields are: "
+                             f"{', '.join(row) or 'none'} (choose one with --text-field)")
+        if not isinstance(row[text_field], str):
+            raise CalibError(f"{path}:{n}: field {text_field!r} holds a {type(row[text_field]).__name__}, "
+                             f"not a text")
+        rows.append(row)
+        texts.append(row[text_field])
+    return rows, texts
+
+
 def load_texts(source: str, pool: int | None = None, text_field: str = "text") -> list[str]:
     """The document pool of ``source``: a world source, a hub source or a local file.
 
@@ -118,19 +147,39 @@ def load_texts(source: str, pool: int | None = None, text_field: str = "text") -
     data seed 0, so the pool is fixed and only the sampling seed varies.
     """
     from calib.world import sources as world
+    check_pool(pool)
+    if not isinstance(text_field, str) or not text_field:
+        raise CalibError(f"text field must be a non-empty field name, got {text_field!r}")
     if source in world.SOURCES:
         texts = list(_world_pool(source, pool or DEFAULT_POOL["world"]))
     elif source in HUB_SOURCES:
         load_args, field_, _ = HUB_SOURCES[source]
-        texts = _from_datasets(load_args, field_, pool or DEFAULT_POOL["hub"], streaming=True)
+        try:
+            texts = _from_datasets(load_args, field_, pool or DEFAULT_POOL["hub"], streaming=True)
+        except CalibError:
+            raise
+        except Exception as e:  # offline, not cached, no such dataset ...
+            first = (str(e).strip().splitlines() or [""])[0]
+            raise CalibError(f"could not read hub source {source!r} ({load_args['path']}): {type(e).__name__}: "
+                             f"{first}; offline, use a world source or a local file") from e
     elif Path(source).is_file():
         suffix = Path(source).suffix.lower()
         check_choice("local file type", suffix, LOCAL_BUILDERS)
-        builder = LOCAL_BUILDERS[suffix]
-        load_args = dict(path=builder, data_files=str(source), split="train")
-        if builder == "text":
-            load_args["sample_by"] = "paragraph"  # documents are separated by blank lines
-        texts = _from_datasets(load_args, text_field, pool, streaming=True)
+        if suffix == ".jsonl":
+            texts = [t for t in jsonl_texts(source, text_field)[1] if t.strip()][:pool]
+        else:
+            builder = LOCAL_BUILDERS[suffix]
+            load_args = dict(path=builder, data_files=str(source), split="train")
+            if builder == "text":
+                load_args["sample_by"] = "paragraph"  # documents are separated by blank lines
+            try:
+                texts = _from_datasets(load_args, text_field, pool, streaming=True)
+            except CalibError as e:
+                raise CalibError(f"{source}: {e}") from None
+            except Exception as e:  # malformed JSON, a corrupt parquet file ...
+                first = (str(e).strip().splitlines() or [""])[0]
+                raise CalibError(f"{source}: could not read it as a {suffix} file: {type(e).__name__}: "
+                                 f"{first}") from e
     else:
         _unknown(source)
     if not texts:
@@ -188,12 +237,18 @@ def concat_windows(total: int, nsamples: int, seqlen: int, rng: np.random.Genera
 
 
 def sample(source: str, tokenizer, nsamples: int, seqlen: int, seed: int = 0, mode: str | None = None,
-           pool: int | None = None, text_field: str = "text") -> CalibrationSet:
+           pool: int | None = None, text_field: str = "text", context: int | None = None) -> CalibrationSet:
     """Draw a calibration set. Tokenization keeps the tokenizer's specials (a LLaMA
     tokenizer prepends <s> to each document in ``document`` mode, once to the stream
-    in ``concat`` mode), as the paper's code did."""
+    in ``concat`` mode), as the paper's code did. ``context``: the model's positions,
+    which a window may not exceed."""
     import torch
     _check_sizes(nsamples, seqlen)
+    if context and seqlen > context:
+        raise CalibError(f"seqlen {seqlen} is longer than the model's context ({context} tokens); "
+                         f"valid: 1 .. {context}")
+    check_seed(seed)
+    check_pool(pool)
     mode = default_mode(source) if mode is None else mode
     check_choice("sampling mode", mode, MODES)
     texts = load_texts(source, pool, text_field)
@@ -229,6 +284,6 @@ def sample(source: str, tokenizer, nsamples: int, seqlen: int, seed: int = 0, mo
     return out
 
 
-def calibration_tensor(source, tokenizer, nsamples, seqlen, seed=0, mode=None):
+def calibration_tensor(source, tokenizer, nsamples, seqlen, seed=0, mode=None, context=None):
     """[nsamples, seqlen] LongTensor of calibration windows (see ``sample``)."""
-    return sample(source, tokenizer, nsamples, seqlen, seed=seed, mode=mode).input_ids
+    return sample(source, tokenizer, nsamples, seqlen, seed=seed, mode=mode, context=context).input_ids

@@ -12,6 +12,8 @@ from typing import Iterable
 
 import numpy as np
 
+from calib.errors import CalibError
+
 log = logging.getLogger("calib.filters")
 
 FILTER_RATE = 20  # percent of highest-perplexity texts dropped (the paper's k)
@@ -20,6 +22,28 @@ BATCH_SIZE = 8  # texts scored together
 NGRAM, NUM_PERM, MINHASH_SEED = 3, 128, 1  # the paper's word 3-grams; MinHash permutations and seed
 
 _WORD = re.compile(r"\S+")
+
+
+def _positive(name: str, v, lo: int = 1) -> None:
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+        raise CalibError(f"{name} must be an integer >= {lo}, got {v!r}")
+
+
+def check_similarity(n: int = NGRAM, num_perm: int = NUM_PERM, seed: int = MINHASH_SEED) -> None:
+    """n-gram size >= 1, MinHash permutations >= 1, seed >= 0."""
+    _positive("n-gram size n", n)
+    _positive("num_perm (MinHash permutations)", num_perm)
+    _positive("MinHash seed", seed, 0)
+
+
+def check_batch_size(batch_size: int) -> None:
+    _positive("batch size", batch_size)
+
+
+def _both(sa, sb, n: int) -> None:
+    if not sa and not sb:  # J(empty, empty) is undefined; 1.0 would read as "identical"
+        raise CalibError(f"neither corpus has a word {n}-gram (every document is shorter than n = {n} words); "
+                         f"use a smaller n")
 
 
 def word_ngrams(text: str, n: int = NGRAM) -> set[tuple[str, ...]]:
@@ -37,9 +61,9 @@ def corpus_ngrams(texts: Iterable[str], n: int = NGRAM) -> set[tuple[str, ...]]:
 
 def exact_jaccard(a: Iterable[str], b: Iterable[str], n: int = NGRAM) -> float:
     """Exact Jaccard similarity of two corpora's word n-gram sets."""
+    check_similarity(n)
     sa, sb = corpus_ngrams(a, n), corpus_ngrams(b, n)
-    if not sa and not sb:
-        return 1.0
+    _both(sa, sb, n)
     return len(sa & sb) / len(sa | sb)
 
 
@@ -55,9 +79,9 @@ def minhash_jaccard(a: Iterable[str], b: Iterable[str], n: int = NGRAM, num_perm
                     seed: int = MINHASH_SEED) -> float:
     """MinHash estimate of the corpora's word n-gram Jaccard (what the paper reports).
     Its standard error is about sqrt(J (1 - J) / num_perm)."""
+    check_similarity(n, num_perm, seed)
     sa, sb = corpus_ngrams(a, n), corpus_ngrams(b, n)
-    if not sa and not sb:
-        return 1.0
+    _both(sa, sb, n)
     return float(_minhash(sa, num_perm, seed).jaccard(_minhash(sb, num_perm, seed)))
 
 
@@ -66,9 +90,9 @@ def lsh_overlap(a: list[str], b: list[str], threshold: float = 0.5, n: int = NGR
     """Share of documents in ``a`` that have a near-duplicate (n-gram Jaccard >= threshold,
     found by MinHash-LSH) in ``b``: a document-level view of the same similarity."""
     from datasketch import MinHashLSH
-    if not 0 < threshold < 1:
-        from calib.errors import CalibError
-        raise CalibError(f"LSH threshold must be in (0, 1), got {threshold}")
+    check_similarity(n, num_perm, seed)
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
+        raise CalibError(f"LSH threshold must be in (0, 1), got {threshold!r}")
     lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
     for i, t in enumerate(b):
         g = word_ngrams(t, n)
@@ -81,7 +105,6 @@ def lsh_overlap(a: list[str], b: list[str], threshold: float = 0.5, n: int = NGR
 # ------------------------------------------------------------ perplexity filter (§4, §6.3)
 def check_k(k: float, allow_100: bool = False) -> float:
     """k is a percentage in (0, 100); Min-K%++ also accepts 100 (every token)."""
-    from calib.errors import CalibError
     ok = isinstance(k, (int, float)) and not isinstance(k, bool) and (0 < k < 100 or (allow_100 and k == 100))
     if not ok:
         raise CalibError(f"k must be a percentage strictly between 0 and 100{' (or 100)' if allow_100 else ''}, "
@@ -115,6 +138,7 @@ def token_logits(model, tokenizer, texts: list[str], batch_size: int = BATCH_SIZ
     Texts longer than the model's positions are cut to fit."""
     import torch
     from tqdm.auto import tqdm
+    check_batch_size(batch_size)
     limit = max_length or getattr(model.config, "max_position_embeddings", None)
     enc = tokenizer(list(texts), verbose=False)["input_ids"]
     if limit and any(len(x) > limit for x in enc):

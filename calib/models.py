@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -33,12 +34,30 @@ def _missing(path: Path) -> CalibError:
 
 
 def model_config(model: str | Path) -> dict:
-    """The model's config.json as a dict (read once per file version)."""
+    """The model's config.json as a dict (read once per file version); a CalibError
+    unless it is a transformers config. Light: no torch, no transformers."""
     f = model_path(model) / "config.json"
     if not f.is_file():
         raise _missing(f.parent)
     st = f.stat()
-    return _read_config(str(f.resolve()), st.st_mtime_ns, st.st_size)
+    config = _read_config(str(f.resolve()), st.st_mtime_ns, st.st_size)
+    if not isinstance(config, dict):
+        raise CalibError(f"{f}: expected a transformers config (a JSON object); got a {type(config).__name__}")
+    if not isinstance(config.get("model_type"), str):
+        raise CalibError(f"{f} has no model_type; point --model at a folder written by save_pretrained")
+    return config
+
+
+def check_causal_lm(model: str | Path) -> dict:
+    """The config of a causal language model, or a CalibError that says what the folder
+    holds instead (before a tokenizer or weights are read: their errors would mislead)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    config = model_config(model)
+    path, mt = model_path(model), config["model_type"]
+    if mt not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        raise CalibError(f"the model at {path} is a {mt!r} model, not a causal language model; valid: a "
+                         f"decoder-only causal LM (calib prunes llama, mistral, qwen2 and qwen3)")
+    return config
 
 
 @lru_cache(maxsize=64)
@@ -88,6 +107,9 @@ def model_identity(path) -> str:
 
 
 # ---------------------------------------------------------------------------- loading
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")
+
+
 def load_tokenizer(model: str | Path):
     """The tokenizer class the folder declares. transformers 5's AutoTokenizer swaps in
     the model type's own class for some types (a qwen2 config gets Qwen2Tokenizer, which
@@ -95,11 +117,20 @@ def load_tokenizer(model: str | Path):
     are plain tokenizers.json files and must load as such."""
     from transformers import AutoTokenizer
     path = model_path(model)
-    cfg = path / "tokenizer_config.json"
-    if cfg.is_file() and json.loads(cfg.read_text()).get("tokenizer_class") == "TokenizersBackend":
-        from transformers import TokenizersBackend
-        return TokenizersBackend.from_pretrained(path)
-    return AutoTokenizer.from_pretrained(path)
+    check_causal_lm(path)
+    if not any((path / f).is_file() for f in _TOKENIZER_FILES):
+        raise CalibError(f"no tokenizer at {path} (none of {', '.join(_TOKENIZER_FILES)}); save the tokenizer "
+                         f"with save_pretrained next to the model")
+    try:
+        cfg = path / "tokenizer_config.json"
+        if cfg.is_file() and json.loads(cfg.read_text()).get("tokenizer_class") == "TokenizersBackend":
+            from transformers import TokenizersBackend
+            return TokenizersBackend.from_pretrained(path)
+        return AutoTokenizer.from_pretrained(path)
+    except Exception as e:  # corrupt tokenizer.json, bad JSON, a missing backend ...
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise CalibError(f"could not load the tokenizer at {path}: {type(e).__name__}: {first}") from e
+
 
 
 def load(model: str | Path | None = None, dtype: str = "float32"):
@@ -118,17 +149,47 @@ def load(model: str | Path | None = None, dtype: str = "float32"):
     if dtype != "auto" and dtype not in DTYPES:
         raise CalibError(f"unknown dtype {dtype!r}; valid choices: auto, {', '.join(DTYPES)}")
     try:
-        tok = load_tokenizer(path)
+        tok = load_tokenizer(path)  # checks first that the folder holds a causal LM
+    except CalibError as e:
+        if path != MODEL_DIR:
+            raise
+        raise CalibError(f"{e}; {hint}") from e  # the packaged model can be rebuilt
+    try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype="auto" if dtype == "auto" else getattr(torch, dtype))
-    except Exception as e:  # corrupt weights, bad JSON, truncated safetensors ...
-        raise CalibError(f"could not load the model at {path}: {type(e).__name__}: {e}; {hint}") from e
+    except Exception as e:  # corrupt weights, truncated safetensors, missing weight files ...
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise CalibError(f"could not load the model at {path}: {type(e).__name__}: {first}; {hint}") from e
     model.eval()
     return model, tok
 
 
-def device(name: str | None = None) -> str:
-    """The compute device: ``name``, or cuda when available, else cpu."""
+DEVICES = "cpu, cuda, cuda:N"
+
+
+def check_device(name) -> str | None:
+    """A device name's spelling (None: automatic); whether it exists here is ``device``'s
+    question, so a grid written on a CPU machine can name the GPUs of the one it runs on."""
+    if name is None:
+        return None
+    s = str(name)
+    if s in ("cpu", "cuda") or re.fullmatch(r"cuda:\d+", s):
+        return s
+    raise CalibError(f"unknown device {s!r}; valid choices: {DEVICES} (N: a GPU index)")
+
+
+def device(name=None) -> str:
+    """The compute device: ``name`` (cpu, cuda, cuda:N; checked to exist here), or cuda
+    when a GPU is present, else cpu."""
     import torch
+    name = check_device(name)
     if name is None:
         return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise CalibError(f"device {name!r}: no GPU is present (torch.cuda.is_available() is false); "
+                             f"valid choices here: cpu")
+        n, idx = torch.cuda.device_count(), int(name.partition(":")[2] or 0)
+        if idx >= n:
+            raise CalibError(f"device {name!r}: this machine has {n} GPU(s); valid choices: cpu, cuda, "
+                             f"cuda:0 .. cuda:{n - 1}")
     return name

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -24,6 +25,7 @@ import numpy as np
 
 from calib.data import SYNTH_GENERATOR as GENERATOR  # the marker data.py recognises in rows
 from calib.errors import CalibError
+from calib.io import atomic_write, check_output
 
 log = logging.getLogger("calib.synth")
 
@@ -82,6 +84,47 @@ def build_prompts(tokenizer, texts: list[str], prefix_len: int = PREFIX_LEN,
     return [(i, [start] + x[:prefix_len]) for i, x in enumerate(ids) if i not in skip]
 
 
+# -------------------------------------------------------------------------- checks
+def _number(name: str, v, ok, valid: str):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not ok(v):
+        raise CalibError(f"{name} {v!r} cannot sample; valid: {valid}")
+
+
+def check_sampling(sampling: dict | None = None) -> dict:
+    """The sampling settings with defaults filled in; a setting that cannot sample
+    (temperature <= 0, top_p outside (0, 1], top_k < 1, repetition penalty <= 0) is an error."""
+    given = dict(sampling or {})
+    unknown = sorted(set(given) - set(SAMPLING))
+    if unknown:
+        raise CalibError(f"unknown sampling setting {unknown[0]!r}; valid: {', '.join(SAMPLING)}")
+    s = {**SAMPLING, **given}
+    k = s["top_k"]
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise CalibError(f"top_k {k!r} cannot sample; valid: an integer >= 1 (the paper: {SAMPLING['top_k']})")
+    _number("top_p", s["top_p"], lambda v: 0 < v <= 1, f"a number in (0, 1] (the paper: {SAMPLING['top_p']})")
+    _number("temperature", s["temperature"], lambda v: v > 0, f"a number > 0 (the paper: {SAMPLING['temperature']})")
+    _number("repetition_penalty", s["repetition_penalty"], lambda v: v > 0,
+            f"a number > 0 (1: none; the paper: {SAMPLING['repetition_penalty']})")
+    return s
+
+
+def _integer(name: str, v, lo: int) -> None:
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+        raise CalibError(f"{name} must be an integer >= {lo}, got {v!r}")
+
+
+def check_options(prefix_len: int = PREFIX_LEN, max_new_tokens: int = MAX_NEW_TOKENS, batch_size: int = BATCH_SIZE,
+                  seed: int = 0, sampling: dict | None = None) -> dict:
+    """Every generation setting checked before a model is loaded or a file written;
+    returns the full sampling settings."""
+    if isinstance(prefix_len, bool) or not isinstance(prefix_len, int) or not 0 <= prefix_len <= MAX_PREFIX_LEN:
+        raise CalibError(f"prefix length must be an integer in [0, {MAX_PREFIX_LEN}], got {prefix_len!r}")
+    _integer("max_new_tokens", max_new_tokens, 1)
+    _integer("batch size", batch_size, 1)
+    _integer("generation seed", seed, 0)
+    return check_sampling(sampling)
+
+
 # -------------------------------------------------------------------------- sampling
 def candidates(logits, seen, top_k: int, top_p: float, temperature: float, repetition_penalty: float):
     """HF's processors (repetition penalty, temperature, top-k, top-p, in that order) applied
@@ -129,13 +172,35 @@ def sample_rows(logits, generators, ids=None):
     return pick if ids is None else ids.gather(-1, pick[:, None]).squeeze(-1)
 
 
+def _cache_arg(model) -> str:
+    """The forward argument that takes the KV cache: ``cache`` in recent transformers
+    (where ``past_key_values`` is deprecated and warns on every call), else ``past_key_values``."""
+    import inspect
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def check_logits(logits, rows, step: int) -> None:
+    """A CalibError naming the rows whose next-token logits hold NaN or +inf, or no finite
+    value at all: sampling from them would write garbage and look like success."""
+    import torch
+    bad = (torch.isnan(logits) | (logits == float("inf"))).any(-1) | (logits == float("-inf")).all(-1)
+    if bool(bad.any()):
+        which = [rows[i] for i in bad.nonzero().flatten().tolist()]
+        raise CalibError(f"the model produced non-finite logits (NaN or inf) at generation step {step} for "
+                         f"{', '.join(map(str, which[:8]))}{f' and {len(which) - 8} more' if len(which) > 8 else ''}"
+                         f" of the batch; its weights are probably broken")
+
+
 def generate_batch(model, prompts: list[list[int]], generators, max_new_tokens: int, eos: int, pad: int,
-                   sampling: dict = SAMPLING, on_step=None) -> list[tuple[list[int], str]]:
+                   sampling: dict = SAMPLING, on_step=None, labels=None) -> list[tuple[list[int], str]]:
     """Continue left-padded prompts with a KV cache; a row leaves the batch at EOS.
-    Returns (new ids without the EOS, "eos" | "length") per prompt."""
+    Returns (new ids without the EOS, "eos" | "length") per prompt. ``labels`` name
+    the prompts in errors (default: their positions)."""
     import torch
     from transformers import DynamicCache
     dev = model.device
+    labels = [f"row {i}" for i in range(len(prompts))] if labels is None else list(labels)
+    kv = _cache_arg(model)
     B, P, V = len(prompts), max(map(len, prompts)), model.config.vocab_size
     ids = torch.full((B, P), pad, dtype=torch.long)
     mask = torch.zeros((B, P), dtype=torch.long)
@@ -154,10 +219,12 @@ def generate_batch(model, prompts: list[list[int]], generators, max_new_tokens: 
     padded = not bool(mask.all())  # without pads the mask is all ones: skip building it each step
     with torch.inference_mode():
         out = model(input_ids=ids, attention_mask=mask if padded else None, position_ids=pos,
-                    past_key_values=cache, use_cache=True, logits_to_keep=1)
+                    use_cache=True, logits_to_keep=1, **{kv: cache})
         last = pos[:, -1:]
         for step in range(max_new_tokens):
-            vals, cand = candidates(out.logits[:, -1].float(), seen, **sampling)
+            logits = out.logits[:, -1].float()
+            check_logits(logits, [labels[r] for r in alive.tolist()], step)
+            vals, cand = candidates(logits, seen, **sampling)
             nxt = sample_rows(vals, gens, cand)
             done = nxt == eos
             for r, t, d in zip(alive.tolist(), nxt.tolist(), done.tolist()):
@@ -181,7 +248,7 @@ def generate_batch(model, prompts: list[list[int]], generators, max_new_tokens: 
                 mask = torch.cat([mask, mask.new_ones((len(nxt), 1))], dim=1)
             last = last + 1
             out = model(input_ids=nxt[:, None], attention_mask=mask if padded else None, position_ids=last,
-                        past_key_values=cache, use_cache=True)
+                        use_cache=True, **{kv: cache})
     return list(zip(new, stop))
 
 
@@ -243,13 +310,16 @@ def generate(model, tokenizer, texts: list[str], out_path: str | Path, prefix_le
              sampling: dict | None = None, skip_short: bool = False, source: str | None = None,
              progress: bool = True) -> list[dict]:
     """Continue each document's prefix and append one jsonl row per document to
-    ``out_path``; an existing file with the same settings is resumed. Returns all rows."""
+    ``out_path``; an existing file with the same settings is resumed. Returns all rows.
+    Every setting is checked before anything is written, and the files appear with
+    the first finished batch, so a failed start leaves nothing behind."""
     import torch
     from tqdm.auto import tqdm
 
-    sampling = {**SAMPLING, **(sampling or {})}
-    if max_new_tokens < 1:
-        raise CalibError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    sampling = check_options(prefix_len, max_new_tokens, batch_size, seed, sampling)
+    out_path, mp = Path(out_path), meta_path(out_path)
+    check_output(out_path, "output")
+    check_output(mp, "output")
     prompts = build_prompts(tokenizer, texts, prefix_len, skip_short)
     eos, pad = tokenizer.eos_token_id, pad_token(tokenizer)
     limit = getattr(model.config, "max_position_embeddings", None)
@@ -264,15 +334,15 @@ def generate(model, tokenizer, texts: list[str], out_path: str | Path, prefix_le
                     prefix_len=prefix_len, bos_counted=False, max_new_tokens=max_new_tokens,
                     batch_size=batch_size, seed=seed, skip_short=skip_short, **sampling,
                     model=getattr(model.config, "_name_or_path", "") or type(model).__name__)
-    out_path, mp = Path(out_path), meta_path(out_path)
     if out_path.exists() and out_path.stat().st_size:
-        old = json.loads(mp.read_text()) if mp.exists() else None
+        try:
+            old = json.loads(mp.read_text()) if mp.exists() else None
+        except ValueError:
+            old = None
         if old != settings:
-            diff = sorted(k for k in settings if not old or old.get(k) != settings[k])
+            diff = sorted(k for k in settings if not isinstance(old, dict) or old.get(k) != settings[k])
             raise SettingsMismatch(f"{out_path} exists and was written with other settings ({', '.join(diff)}); "
                              f"choose another output path or delete it")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    mp.write_text(json.dumps(settings, indent=1))
     done = {r["index"]: r for r in read_rows(out_path)}
     batches = plan_batches(prompts, batch_size)
     todo = sum(1 for b in batches for j in b if prompts[j][0] not in done)
@@ -290,7 +360,8 @@ def generate(model, tokenizer, texts: list[str], out_path: str | Path, prefix_le
             shown = now
             bar.set_postfix_str(f"{n_new / max(now - t0, 1e-9):.0f} new tok/s")
 
-    with open(out_path, "a", encoding="utf-8") as f:
+    f = None
+    try:
         for b in batches:
             missing = [j for j in b if prompts[j][0] not in done]
             if not missing:
@@ -298,7 +369,7 @@ def generate(model, tokenizer, texts: list[str], out_path: str | Path, prefix_le
             # a batch is always regenerated whole, so a resumed batch sees the same shapes
             gens = [torch.Generator(device=model.device).manual_seed(row_seed(seed, prompts[j][0])) for j in b]
             outs = generate_batch(model, [prompts[j][1] for j in b], gens, max_new_tokens, eos, pad,
-                                  sampling, on_step)
+                                  sampling, on_step, labels=[f"document {prompts[j][0]}" for j in b])
             rows = []
             for j, (ids, stop) in zip(b, outs):
                 i, p = prompts[j]
@@ -308,8 +379,14 @@ def generate(model, tokenizer, texts: list[str], out_path: str | Path, prefix_le
                                  text=tokenizer.decode(p + ids, skip_special_tokens=True),
                                  prefix=tokenizer.decode(p, skip_special_tokens=True),
                                  new_tokens=len(ids), stop=stop))
+            if f is None:  # the settings go down before the first row, which needs them to resume
+                atomic_write(mp, json.dumps(settings, indent=1))
+                f = open(out_path, "a", encoding="utf-8")
             _append(f, rows)
             done.update((r["index"], r) for r in rows)
             bar.update(len(rows))
-    bar.close()
+    finally:
+        if f is not None:
+            f.close()
+        bar.close()
     return read_rows(out_path)

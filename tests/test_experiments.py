@@ -279,7 +279,7 @@ def test_local_sweep_records_failures_and_retries(model_dir, cache_env, tmp_path
     real = experiments.prune
     state = {"n": 0}
 
-    def flaky(job, model, ids):  # the 1st call OOMs once (retried); every wanda seed-1 call NaNs
+    def flaky(job, model, ids):  # the 1st call OOMs once (retried); every wanda seed-1 call NaNs (not retried)
         state["n"] += 1
         if state["n"] == 1:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
@@ -290,16 +290,22 @@ def test_local_sweep_records_failures_and_retries(model_dir, cache_env, tmp_path
 
     monkeypatch.setattr(experiments, "prune", flaky)
     store = Store(tmp_path / "r.db")
-    assert run_sweep(jobs, store, retries=1, progress=False) == {"total": 4, "skipped": 0, "done": 3, "failed": 1}
+    counts = run_sweep(jobs, store, retries=1, progress=False)
+    assert {k: counts[k] for k in ("total", "skipped", "done", "failed", "elsewhere", "lost")} == \
+        {"total": 4, "skipped": 0, "done": 3, "failed": 1, "elsewhere": 0, "lost": 0}
     rows = {r["key"]: r for r in store.rows(status="all")}
     assert rows[jobs[0].key]["attempts"] == 2 and rows[jobs[0].key]["status"] == "done"
     bad = rows[jobs[3].key]
-    assert bad["status"] == "failed" and bad["attempts"] == 2
-    assert "FloatingPointError" in bad["error"] and "non-finite weights" in bad["error"] and "Traceback" in bad["error"]
+    assert bad["status"] == "failed" and bad["attempts"] == 1  # deterministic (a CalibError): not retried
+    assert "CalibError" in bad["error"] and "non-finite weights" in bad["error"] and "Traceback" in bad["error"]
+    assert counts["failures"] == [{"key": jobs[3].key, "job": "wanda unstructured 0.5 world/pretrain n=4 seed=1",
+                                   "reason": "the pruned model has non-finite weights in model.embed_tokens.weight"}]
+    assert store.claims() == {}  # every claim released
     monkeypatch.setattr(experiments, "prune", real)
     # a re-run skips finished rows and retries the failed one
-    assert run_sweep(jobs, store, progress=False) == {"total": 4, "skipped": 3, "done": 1, "failed": 0}
-    assert store.get(jobs[3].key)["status"] == "done" and store.get(jobs[3].key)["attempts"] == 3
+    counts = run_sweep(jobs, store, progress=False)
+    assert (counts["total"], counts["skipped"], counts["done"], counts["failed"]) == (4, 3, 1, 0)
+    assert store.get(jobs[3].key)["status"] == "done" and store.get(jobs[3].key)["attempts"] == 2
     assert run_sweep(jobs, store, progress=False)["skipped"] == 4
 
 

@@ -61,7 +61,7 @@ def reference(grid, tmp_path_factory):
             rows = {r["key"]: r for r in s.rows(status="all")}
     finally:
         os.environ.pop("CALIB_CACHE") if old is None else os.environ.__setitem__("CALIB_CACHE", old)
-    assert counts == {"total": 5, "skipped": 0, "done": 4, "failed": 1}
+    assert (counts["total"], counts["skipped"], counts["done"], counts["failed"]) == (5, 0, 4, 1)
     return jobs, rows
 
 
@@ -111,7 +111,7 @@ def _check(db, reference):
             assert r["metrics"] == ref[key]["metrics"] and r["dense"] == ref[key]["dense"]
             assert r["params"] == ref[key]["params"] and r["timings"]["total"] > 0
         else:
-            assert "non-finite" in r["error"] and r["attempts"] >= 2
+            assert "non-finite" in r["error"] and r["attempts"] == 1  # deterministic: not retried
 
 
 def test_sigkill_and_resume_local(grid, reference, tmp_path):

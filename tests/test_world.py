@@ -171,7 +171,7 @@ def test_cli_errors_name_bad_value_and_choices(tmp_path):
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "config.json").write_text("{not json")
     r = _cli("world", "build", "--model", str(tmp_path / "bad"), "--no-report")
-    assert r.returncode == 2 and "could not load" in r.stderr
+    assert r.returncode == 2 and "bad/config.json: not valid JSON" in r.stderr
     r = _cli("world", "build", "--retrain", "--device", "tpu", "--model", str(tmp_path / "new"), "--no-report")
     assert r.returncode == 2 and "'tpu'" in r.stderr and "cuda" in r.stderr and not (tmp_path / "new").exists()
 

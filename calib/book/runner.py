@@ -38,13 +38,13 @@ def _key(nb: Path, params: dict, pkg: str) -> str:
 
 
 def execute(profile: str, chapters: list[str] | None = None, force: bool = False) -> int:
+    from calib.errors import check_choice
+    check_choice("profile", profile, PROFILE_NAMES)  # before the heavy imports
+    for name in chapters or []:
+        check_choice("chapter", name, CHAPTERS)
     import nbformat
     import papermill as pm
     from calib.book.grids import GRIDS
-    from calib.errors import check_choice
-    check_choice("profile", profile, PROFILE_NAMES)
-    for name in chapters or []:
-        check_choice("chapter", name, CHAPTERS)
     pkg = _package_hash()
     failed, todo = [], []
     for name in chapters or CHAPTERS:
@@ -112,7 +112,12 @@ def main(argv=None) -> int:
     ap.add_argument("--chapter", action="append", help="only these chapters (repeatable)")
     ap.add_argument("--force", action="store_true", help="re-execute even if up to date")
     a = ap.parse_args(argv)
-    return execute(a.profile, a.chapter, a.force)
+    from calib.errors import CalibError
+    try:
+        return execute(a.profile, a.chapter, a.force)
+    except CalibError as e:  # one line, as the calib command prints it
+        print(f"python -m calib.book: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -32,8 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         rc = args.func(args)
-    except CalibError as e:
-        print(f"calib {args.command}: error: {e}", file=sys.stderr)
+    except CalibError as e:  # one line, whatever the message carries
+        msg = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+        print(f"calib {args.command}: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"calib {args.command}: interrupted; finished work is kept", file=sys.stderr)

@@ -4,9 +4,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from calib import data, filters, synth
+from calib.errors import CalibError
+from calib.io import atomic_write, check_output
 
 SOURCE_HELP = ("a world source (world/pretrain, world/web, world/encyclopedia, world/mixed, "
                "world/instructions), a hub source (c4, wikipedia, slimpajama, dclm, alpaca), "
@@ -18,29 +19,36 @@ FMT = argparse.ArgumentDefaultsHelpFormatter
 def _load(args):
     import torch
     from calib import models
+    dev = models.device(args.device)  # a bad device fails before the weights are read
     torch.manual_seed(0)
     model, tok = models.load(args.model or "world")
-    return model.to(models.device(args.device)), tok
+    return model.to(dev), tok
 
 
 def _write_json(path, obj):
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(obj, indent=1))
+    atomic_write(path, json.dumps(obj, indent=1))
 
 
 # ---------------------------------------------------------------------------- sample
 def cmd_sample(args) -> int:
+    import io
+
     import torch
     from calib import models
+    if args.out:
+        check_output(args.out, "--out")
+        check_output(str(args.out) + ".json", "--out")
     model = args.model or "world"
     config = models.model_config(model)
     tok = models.load_tokenizer(model)  # the tokenizer alone: no weights needed
-    seqlen = data.default_seqlen(models.context_length(config)) if args.seqlen is None else args.seqlen
+    ctx = models.context_length(config)
+    seqlen = data.default_seqlen(ctx) if args.seqlen is None else args.seqlen
     cs = data.sample(args.source, tok, args.nsamples, seqlen, seed=args.seed, mode=args.mode, pool=args.pool,
-                     text_field=args.text_field)
+                     text_field=args.text_field, context=ctx)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"input_ids": cs.input_ids, "meta": cs.meta}, args.out)
+        buf = io.BytesIO()
+        torch.save({"input_ids": cs.input_ids, "meta": cs.meta}, buf)
+        atomic_write(args.out, buf.getvalue())
         _write_json(str(args.out) + ".json", cs.meta)
     m = cs.meta
     print(f"{m['nsamples']} x {m['seqlen']} tokens from {m['source']} ({m['mode']} mode, seed {m['seed']}, "
@@ -52,10 +60,12 @@ def cmd_sample(args) -> int:
 def cmd_generate(args) -> int:
     import logging
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-    model, tok = _load(args)
+    sampling = synth.check_options(args.prefix_len, args.max_new_tokens, args.batch_size, args.seed,
+                                   dict(top_k=args.top_k, top_p=args.top_p, temperature=args.temperature,
+                                        repetition_penalty=args.repetition_penalty))
+    check_output(args.out, "--out")
     texts = data.load_texts(args.source, args.ndocs, args.text_field)
-    sampling = dict(top_k=args.top_k, top_p=args.top_p, temperature=args.temperature,
-                    repetition_penalty=args.repetition_penalty)
+    model, tok = _load(args)
     rows = synth.generate(model, tok, texts, args.out, prefix_len=args.prefix_len,
                           max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed,
                           sampling=sampling, skip_short=args.skip_short, source=args.source)
@@ -66,25 +76,24 @@ def cmd_generate(args) -> int:
 # ---------------------------------------------------------------------------- filter
 def cmd_filter(args) -> int:
     import numpy as np
-    from calib.errors import CalibError
-    from calib.io import read_jsonl
     filters.check_k(args.k)
-    rows = read_jsonl(args.input)
+    filters.check_batch_size(args.batch_size)
+    check_output(args.out, "--out")
+    rows, texts = data.jsonl_texts(args.input, args.text_field)
     if not rows:
         raise CalibError(f"{args.input} is empty: nothing to filter")
     model, tok = _load(args)
-    ppl = filters.perplexities(model, tok, [r["text"] for r in rows], batch_size=args.batch_size)
+    ppl = filters.perplexities(model, tok, texts, batch_size=args.batch_size)
     ok = ~np.isnan(ppl)
+    if not ok.any():
+        raise CalibError(f"no text in {args.input} has the 2 tokens a perplexity needs: nothing to filter")
     if not ok.all():
         print(f"dropping {int((~ok).sum())} texts too short to score", file=sys.stderr)
     keep = np.zeros(len(rows), dtype=bool)
     keep[ok] = filters.ppl_keep(ppl[ok], args.k)
     threshold = float(np.percentile(ppl[ok], 100 - args.k))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "w", encoding="utf-8") as f:
-        for r, p, k in zip(rows, ppl, keep):
-            if k:
-                f.write(json.dumps({**r, "ppl": float(p)}, ensure_ascii=False) + "\n")
+    atomic_write(args.out, "".join(json.dumps({**r, "ppl": float(p)}, ensure_ascii=False) + "\n"
+                                   for r, p, k in zip(rows, ppl, keep) if k))
     print(f"kept {int(keep.sum())} of {len(rows)} texts with perplexity < {threshold:.4g} "
           f"(the {100 - args.k:g}th percentile) -> {args.out}")
     return 0
@@ -93,13 +102,19 @@ def cmd_filter(args) -> int:
 # ------------------------------------------------------------------------ similarity
 def cmd_similarity(args) -> int:
     import numpy as np
+    filters.check_similarity(args.n, args.num_perm, args.seed)
+    filters.check_batch_size(args.batch_size)
+    if args.mink is not None:
+        filters.check_k(args.mink, allow_100=True)
+    if args.out:
+        check_output(args.out, "--out")
     a = data.load_texts(args.a, args.ndocs, args.text_field)
     b = data.load_texts(args.b, args.ndocs, args.text_field)
     out = {"a": args.a, "b": args.b, "documents": [len(a), len(b)], "n": args.n, "num_perm": args.num_perm,
            "minhash_jaccard": filters.minhash_jaccard(a, b, args.n, args.num_perm, args.seed)}
     if args.exact:
         out["exact_jaccard"] = filters.exact_jaccard(a, b, args.n)
-    if args.lsh_threshold:
+    if args.lsh_threshold is not None:
         out["lsh_overlap"] = filters.lsh_overlap(a, b, args.lsh_threshold, args.n, args.num_perm, args.seed)
     if args.mink is not None:
         model, tok = _load(args)

@@ -39,37 +39,56 @@ def _run_cmd(args) -> int:
     check_choice("executor", args.executor, sweep.EXECUTORS)
     if args.retries < 0:
         raise CalibError(f"--retries must be >= 0, got {args.retries}")
+    if args.ray_num_cpus is not None and args.ray_num_cpus < 1:
+        raise CalibError(f"--ray-num-cpus must be >= 1, got {args.ray_num_cpus}")
     jobs = expand_grid(args.grid)
+    if args.dry_run:  # reads the store if there is one; creates nothing
+        status = {}
+        if args.store.exists():
+            with Store(args.store, create=False) as store:
+                status = store.status()
+        for j in jobs:
+            c = j.calibration
+            print(j.key, status.get(j.key, "todo"), j.method, j.pattern, f"{j.sparsity:g}", c["source"],
+                  f"n={c['nsamples']}", f"seed={c['seed']}", "synthetic" if j.synthetic else "", sep="\t")
+        return 0
     with Store(args.store) as store:
-        if args.dry_run:
-            status = store.status()
-            for j in jobs:
-                c = j.calibration
-                print(j.key, status.get(j.key, "todo"), j.method, j.pattern, f"{j.sparsity:g}", c["source"],
-                      f"n={c['nsamples']}", f"seed={c['seed']}", "synthetic" if j.synthetic else "", sep="\t")
-            return 0
         summary = sweep.run_sweep(jobs, store, executor=args.executor, retries=args.retries,
                                   progress=not args.no_progress, ray_address=args.ray_address,
                                   ray_num_cpus=args.ray_num_cpus)
+    for f in summary["failures"]:
+        print(f"failed {f['key'][:12]} ({f['job']}): {f['reason']}", file=sys.stderr)
+    extra = "".join([f", {summary['elsewhere']} done or running in another sweep" if summary["elsewhere"] else "",
+                     f", {summary['lost']} computed but already written by another sweep" if summary["lost"] else ""])
     print(f"{summary['total']} jobs: {summary['skipped']} already done, {summary['done']} done, "
-          f"{summary['failed']} failed; store {args.store}", file=sys.stderr)
+          f"{summary['failed']} failed{extra}; store {args.store}", file=sys.stderr)
     return 1 if summary["failed"] else 0
 
 
 def _results_cmd(args) -> int:
     from calib.experiments import Store, sweep
+    from calib.io import check_output
     check_choice("status", args.status, ("done", "failed", "all"))
-    if not args.store.is_file():
-        raise CalibError(f"no results store at {args.store}")
-    with Store(args.store) as store:
-        over = [o for o in args.over.split(",") if o]
-        metrics = args.metrics.split(",") if args.metrics else None
-        df = sweep.results_frame(store, over=None if args.raw else over, status=args.status, metrics=metrics)
     if args.csv:
-        df.to_csv(args.csv, index=False)
+        check_output(args.csv, "--csv")
+    with Store(args.store, create=False) as store:
+        over = [o for o in args.over.split(",") if o]
+        metrics = [m for m in args.metrics.split(",") if m] if args.metrics is not None else None
+        df = sweep.results_frame(store, over=None if args.raw or args.status == "failed" else over,
+                                 status=args.status, metrics=metrics)
+    if args.csv:
+        from calib.io import atomic_write
+        atomic_write(args.csv, df.to_csv(index=False))
         print(f"{len(df)} lines -> {args.csv}", file=sys.stderr)
+    elif df.empty:
+        print(f"no {'' if args.status == 'all' else args.status + ' '}rows in {args.store}", file=sys.stderr)
     else:
         import pandas as pd
-        with pd.option_context("display.max_rows", 500, "display.max_columns", 50, "display.width", 200):
-            print(df if args.raw else sweep.pretty(df).to_string(index=False))
+        if args.status == "failed":  # what failed and why, one line each
+            df = df[[c for c in ("key", "method", "pattern", "sparsity", "calibration.source",
+                                 "calibration.seed", "error") if c in df.columns]]
+        with pd.option_context("display.max_rows", 500, "display.max_columns", 50, "display.width", 200,
+                               "display.max_colwidth", 200):
+            print(df.to_string(index=False) if args.raw or args.status == "failed"
+                  else sweep.pretty(df).to_string(index=False))
     return 0

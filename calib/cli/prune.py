@@ -1,7 +1,8 @@
 """`calib prune`: prune a Hugging Face model with calibration data and save it.
 
 The output folder is written atomically (calib.io.atomic_folder): everything goes
-to a hidden sibling folder first, which is renamed to --out only once complete.
+to a hidden sibling folder first, which is renamed to --out only once complete;
+the hidden folders of killed runs (dead processes on this host) are removed.
 """
 from __future__ import annotations
 
@@ -101,7 +102,8 @@ def _check_out(out: Path, overwrite: bool):
 
 def handler(args) -> int:
     from calib.errors import check_choice
-    from calib.models import DTYPES, model_config
+    from calib.io import check_output, clean_stale
+    from calib.models import DTYPES, device, model_config
     from calib.prune.methods import METHODS, parse_pattern, resolve_options, resolve_sparsity
 
     t0 = time.perf_counter()
@@ -117,9 +119,15 @@ def handler(args) -> int:
     if args.batch_size < 1:
         raise CalibError(f"--batch-size {args.batch_size} must be >= 1")
     check_choice("dtype", args.dtype, ["auto", *DTYPES])
-    out = Path(args.out)
+    data.check_seed(args.seed, "--seed")
+    device(args.device)
+    # the calibration source and mode are checked for every method, magnitude too
+    mode = args.calib_mode or data.default_mode(args.calib)
+    check_choice("sampling mode", mode, data.MODES)
+    out = check_output(args.out, "--out", folder=True)
     _check_out(out, args.overwrite)
     config = model_config(args.model)
+    clean_stale(out)  # checkpoint-sized folders of killed runs: gone before this run adds its own
 
     import torch
 
@@ -140,9 +148,10 @@ def handler(args) -> int:
     timings["load_s"] = time.perf_counter() - t0
 
     t = time.perf_counter()
-    ids, mode = None, None
-    if args.method != "magnitude":  # magnitude needs no data
-        mode = args.calib_mode or data.default_mode(args.calib)
+    ids = None
+    if args.method == "magnitude":  # magnitude needs no data
+        mode = None
+    else:
         ids = data.calibration_tensor(args.calib, tokenizer, nsamples=args.nsamples, seqlen=seqlen,
                                       seed=args.seed, mode=mode)
     timings["calibration_s"] = time.perf_counter() - t

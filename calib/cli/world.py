@@ -45,20 +45,20 @@ def add_parser(sub) -> None:
 
 def _build(args) -> int:
     from calib.errors import CalibError, check_choice
-    from calib.models import load
+    from calib.io import atomic_write, check_output
+    from calib.models import device, load
     from calib.world import model as wm
     check_choice("architecture", args.arch, wm.ARCHS)
     recipe = wm.RECIPE if args.arch == "llama" else wm.QWEN_RECIPE
     target = args.model or (wm.MODEL_DIR if args.arch == "llama" else wm.QWEN_DIR)
     exists = (target / "config.json").is_file()
+    if not args.no_report:
+        from calib.realism import REPORT_PATH
+        check_output(args.report or REPORT_PATH, "--report")
     if args.retrain or not exists:
-        import torch
         from calib.io import atomic_folder
-        try:
-            torch.empty(0, device=args.device)
-        except (RuntimeError, AssertionError) as e:
-            raise CalibError(f"cannot train on --device {args.device!r} ({e}); valid choices: cpu, cuda, cuda:N "
-                             f"on a machine with a GPU") from e
+        device(args.device)
+        check_output(target, "--model", folder=True)
         print(f"training the {args.arch} world model from its recipe into {target} ...")
         with atomic_folder(target) as tmp:  # nothing half-written at the target
             wm.train(recipe, out_dir=tmp, steps=args.steps, device=args.device)
@@ -73,7 +73,7 @@ def _build(args) -> int:
     except ImportError as e:
         raise CalibError(f"the report needs a module that is missing: {e}") from e
     out = args.report or REPORT_PATH
-    out.write_text(json.dumps(rep, indent=1))
+    atomic_write(out, json.dumps(rep, indent=1))
     print(markdown(rep))
     print(f"report written to {out}")
     return 0

@@ -60,7 +60,10 @@ def load_grid(path_or_dict) -> tuple[dict, str]:
     try:
         grid = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        raise CalibError(f"{path}: not valid YAML: {e}") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        what = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise CalibError(f"{where}: not valid YAML ({what})") from None
     return grid, str(path)
 
 
@@ -73,9 +76,11 @@ def expand_grid(path_or_dict) -> list[Job]:
     if unknown:
         raise CalibError(f"{name}: {unknown[0]}: unknown field; valid fields: {', '.join(GRID_KEYS)}")
     base = {k: v for k, v in grid.items() if k in TOP}
-    subs = grid.get("grids") or [{}]
+    subs = grid.get("grids", [{}])
     if not isinstance(subs, list) or not all(isinstance(s, dict) for s in subs):
-        raise CalibError(f"{name}: grids: expected a list of mappings (sub-grids)")
+        raise CalibError(f"{name}: grids: expected a list of mappings (sub-grids); got {subs!r}")
+    if not subs:  # not "one default job": an empty list of sub-grids is no job at all
+        raise CalibError(f"{name}: grids: empty list; give at least one sub-grid, or leave grids out")
     jobs, seen = [], set()
     for i, sub in enumerate(subs):
         where = f"{name}: grids[{i}]" if "grids" in grid else name

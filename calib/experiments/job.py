@@ -15,7 +15,8 @@ from pathlib import Path
 from calib import data, evaluate, filters, synth
 from calib.cache import digest
 from calib.errors import CalibError, check_choice
-from calib.models import DTYPES, MODEL_ALIASES, context_length, model_config, model_identity, model_path
+from calib.models import (DTYPES, MODEL_ALIASES, check_device, context_length, model_config, model_identity,
+                          model_path)
 from calib.prune import methods
 
 TOP = ("model", "method", "sparsity", "pattern", "options", "dtype", "calibration", "synthetic", "suite",
@@ -82,10 +83,15 @@ class Job:
     _key: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
+        if self.model is not None and not isinstance(self.model, str | Path):
+            raise CalibError(f"model: expected a model folder or one of {', '.join(MODEL_ALIASES)}; "
+                             f"got {self.model!r}")
         if self.model not in (*MODEL_ALIASES, None):
             self.model = str(Path(self.model).expanduser().resolve())
         self.model = self.model or "world"
         config = model_config(self.model)
+        with at("model"):
+            methods.check_architecture(config)  # from its config.json: no weights read
         with at("method"):
             check_choice("pruning method", self.method, methods.METHODS)
         with at("pattern"):
@@ -128,6 +134,8 @@ class Job:
         e = section("execution", self.execution, EXECUTION)
         integer("execution.prune_batch_size", e["prune_batch_size"], 1)
         integer("execution.eval_batch_size", e["eval_batch_size"], 1)
+        with at("execution.device"):  # the spelling here; whether it exists, where the job runs
+            check_device(e["device"])
         if not isinstance(e["offload"], bool):
             raise CalibError(f"execution.offload: expected true or false; got {e['offload']!r}")
         with at("execution.scorer"):
@@ -148,6 +156,8 @@ class Job:
         if isinstance(k, bool) or not isinstance(k, (int, float)) or not 0 <= k < 100:
             raise CalibError(f"synthetic.filter_rate: expected a percentage in [0, 100) (0: no filter); got {k!r}")
         s["sampling"] = section("synthetic.sampling", s["sampling"], synth.SAMPLING)
+        with at("synthetic.sampling"):
+            synth.check_sampling(s["sampling"])
         return s
 
     @staticmethod

@@ -18,6 +18,7 @@ import time
 
 import calib
 from calib.cache import cache_dir, digest
+from calib.errors import CalibError
 from calib.experiments.job import Job
 from calib.io import atomic_write, file_lock
 from calib.models import model_identity, model_path
@@ -219,7 +220,8 @@ def dense_evaluation(job: Job, model, tok) -> tuple[dict, dict, dict]:
 # ------------------------------------------------------------------- running
 def run_job(job: Job) -> dict:
     """Build or reuse the calibration set, prune, evaluate; return the row (not written).
-    Raises on failure, including non-finite weights or metrics."""
+    Raises on failure; non-finite weights or metrics are a CalibError (they come back
+    on every attempt)."""
     import torch
     t0 = time.perf_counter()
     timer = Timer()
@@ -236,14 +238,14 @@ def run_job(job: Job) -> dict:
     with timer("prune"):
         res = prune(job, model, ids)
     bad = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
-    if bad:
-        raise FloatingPointError(f"the pruned model has non-finite weights in {', '.join(bad[:5])}")
+    if bad:  # deterministic, like every CalibError: a sweep does not retry it
+        raise CalibError(f"the pruned model has non-finite weights in {', '.join(bad[:5])}")
     with timer("evaluate"):
         model.to(dev)
         metrics, meta, items = evaluate(job, model, tok)
     nan = sorted(k for k, v in metrics.items() if isinstance(v, float) and math.isnan(v))
     if nan:
-        raise FloatingPointError(f"NaN metrics: {', '.join(nan)}")
+        raise CalibError(f"NaN metrics: {', '.join(nan)}")
     metrics["sparsity_actual"] = res.report["overall"]["sparsity"]
     timer["total"] = time.perf_counter() - t0
     info = {"calibration": cinfo, "prune": {k: res.report[k] for k in ("overall", "owl") if k in res.report},

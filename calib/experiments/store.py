@@ -7,6 +7,13 @@ Several processes may write at once; they wait on SQLite's lock (busy_timeout).
 
 A finished row is never overwritten (an upsert that only replaces failed rows),
 so a re-run, a duplicate submission or two racing writers cannot change it.
+
+Concurrent sweeps split the work through ``claims``: a sweep claims a job (one
+transaction) before running it, with a lease its heartbeat renews; a claim whose
+lease ran out, or whose owner is known dead on this host, may be taken over.
+
+A file that is not a calib store (not SQLite, or SQLite without a ``runs`` table)
+is refused, never altered; ``create=False`` opens an existing store and creates nothing.
 """
 from __future__ import annotations
 
@@ -14,6 +21,10 @@ import json
 import sqlite3
 import time
 from pathlib import Path
+from urllib.parse import quote
+
+from calib.errors import CalibError
+from calib.io import check_output, owner_dead
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -31,6 +42,13 @@ CREATE TABLE IF NOT EXISTS runs (
     attempts   INTEGER NOT NULL DEFAULT 1,
     host       TEXT,
     finished   REAL NOT NULL
+)
+"""
+CLAIMS = """
+CREATE TABLE IF NOT EXISTS claims (
+    key     TEXT PRIMARY KEY,
+    owner   TEXT NOT NULL,  -- host:pid:start of the sweep running the job
+    expires REAL NOT NULL   -- unix time; the owner's heartbeat pushes it forward
 )
 """
 JSON_COLUMNS = ("params", "metrics", "dense", "versions", "timings", "info")
@@ -51,17 +69,50 @@ def _dumps(value) -> str | None:
 
 
 class Store:
-    """``Store(path)``: open (or create) the database. Cheap; one per process."""
+    """``Store(path)``: open (or create) the database. Cheap; one per process.
+    ``create=False``: open an existing store only (for reading), creating nothing."""
 
-    def __init__(self, path: str | Path, timeout: float = 60.0):
+    def __init__(self, path: str | Path, timeout: float = 60.0, create: bool = True):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # autocommit mode: every write below is one explicit transaction
-        self.conn = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=FULL")  # a committed row survives power loss too
-        self.conn.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
-        self.conn.execute(SCHEMA)
+        if not create and not self.path.is_file():
+            raise CalibError(f"no results store at {self.path}")
+        if create:
+            check_output(self.path, "store")
+        try:
+            if create:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            # autocommit mode: every write below is one explicit transaction
+            uri = f"file:{quote(str(self.path.absolute()))}?mode={'rwc' if create else 'rw'}"
+            self.conn = sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None)
+        except (OSError, sqlite3.Error) as e:
+            raise CalibError(f"cannot open the results store {self.path}: {e}") from e
+        try:
+            self._check(create)  # before any write: a foreign file must stay as it was
+            self.conn.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=FULL")  # a committed row survives power loss too
+            if create:
+                self.conn.execute(SCHEMA)
+                self.conn.execute(CLAIMS)
+        except sqlite3.DatabaseError as e:
+            self.conn.close()
+            raise CalibError(f"{self.path} is not a calib results store: {e}") from e
+        except BaseException:
+            self.conn.close()
+            raise
+
+    def _check(self, create: bool) -> None:
+        tables = {n for (n,) in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "runs" not in tables:
+            if tables or not create:
+                raise CalibError(f"{self.path} is not a calib results store: an SQLite file without a runs "
+                                 f"table (tables: {', '.join(sorted(tables)) or 'none'}); give another --store")
+            return
+        have = {row[1] for row in self.conn.execute("PRAGMA table_info(runs)")}
+        missing = [c for c in COLUMNS if c not in have]
+        if missing:
+            raise CalibError(f"{self.path} is not a calib results store: its runs table lacks "
+                             f"{', '.join(missing)}")
 
     def close(self):
         self.conn.close()
@@ -80,6 +131,46 @@ class Store:
         values = [row.get(c) for c in COLUMNS[:8]] + [_dumps(row.get(c)) for c in JSON_COLUMNS]
         cur = self.conn.execute(_UPSERT, values)
         return cur.rowcount == 1
+
+    # ------------------------------------------------------------------ claims
+    def claim(self, key: str, owner: str, lease: float) -> str:
+        """Try to take job ``key`` for ``owner`` (``calib.io.owner_id()``) for ``lease``
+        seconds, in one transaction. Returns "ours" (claimed, or already ours), "done" (a
+        finished row exists) or "busy" (claimed by a live owner whose lease holds). An
+        expired lease, or an owner known dead on this host, is taken over."""
+        now = time.time()
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            if self.conn.execute("SELECT 1 FROM runs WHERE key = ? AND status = 'done'", (key,)).fetchone():
+                state = "done"
+            else:
+                held = self.conn.execute("SELECT owner, expires FROM claims WHERE key = ?", (key,)).fetchone()
+                if held and held[0] != owner and held[1] > now and not owner_dead(held[0]):
+                    state = "busy"
+                else:
+                    self.conn.execute("INSERT OR REPLACE INTO claims (key, owner, expires) VALUES (?, ?, ?)",
+                                      (key, owner, now + lease))
+                    state = "ours"
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        return state
+
+    def renew(self, owner: str, lease: float) -> int:
+        """Push the leases of every claim of ``owner`` to now + ``lease``; returns how many."""
+        return self.conn.execute("UPDATE claims SET expires = ? WHERE owner = ?",
+                                 (time.time() + lease, owner)).rowcount
+
+    def release(self, key: str, owner: str) -> None:
+        self.conn.execute("DELETE FROM claims WHERE key = ? AND owner = ?", (key, owner))
+
+    def release_all(self, owner: str) -> None:
+        self.conn.execute("DELETE FROM claims WHERE owner = ?", (owner,))
+
+    def claims(self) -> dict[str, tuple[str, float]]:
+        """key -> (owner, lease expiry) of every claim."""
+        return {k: (o, e) for k, o, e in self.conn.execute("SELECT key, owner, expires FROM claims")}
 
     # ------------------------------------------------------------------- reads
     def status(self, keys=None) -> dict[str, str]:

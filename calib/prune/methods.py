@@ -8,6 +8,8 @@ reads the table for its help); the mask functions import their math when called.
 """
 from __future__ import annotations
 
+import math
+
 from calib.errors import CalibError, check_choice
 
 METHODS = ("magnitude", "wanda", "sparsegpt", "dsnot", "owl")
@@ -29,15 +31,33 @@ OPTIONS = {
 }
 DSNOT_INITIAL = ("wanda", "sparsegpt", "magnitude")
 OWL_BASES = ("wanda", "sparsegpt", "magnitude")
+DSNOT_SKIP_LAYERS = ("no_skip", "mlp", "self_attn")  # the first part of a linear's name in its block
+DSNOT_SKIP_SUB_LAYERS = ("no_skip", "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 DEFAULT_SPARSITY = 0.5
 BATCH_SIZE = 8  # calibration samples per block forward (memory, not results)
 
 
+SUPPORTED_ARCHS = ("llama", "mistral", "qwen2", "qwen3")  # decoders whose blocks sequential.py can walk
+
+
 # ------------------------------------------------------------------ validation
+def check_architecture(config):
+    """``config``: a transformers config or its config.json as a dict."""
+    mt = config.get("model_type") if isinstance(config, dict) else getattr(config, "model_type", None)
+    if mt not in SUPPORTED_ARCHS:
+        raise CalibError(
+            f"unsupported architecture {mt!r}; supported: {', '.join(SUPPORTED_ARCHS)} "
+            f"(decoder-only models with nn.Linear projections)"
+        )
+
+
 def parse_pattern(pattern: str):
     """'unstructured' -> None; 'N:M' -> (N, M) with 0 < N < M."""
     if pattern == "unstructured":
         return None
+    if isinstance(pattern, int) and not isinstance(pattern, bool) and pattern >= 60:
+        raise CalibError(f"unknown pattern {pattern!r}; YAML reads an unquoted N:M such as 2:4 as a base-60 "
+                         f"number ({pattern}): quote it, \"2:4\"")
     try:
         n, m = (int(x) for x in str(pattern).split(":"))
     except ValueError:
@@ -77,10 +97,16 @@ def resolve_options(method: str, options: dict) -> dict:
         valid = ", ".join(opts) or "none"
         raise CalibError(f"unknown option(s) {', '.join(unknown)} for method {method!r}; valid: {valid}")
     opts.update(options)
+    for key, value in options.items():
+        _check_type(method, key, value, OPTIONS[method][key])
     if method == "dsnot":
         check_choice("DSnoT initial method", opts["initial_method"], DSNOT_INITIAL)
-        if int(opts["max_cycle_time"]) < 0:
+        check_choice("DSnoT skip_layer", opts["skip_layer"], DSNOT_SKIP_LAYERS)
+        check_choice("DSnoT skip_sub_layer", opts["skip_sub_layer"], DSNOT_SKIP_SUB_LAYERS)
+        if opts["max_cycle_time"] < 0:
             raise CalibError(f"max_cycle_time {opts['max_cycle_time']} must be >= 0")
+        if opts["update_threshold"] < 0:
+            raise CalibError(f"update_threshold {opts['update_threshold']} must be >= 0")
     if method == "owl":
         check_choice("OWL base method", opts["base"], OWL_BASES)
         if not opts["owl_lambda"] >= 0 or not opts["owl_m"] > 0:
@@ -90,6 +116,23 @@ def resolve_options(method: str, options: dict) -> dict:
     if "percdamp" in opts and not float(opts["percdamp"]) > 0:
         raise CalibError(f"percdamp {opts['percdamp']} must be > 0")
     return opts
+
+
+def _check_type(method: str, key: str, value, default) -> None:
+    """An option has its default's type (a float option also takes an int); same_sign may be None."""
+    if key == "same_sign":
+        ok, kind = value is None or isinstance(value, bool), "true, false or null"
+    elif isinstance(default, bool):
+        ok, kind = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, kind = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        kind = "a finite number"
+    else:
+        ok, kind = isinstance(value, str), "a name"
+    if not ok:
+        raise CalibError(f"option {key} of method {method!r} must be {kind}, got {value!r}")
 
 
 # ------------------------------------------------------------------ statistics

@@ -22,22 +22,12 @@ import torch.nn as nn
 
 from calib.errors import CalibError
 from calib.models import context_length
+from calib.models import device as resolve_device
+from calib.prune.methods import SUPPORTED_ARCHS, check_architecture  # noqa: F401 - re-exported
 from calib.prune.stats import BlockStats
-
-SUPPORTED_ARCHS = ("llama", "mistral", "qwen2", "qwen3")
 
 
 # ---------------------------------------------------------------- structure
-def check_architecture(config):
-    """``config``: a transformers config or its config.json as a dict."""
-    mt = config.get("model_type") if isinstance(config, dict) else getattr(config, "model_type", None)
-    if mt not in SUPPORTED_ARCHS:
-        raise CalibError(
-            f"unsupported architecture {mt!r}; supported: {', '.join(SUPPORTED_ARCHS)} "
-            f"(decoder-only models with nn.Linear projections)"
-        )
-
-
 def check_calib(calib_ids, config):
     if not isinstance(calib_ids, torch.Tensor) or calib_ids.dim() != 2:
         raise CalibError("calibration ids must be a 2-D LongTensor [nsamples, seqlen]")
@@ -136,8 +126,7 @@ class Sequential:
 
     def __init__(self, model, batch_size: int, device=None, offload: bool = True):
         self.model, self.batch_size, self.offload = model, batch_size, offload
-        self.dev = torch.device(device) if device is not None else (
-            torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+        self.dev = torch.device(resolve_device(device))
         self.blocks_name, self.blocks = find_blocks(model)
         self.calls = None
         self.timings = {"capture_s": 0.0, "stats_pass_s": 0.0, "masks_s": 0.0, "output_pass_s": 0.0}

@@ -152,6 +152,9 @@ def train(recipe: dict = RECIPE, out_dir: Path | None = None, steps: int | None 
     from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM
 
+    from calib.errors import CalibError
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise CalibError(f"steps must be an integer >= 1 (or None: the recipe's {recipe['steps']}), got {steps!r}")
     torch.set_num_threads(recipe["threads"])
     torch.backends.cuda.matmul.allow_tf32 = False
     t0 = time.time()

@@ -85,8 +85,12 @@ def iter_documents(source: str, seed: int = 0, split: str = "calib", start: int 
 
 
 def documents(source: str, n: int, seed: int = 0, split: str = "calib") -> list[str]:
+    get_source(source)
+    check_choice("split", split, SPLITS)
     if n < 0:
         raise CalibError(f"number of documents must be >= 0, got {n}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise CalibError(f"seed must be an integer >= 0, got {seed!r}")
     return [document(source, i, seed, split) for i in range(n)]
 
 

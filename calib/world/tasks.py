@@ -366,7 +366,8 @@ def _yaml(task: str, data: Path, dev: Path | None) -> str:
 
 def write_task_dir(path: str | Path, n: int = N_ITEMS) -> Path:
     """Write one YAML and one jsonl per task into ``path`` (absolute data paths)."""
-    path = Path(path).resolve()
+    from calib.io import check_output
+    path = check_output(path, "task folder", folder=True).resolve()
     path.mkdir(parents=True, exist_ok=True)
     for task in TASKS:
         data = path / f"{task}.jsonl"
