@@ -202,6 +202,24 @@ class FastLM(HFLM):
         self.share, self.head = bool(share), head
         self.stats: dict = {}
 
+    # -- tokenisation: lm-eval's own, memoised within one loglikelihood() call, where every
+    # choice of an item re-encodes the same context
+    def loglikelihood(self, requests, disable_tqdm: bool = False):
+        self._memo = {}
+        try:
+            return super().loglikelihood(requests, disable_tqdm=disable_tqdm)
+        finally:
+            self._memo = None
+
+    def tok_encode(self, string, add_special_tokens=None, left_truncate_len=None, **kwargs):
+        memo = getattr(self, "_memo", None)
+        if memo is None or kwargs:
+            return super().tok_encode(string, add_special_tokens, left_truncate_len, **kwargs)
+        key = (string, add_special_tokens, left_truncate_len)
+        if key not in memo:
+            memo[key] = super().tok_encode(string, add_special_tokens, left_truncate_len)
+        return list(memo[key])
+
     # -- what the fast path covers
     def _fast_ok(self) -> bool:
         return self.backend == "causal" and getattr(self.config, "model_type", None) in FAST_MODEL_TYPES
