@@ -9,9 +9,9 @@ Workloads, both on the committed world model:
       scorers (RoPE extends; the accuracies there measure nothing, the speed and the equality do).
 
 For each workload lm-eval builds the requests once; then the scorers run alternately (HFLM, fast,
-HFLM, fast, ... --reps times each) on the same tokenised requests, and the ratio of the median
-times is reported together with every pair's ratio. Each lever is then switched off alone (no
-prefix sharing; LM head at every position; both). End to end, `calib.evaluate.lm_eval_tasks`
+HFLM, fast, ... --reps rounds) on the same tokenised requests, and the ratio of the median
+times is reported together with every round's ratio. Each round also runs the fast scorer with
+levers switched off (no prefix sharing; LM head at every position; both). End to end, `calib.evaluate.lm_eval_tasks`
 (request building, scoring, metrics) runs with each scorer, alternated, for items/s and the
 per-item correctness of both (which must be identical). Last, the saving of keeping built lm-eval
 task objects per process: a toy-profile world evaluation (20 items per task) with cold and with
@@ -45,7 +45,7 @@ def parse(argv=None):
     p.add_argument("--mmlu-items", type=int, default=100, help="items per subject")
     p.add_argument("--mmlu-facts", type=int, default=3, help="background sentences per question")
     p.add_argument("--mmlu-shot-facts", type=int, default=4, help="background sentences per dev shot")
-    p.add_argument("--reps", type=int, default=2, help="timed runs of each scorer, alternated")
+    p.add_argument("--reps", type=int, default=3, help="timed runs of each scorer, alternated")
     p.add_argument("--batch-size", type=int, default=32, help="HFLM's batch size (calib's default)")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "eval")
     return p.parse_args(argv)
@@ -123,26 +123,28 @@ def workload(name, model, tok, include, shots, limit, args) -> dict:
     reqs = encoded(hf, instances(include, shots, limit))
     shape = prompt_shape(reqs) if name == "mmlu" else None
     print(f"[{name}] {len(reqs)} requests; {shape or ''} {uptime()}", flush=True)
-    times = {"hflm": [], "fast": []}
-    for rep in range(args.reps):
+    variants = {"no prefix sharing": {"share": False}, "LM head at every position": {"head": "all"},
+                "neither": {"share": False, "head": "all"}}
+    lever_lms = {k: FastLM(pretrained=model, tokenizer=tok, **kw) for k, kw in variants.items()}
+    times: dict = {"hflm": [], "fast": [], **{k: [] for k in variants}}
+    lever_diff = {}
+    for rep in range(args.reps):  # every variant once per round, so load drifts hit all alike
         CountingHFLM.fed = 0
         t, ref = timed(lambda: hf._loglikelihood_tokens(reqs, disable_tqdm=True))
         times["hflm"].append(t)
         t, got = timed(lambda: fast._loglikelihood_tokens(reqs, disable_tqdm=True))
         times["fast"].append(t)
-        print(f"[{name}] rep {rep}: hflm {times['hflm'][-1]:.2f} s, fast {t:.2f} s", flush=True)
+        for k, lm in lever_lms.items():
+            t, out = timed(lambda: lm._loglikelihood_tokens(reqs, disable_tqdm=True))
+            times[k].append(t)
+            lever_diff[k] = max(abs(a[0] - b[0]) for a, b in zip(out, ref))
+        print(f"[{name}] round {rep}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()), flush=True)
     hflm_fed, stats = CountingHFLM.fed, dict(fast.stats)
     diff = max(abs(a[0] - b[0]) for a, b in zip(got, ref))
     greedy_mismatch = sum(a[1] != b[1] for a, b in zip(got, ref))
-    levers = {}
-    for lever, kw in {"no prefix sharing": {"share": False}, "LM head at every position": {"head": "all"},
-                      "neither": {"share": False, "head": "all"}}.items():
-        lm = FastLM(pretrained=model, tokenizer=tok, **kw)
-        t, out = timed(lambda: lm._loglikelihood_tokens(reqs, disable_tqdm=True))
-        levers[lever] = {"seconds": t, "tokens_fed": lm.stats["tokens_fed"],
-                         "head_positions": lm.stats["head_positions"],
-                         "max_abs_diff": max(abs(a[0] - b[0]) for a, b in zip(out, ref))}
-        print(f"[{name}] fast, {lever}: {t:.2f} s", flush=True)
+    levers = {k: {"seconds": statistics.median(times[k]), "tokens_fed": lm.stats["tokens_fed"],
+                  "head_positions": lm.stats["head_positions"], "max_abs_diff": lever_diff[k]}
+              for k, lm in lever_lms.items()}
     # end to end: lm-eval builds requests, scores, computes metrics (built tasks kept: warm them)
     lm_eval_tasks(model, tok, shots, include_path=include, limit=2)
     e2e = {"hflm": [], "fast": []}
@@ -157,6 +159,7 @@ def workload(name, model, tok, include, shots, limit, args) -> dict:
               flush=True)
     n_items = sum(len(v) for v in items["fast"]["items"].values())
     med = {k: statistics.median(v) for k, v in times.items()}
+    times = {k: times[k] for k in ("hflm", "fast")}
     med_e2e = {k: statistics.median(v) for k, v in e2e.items()}
     return {
         "requests": len(reqs), "items": n_items, "prompt_shape": shape,
@@ -174,17 +177,21 @@ def workload(name, model, tok, include, shots, limit, args) -> dict:
     }
 
 
-def task_build_saving(model, tok) -> dict:
+def task_build_saving(model, tok, reps: int = 3) -> dict:
+    """A toy-profile world evaluation (20 items per task) with the task objects built anew
+    and with them kept, alternated; and the build alone."""
     from calib import evaluate as ev
     from calib.world.tasks import TASKS, task_dir
     include = str(task_dir())
-    ev._BUILT.clear()
-    cold, _ = timed(lambda: ev.lm_eval_tasks(model, tok, TASKS, include_path=include, limit=20))
-    warm = [timed(lambda: ev.lm_eval_tasks(model, tok, TASKS, include_path=include, limit=20))[0] for _ in range(3)]
-    ev._BUILT.clear()
-    build, _ = timed(lambda: ev._built_tasks(TASKS, include, None))
-    return {"world_eval_20_items_cold_s": cold, "world_eval_20_items_kept_s": statistics.median(warm),
-            "task_build_s": build}
+    cold, kept, build = [], [], []
+    for _ in range(reps):
+        ev._BUILT.clear()
+        cold.append(timed(lambda: ev.lm_eval_tasks(model, tok, TASKS, include_path=include, limit=20))[0])
+        kept.append(timed(lambda: ev.lm_eval_tasks(model, tok, TASKS, include_path=include, limit=20))[0])
+        ev._BUILT.clear()
+        build.append(timed(lambda: ev._built_tasks(TASKS, include, None))[0])
+    return {"world_eval_20_items_cold_s": statistics.median(cold),
+            "world_eval_20_items_kept_s": statistics.median(kept), "task_build_s": statistics.median(build)}
 
 
 def markdown(r: dict) -> str:
@@ -219,7 +226,7 @@ def markdown(r: dict) -> str:
                   f"{w['max_abs_loglik_diff']:.2e} nats; is_greedy mismatches: {w['is_greedy_mismatches']}; "
                   f"per-item correctness identical: {w['identical_item_correctness']}; accuracies identical: "
                   f"{w['identical_accuracies']}.", "",
-                  "Each lever switched off alone (fast scorer, scoring seconds, one run):", "",
+                  "Each lever switched off (fast scorer, scoring seconds, median over the same rounds):", "",
                   "| variant | s | tokens fed | LM-head positions | max diff vs HFLM |", "|---|---|---|---|---|",
                   f"| fast (all levers) | {statistics.median(w['scoring_seconds']['fast']):.2f} | "
                   f"{f['tokens_fed']:,} | {f['head_positions']:,} | {w['max_abs_loglik_diff']:.1e} |"]
@@ -228,7 +235,8 @@ def markdown(r: dict) -> str:
         lines += [""]
     b = r["task_build"]
     lines += ["## Built lm-eval tasks kept per process", "",
-              f"A toy-profile world evaluation (7 tasks x 20 items, fast scorer): {b['world_eval_20_items_cold_s']:.2f} s "
+              f"A toy-profile world evaluation (7 tasks x 20 items, fast scorer; medians of 3, alternated): "
+              f"{b['world_eval_20_items_cold_s']:.2f} s "
               f"when it builds the task objects, {b['world_eval_20_items_kept_s']:.2f} s when they are kept "
               f"(building them: {b['task_build_s']:.2f} s).", ""]
     return "\n".join(lines)

@@ -75,9 +75,10 @@ def _common_prefix(a: np.ndarray, b: np.ndarray) -> int:
 def plan(requests: list[tuple[list[int], list[int]]], max_length: int, pass_tokens: int = PASS_TOKENS,
          past_tokens: int = 1 << 62, budget_tokens: int = 1 << 62, share: bool = True) -> Plan:
     """Plan (context_enc, continuation_enc) requests. A forward pass holds at most
-    ``pass_tokens`` padded new tokens and ``past_tokens`` padded past ones (at least one input);
-    ``budget_tokens`` bounds the kept keys/values (the tree is cut into blocks that fit; a block boundary carries its shared path);
-    ``share=False`` runs every unique input on its own (the measurement of that lever)."""
+    ``pass_tokens`` padded new tokens and ``past_tokens`` padded past ones (at least one input).
+    ``budget_tokens`` bounds the kept keys/values: the sorted inputs are cut into blocks that
+    fit, and a block carries only the path it shares with the next. ``share=False`` runs every
+    unique input on its own (to measure that lever)."""
     inputs, targets = [], []
     for ctx, cont in requests:
         whole = (ctx + cont)[-(max_length + 1):]  # HFLM's left truncation
@@ -201,6 +202,24 @@ class FastLM(HFLM):
         self.pass_tokens, self.kv_budget_mb = int(pass_tokens), float(kv_budget_mb)
         self.share, self.head = bool(share), head
         self.stats: dict = {}
+
+    # -- tokenisation: lm-eval's own, memoised within one loglikelihood() call, where every
+    # choice of an item re-encodes the same context
+    def loglikelihood(self, requests, disable_tqdm: bool = False):
+        self._memo = {}
+        try:
+            return super().loglikelihood(requests, disable_tqdm=disable_tqdm)
+        finally:
+            self._memo = None
+
+    def tok_encode(self, string, add_special_tokens=None, left_truncate_len=None, **kwargs):
+        memo = getattr(self, "_memo", None)
+        if memo is None or kwargs:
+            return super().tok_encode(string, add_special_tokens, left_truncate_len, **kwargs)
+        key = (string, add_special_tokens, left_truncate_len)
+        if key not in memo:
+            memo[key] = super().tok_encode(string, add_special_tokens, left_truncate_len)
+        return list(memo[key])
 
     # -- what the fast path covers
     def _fast_ok(self) -> bool:

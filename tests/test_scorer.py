@@ -205,3 +205,35 @@ def test_bfloat16_is_as_close_to_float32_as_hflm(tiny_tokenizer, paper_dir):
     err_hf = np.abs(np.array([x for x, _ in hf.loglikelihood(inst, True)]) - ref)
     assert err_hf.mean() > 0  # bf16 really ran
     assert err_fast.mean() <= 1.5 * err_hf.mean() and err_fast.max() <= 2 * err_hf.max() + 0.25
+
+
+# ------------------------------------------------------------------------- lm_eval_tasks
+def test_built_tasks_are_kept_per_process(tiny_tokenizer, paper_dir, monkeypatch):
+    """The second evaluation builds no task objects, and a kept task gives what a fresh one
+    gives, whatever limit it ran with before."""
+    from calib import evaluate as ev
+    model = _tiny("llama", tiny_tokenizer)
+    shots = {"arc_easy": 0, "mmlu": 5}
+    ev._BUILT.clear()
+    fresh = ev.lm_eval_tasks(model, tiny_tokenizer, shots, include_path=str(paper_dir))
+    tm = ev._task_manager(str(paper_dir))
+    loads, load = [], tm.load
+
+    def counting(specs):  # simple_evaluate hands kept Task objects back through load(): no build
+        loads.extend(s for s in (specs if isinstance(specs, list) else [specs]) if isinstance(s, str))
+        return load(specs)
+    monkeypatch.setattr(tm, "load", counting)
+    small = ev.lm_eval_tasks(model, tiny_tokenizer, shots, include_path=str(paper_dir), limit=2)
+    again = ev.lm_eval_tasks(model, tiny_tokenizer, shots, include_path=str(paper_dir))
+    assert not loads and again == fresh and len(small["items"]["arc_easy"]) == 2
+    assert small["items"]["mmlu_nutrition"] == fresh["items"]["mmlu_nutrition"][:2]
+
+
+def test_lm_eval_tasks_bad_input(tiny_tokenizer, paper_dir):
+    from calib.errors import CalibError
+    from calib.evaluate import lm_eval_tasks
+    model = _tiny("llama", tiny_tokenizer)
+    with pytest.raises(CalibError, match="unknown scorer 'vllm'; valid choices: fast, hflm"):
+        lm_eval_tasks(model, tiny_tokenizer, ["boolq"], include_path=str(paper_dir), scorer="vllm")
+    with pytest.raises(CalibError, match="unknown task 'lambada' in .*; valid choices: .*boolq"):
+        lm_eval_tasks(model, tiny_tokenizer, ["boolq", "lambada"], include_path=str(paper_dir))
