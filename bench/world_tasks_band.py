@@ -28,7 +28,7 @@ def band(model_dir) -> dict:
     from calib.data import calibration_tensor
     from calib.evaluate import world_suite
     from calib.prune import prune
-    from calib.world.model import load
+    from calib.models import load
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     model, tok = load(model_dir)
     dense = world_suite(model, tok, n_alpaca=8)["acc"]
@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     print(f"| average | {100 * chance:.1f} | {100 * avg_d:.1f} | {100 * avg_p:.1f} | {100 * (avg_d - avg_p):.1f} | "
           f"R5 (>= chance + 30, <= 90): {'yes' if chance + 0.30 <= avg_d <= 0.90 else 'no'} |")
     if not args.no_probe:
-        from calib.world.model import load
+        from calib.models import load
         dense, tok = load(args.model)
         boolq = make_items("world_boolq")
         probes = {"suite BoolQ items": ([it["query"] for it in boolq], np.array([it["label"] for it in boolq])),
