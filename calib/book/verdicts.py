@@ -14,7 +14,7 @@ import pandas as pd
 
 from calib.book import published
 from calib.book import statistics as st
-from calib.book.profiles import NAMES, by_role
+from calib.book.profiles import METHOD_NAMES, by_role, label
 
 SHORT_PREFIXES = (1, 2, 4)  # the paper's best prefix lengths (Sec. 6.2)
 TARGET = 0.5  # the half-width (points) a headline should reach to resolve the paper's smaller effects
@@ -62,8 +62,9 @@ def paper_effects() -> dict[str, float | str]:
 def contrast(df, arm: str, a, b, **kw) -> st.Finding:
     """``statistics.paired_contrast``, restricted to the seeds both arms share in each stratum
     (cells may have more seeds than their comparison partner), plus what it would take:
-    ``detail["items_needed"]``, the items per task that would bring the half-width to TARGET at
-    these seeds (variance components of this very frame), or None when this design cannot say."""
+    ``detail["needed"]``, the cheapest (seeds, items per task) whose predicted half-width is at most
+    TARGET (variance components of this very frame; cost = seeds x items), or None when this
+    design cannot say (unpaired arms, one seed) or it would take over 20x the seeds and 64x the items."""
     from dataclasses import replace
 
     from calib.errors import CalibError
@@ -78,10 +79,12 @@ def contrast(df, arm: str, a, b, **kw) -> st.Finding:
     try:
         c = st.variance_components(d, arm, a, b, by=by, weights=kw.get("weights"))
         per_task = max(c.n_items.values())
-        need = next((per_task * k for k in range(1, 65) if c.half_width(c.n_seeds, per_task * k) <= TARGET), None)
+        options = [(s_, per_task * k) for s_ in range(c.n_seeds, 20 * c.n_seeds + 1) for k in range(1, 65)
+                   if c.half_width(s_, per_task * k) <= TARGET]
+        need = min(options, key=lambda o: (o[0] * o[1], o[0])) if options else None
     except CalibError:  # unpaired arms or one seed: no power analysis from this frame
         pass
-    return replace(f, detail={**f.detail, "items_needed": need})
+    return replace(f, detail={**f.detail, "needed": need})
 
 
 def _wanda(df, setting=None, synthetic=None):
@@ -98,7 +101,8 @@ def _with(df, **cols):
 
 
 def _name(s: dict, role: str) -> str:
-    return NAMES[role] + "-role"
+    """'encyclopedia (Wikipedia)': the source that plays the paper's corpus ``role``."""
+    return label(by_role(s, role, fallback=0))
 
 
 # ------------------------------------------------------------------ chapters
@@ -165,7 +169,8 @@ def table1(df, s: dict) -> st.Finding:
     d = df[(df.setting == "2:4") & ~df.synthetic & df.method.isin(["wanda", "dsnot", "owl"])]
     return st.combine([contrast(
         d, "source", by_role(s, "dclm"), by_role(s, "wikipedia"), by=["method"], label="table1",
-        claim=f"2:4, mean over {', '.join(sorted(set(d.method)))}: {_name(s, 'dclm')} minus {_name(s, 'wikipedia')}")],
+        claim=f"2:4, mean over {', '.join(METHOD_NAMES[m] for m in sorted(set(d.method)))}: "
+              f"{_name(s, 'dclm')} minus {_name(s, 'wikipedia')}")],
         claim="calibration data like the pretraining data calibrates best")
 
 
@@ -180,7 +185,8 @@ def table2(df, s: dict) -> st.Finding:
         if m in set(d.method):
             parts.append(contrast(d[d.method == m], "synthetic", True, False, by=["source"],
                                             label=f"table2_{m}",
-                                            claim=f"{m}: self-generated minus original, mean over sources"))
+                                            claim=f"{METHOD_NAMES[m]} at 60%: self-generated minus original data, "
+                                                  f"mean over sources"))
     pre = by_role(s, "dclm")
     parts.append(contrast(_wanda(d)[_wanda(d).source == pre], "synthetic", True, False,
                                     label="table2_pretrain",
@@ -231,7 +237,7 @@ def fig4(df, s: dict) -> st.Finding:
     if longest not in SHORT_PREFIXES:
         parts.append(contrast(_short_vs(w, w[w.synthetic & (w.prefix_len == longest)], "long"), "arm",
                                         "short", "long", by=["source", "p"], label="fig4_short_vs_long",
-                                        claim=f"a 1-4 token prefix minus a {int(longest)}-token prefix"))
+                                        claim=f"a 1-4 token prefix minus the {int(longest)}-token prefix"))
     return st.combine(parts, claim="self-generation from a 1-4 token prefix works best")
 
 
@@ -309,14 +315,13 @@ def summary(f: st.Finding, paper: dict | None = None, kind: str = "finding") -> 
     rows = []
     for p in f.parts or (f,):
         ci = p.ci or (np.nan, np.nan)
-        need = p.detail.get("items_needed")
-        hw = p.half_width
-        if hw is None or hw <= TARGET:
+        need, hw = p.detail.get("needed"), p.half_width
+        if hw is None or hw <= TARGET or "needed" not in p.detail:
             takes = ""
         elif need:
-            takes = f"about {need:,} items per task"
+            takes = f"about {need[0]} seeds x {need[1]:,} items per task"
         else:
-            takes = "more items than this design can estimate"
+            takes = "over 20x the seeds and 64x the items"
         rows.append({"comparison": p.claim, "effect": p.effect, "95% CI": f"[{ci[0]:+.2f}, {ci[1]:+.2f}]",
                      "± (detectable)": hw, "n": p.n_text(), "paper": paper.get(p.label, ""),
                      "outcome": words[p.outcome] + (f" (p = {p.p:.3f})" if p.p is not None else ""),
