@@ -70,20 +70,6 @@ def encoded(lm, instances):
     return captured
 
 
-def instances(include: str, shots: dict, limit):
-    from calib.evaluate import _task_manager
-    loaded = _task_manager(include).load(list(shots))
-    out = []
-    for name, task in loaded["tasks"].items():
-        n_shot = shots.get(name, shots.get(name.split("_")[0]))
-        if n_shot is not None or task.get_config("num_fewshot") is None:
-            task.set_config(key="num_fewshot", value=n_shot or 0)
-        task.set_fewshot_seed(1234)
-        task.build_all_requests(limit=limit, rank=0, world_size=1)
-        out += task.instances
-    return out
-
-
 def prompt_shape(reqs) -> dict:
     """Tokens of each subject's shared few-shot block, and of each item's own question."""
     groups: dict = {}
@@ -120,7 +106,8 @@ def workload(name, model, tok, include, shots, limit, args) -> dict:
 
     hf = CountingHFLM(pretrained=model, tokenizer=tok, batch_size=args.batch_size)
     fast = FastLM(pretrained=model, tokenizer=tok)
-    reqs = encoded(hf, instances(include, shots, limit))
+    from calib.evaluate import built_requests
+    reqs = encoded(hf, built_requests(include, shots, limit))
     shape = prompt_shape(reqs) if name == "mmlu" else None
     print(f"[{name}] {len(reqs)} requests; {shape or ''} {uptime()}", flush=True)
     variants = {"no prefix sharing": {"share": False}, "LM head at every position": {"head": "all"},

@@ -136,6 +136,21 @@ def _check_tasks(names, include_path: str | None) -> None:
                          f"{', '.join(known)}")
 
 
+def built_requests(include_path: str | None, shots: dict, limit: int | None = None) -> list:
+    """The loglikelihood requests lm-eval builds for tasks ``shots`` (name -> num_fewshot; a
+    group's name covers its subtasks), few-shot contexts included: what a scorer is fed."""
+    loaded = _task_manager(None if include_path is None else str(include_path)).load(list(shots))
+    out = []
+    for name, task in loaded["tasks"].items():
+        n_shot = shots.get(name, shots.get(name.split("_")[0]))
+        if n_shot is not None or task.get_config("num_fewshot") is None:
+            task.set_config(key="num_fewshot", value=n_shot or 0)
+        task.set_fewshot_seed(1234)
+        task.build_all_requests(limit=limit, rank=0, world_size=1)
+        out += task.instances
+    return out
+
+
 def lm_eval_tasks(model, tokenizer, tasks: Sequence[str] | dict, include_path: str | None = None,
                   batch_size: int = BATCH_SIZE, limit: int | None = None, seed: int = 1234,
                   progress: bool = False, scorer: str = SCORER) -> dict:

@@ -13,6 +13,8 @@ import pytest
 import torch
 from paper_tasks import PAPER_SHOTS, write_paper_tasks
 
+from calib.evaluate import built_requests
+
 TOL = 1e-4
 
 
@@ -31,21 +33,6 @@ def _lms(model, tok, **kw):
 
     from calib.scorer import FastLM
     return FastLM(pretrained=model, tokenizer=tok, **kw), HFLM(pretrained=model, tokenizer=tok, batch_size=16, **kw)
-
-
-def _instances(include, shots: dict, limit: int):
-    """The requests lm-eval builds for these tasks (few-shot contexts included)."""
-    from calib.evaluate import _task_manager
-    loaded = _task_manager(str(include)).load(list(shots))
-    out = []
-    for name, task in loaded["tasks"].items():
-        n_shot = shots.get(name, shots.get(name.split("_")[0]))
-        if n_shot is not None or task.get_config("num_fewshot") is None:
-            task.set_config(key="num_fewshot", value=n_shot or 0)
-        task.set_fewshot_seed(1234)
-        task.build_all_requests(limit=limit, rank=0, world_size=1)
-        out += task.instances
-    return out
 
 
 def _compare(fast, hf, instances):
@@ -119,7 +106,7 @@ def test_every_world_task_scores_as_hflm(cache_env):
     from calib.world.tasks import TASKS, task_dir
     model, tok = load()
     fast, hf = _lms(model, tok)
-    a, _ = _compare(fast, hf, _instances(task_dir(), {t: None for t in TASKS}, limit=30))
+    a, _ = _compare(fast, hf, built_requests(task_dir(), {t: None for t in TASKS}, limit=30))
     assert any(g for _, g in a) and not all(g for _, g in a)  # is_greedy is really compared
     assert fast.stats["tokens_fed"] < fast.stats["input_tokens"] / 2
     res = {s: lm_eval_tasks(model, tok, TASKS, include_path=str(task_dir()), limit=30, scorer=s)
@@ -137,7 +124,7 @@ def test_paper_shaped_tasks_score_as_hflm(arch, extra, tiny_tokenizer, paper_dir
     from calib.evaluate import lm_eval_tasks
     model = _tiny(arch, tiny_tokenizer, **extra)
     fast, hf = _lms(model, tiny_tokenizer)
-    inst = _instances(paper_dir, PAPER_SHOTS, limit=6)
+    inst = built_requests(paper_dir, PAPER_SHOTS, limit=6)
     assert max(len(fast.tok_encode(i.args[0])) for i in inst) > 48  # past the sliding window
     _compare(fast, hf, inst)
     res = {s: lm_eval_tasks(model, tiny_tokenizer, PAPER_SHOTS, include_path=str(paper_dir), scorer=s)
@@ -151,7 +138,7 @@ def test_truncation_blocks_and_levers_score_as_hflm(tiny_tokenizer, paper_dir):
     enough to cut the tree into blocks, and the measurement switches (no sharing; LM head
     everywhere) all leave the scores unchanged."""
     model = _tiny("llama", tiny_tokenizer)
-    inst = _instances(paper_dir, {"mmlu": 5, "winogrande": 0, "hellaswag": 0}, limit=6)
+    inst = built_requests(paper_dir, {"mmlu": 5, "winogrande": 0, "hellaswag": 0}, limit=6)
     from lm_eval.models.huggingface import HFLM
 
     from calib.scorer import FastLM
@@ -188,7 +175,7 @@ def test_other_architectures_fall_back_to_hflm(tiny_tokenizer, paper_dir):
     model = GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=1, n_head=2, vocab_size=len(tiny_tokenizer),
                                        n_positions=1024)).eval()
     fast, hf = _lms(model, tiny_tokenizer)
-    inst = _instances(paper_dir, {"arc_easy": 0}, limit=3)
+    inst = built_requests(paper_dir, {"arc_easy": 0}, limit=3)
     assert fast.loglikelihood(inst, disable_tqdm=True) == hf.loglikelihood(inst, disable_tqdm=True)
     assert fast.stats == {}  # the fast path never ran
 
@@ -198,7 +185,7 @@ def test_bfloat16_is_as_close_to_float32_as_hflm(tiny_tokenizer, paper_dir):
     float32 scores as HFLM in bf16 does (on average, and in the worst case)."""
     from lm_eval.models.huggingface import HFLM
     model = _tiny("llama", tiny_tokenizer)
-    inst = _instances(paper_dir, {"hellaswag": 0, "mmlu": 5, "winogrande": 0}, limit=6)
+    inst = built_requests(paper_dir, {"hellaswag": 0, "mmlu": 5, "winogrande": 0}, limit=6)
     ref = np.array([x for x, _ in HFLM(pretrained=model, tokenizer=tiny_tokenizer).loglikelihood(inst, True)])
     fast, hf = _lms(_tiny("llama", tiny_tokenizer, dtype=torch.bfloat16), tiny_tokenizer)
     err_fast = np.abs(np.array([x for x, _ in fast.loglikelihood(inst, True)]) - ref)
