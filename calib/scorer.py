@@ -23,6 +23,7 @@ to HFLM's own code, which is exact by definition.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import inspect
 from dataclasses import dataclass, field
 
@@ -38,6 +39,8 @@ MODEL_NAME = "calib-fast"
 FAST_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 PASS_TOKENS = 1024  # new tokens per forward pass, padding included
 KV_BUDGET_MB = 1024  # keys/values kept at once (pool + one batch's gathered past)
+ENCODED_MAX = 200_000  # memoised encodings per process (a world evaluation has about 13,000)
+_ENCODED: dict = {}  # (tokenizer key, string, add_special_tokens, left_truncate_len) -> token ids
 
 
 # ---------------------------------------------------------------------------------- planning
@@ -203,23 +206,30 @@ class FastLM(HFLM):
         self.share, self.head = bool(share), head
         self.stats: dict = {}
 
-    # -- tokenisation: lm-eval's own, memoised within one loglikelihood() call, where every
-    # choice of an item re-encodes the same context
-    def loglikelihood(self, requests, disable_tqdm: bool = False):
-        self._memo = {}
-        try:
-            return super().loglikelihood(requests, disable_tqdm=disable_tqdm)
-        finally:
-            self._memo = None
+    # -- tokenisation: lm-eval's own, memoised per process: every choice of an item re-encodes
+    # the same context, and every job of a sweep encodes the same requests with the same tokenizer
+    def _tokenizer_key(self):
+        """What tok_encode's result depends on: the tokenizer's full definition (a fast
+        tokenizer's serialisation) and the BOS setting; None for tokenizers without one."""
+        key = getattr(self, "_tok_key", False)
+        if key is False:
+            backend = getattr(self.tokenizer, "backend_tokenizer", None)
+            key = None if backend is None else (hashlib.sha256(backend.to_str().encode()).hexdigest(),
+                                                 self.add_bos_token, self.prefix_token_id)
+            self._tok_key = key
+        return key
 
     def tok_encode(self, string, add_special_tokens=None, left_truncate_len=None, **kwargs):
-        memo = getattr(self, "_memo", None)
-        if memo is None or kwargs:
+        tk = self._tokenizer_key()
+        if tk is None or kwargs:
             return super().tok_encode(string, add_special_tokens, left_truncate_len, **kwargs)
-        key = (string, add_special_tokens, left_truncate_len)
-        if key not in memo:
-            memo[key] = super().tok_encode(string, add_special_tokens, left_truncate_len)
-        return list(memo[key])
+        key = (tk, string, add_special_tokens, left_truncate_len)
+        ids = _ENCODED.get(key)
+        if ids is None:
+            if len(_ENCODED) >= ENCODED_MAX:  # a sweep's requests fit many times over; drop the oldest
+                del _ENCODED[next(iter(_ENCODED))]
+            ids = _ENCODED[key] = tuple(super().tok_encode(string, add_special_tokens, left_truncate_len))
+        return list(ids)
 
     # -- what the fast path covers
     def _fast_ok(self) -> bool:
