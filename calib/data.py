@@ -121,8 +121,10 @@ def load_texts(source: str, pool: int | None = None, text_field: str = "text") -
     if source in world.SOURCES:
         texts = list(_world_pool(source, pool or DEFAULT_POOL["world"]))
     elif source in HUB_SOURCES:
+        from calib import hub
         load_args, field_, _ = HUB_SOURCES[source]
-        texts = _from_datasets(load_args, field_, pool or DEFAULT_POOL["hub"], streaming=True)
+        with hub.reading(source, load_args, list(HUB_SOURCES)) as args:  # a local copy (CALIB_SOURCES), or the hub
+            texts = _from_datasets(args, field_, pool or DEFAULT_POOL["hub"], streaming=True)
     elif Path(source).is_file():
         suffix = Path(source).suffix.lower()
         check_choice("local file type", suffix, LOCAL_BUILDERS)

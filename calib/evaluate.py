@@ -115,10 +115,24 @@ def _check_tasks(names, include_path: str | None) -> None:
     tm = _task_manager(include_path)
     unknown = [t for t in names if t not in tm.all_tasks]
     if unknown:
+        import difflib
         where = f"in {include_path}" if include_path else "in lm-eval's task index"
         known = sorted(tm.all_tasks) if include_path else ["any lm-eval task, group or tag"]
+        close = sorted({c for t in unknown for c in difflib.get_close_matches(t, list(tm.all_tasks), n=3)})
         raise CalibError(f"unknown task {', '.join(map(repr, unknown))} {where}; valid choices: "
-                         f"{', '.join(known)}")
+                         f"{', '.join(known)}" + (f" (close: {', '.join(close)})" if close else ""))
+
+
+def _load_tasks(names: list[str], include_path: str | None, n_shot: int | None) -> list:
+    """_built_tasks, with a dataset that cannot be read (no network, not in the HF cache) as one line."""
+    from calib.errors import CalibError
+    try:
+        return _built_tasks(names, include_path, n_shot)
+    except OSError as e:  # datasets' ConnectionError / FileNotFoundError, hub HTTP errors
+        first = (str(e).splitlines() or [type(e).__name__])[0]
+        raise CalibError(f"lm-eval task(s) {', '.join(names)}: a dataset cannot be read ({first}); without network, "
+                         f"fill the HF datasets cache (HF_HOME) where the hub is reachable, or point the suite at "
+                         f"a local task folder (suite.include_path, calib evaluate --include-path)") from None
 
 
 def lm_eval_tasks(model, tokenizer, tasks: Sequence[str] | dict, include_path: str | None = None,
@@ -144,7 +158,7 @@ def lm_eval_tasks(model, tokenizer, tasks: Sequence[str] | dict, include_path: s
         names = [t for t, v in shots.items() if v == n_shot]
         # lm-eval's own progress bars ignore TQDM_DISABLE; keep them out of logs and books
         with contextlib.nullcontext() if progress else contextlib.redirect_stderr(io.StringIO()), _no_env_info():
-            res = lm_eval.simple_evaluate(model=lm, tasks=_built_tasks(names, include, n_shot), task_manager=tm,
+            res = lm_eval.simple_evaluate(model=lm, tasks=_load_tasks(names, include, n_shot), task_manager=tm,
                                           num_fewshot=n_shot, limit=limit, random_seed=seed,
                                           numpy_random_seed=seed, torch_random_seed=seed,
                                           fewshot_random_seed=seed, log_samples=True, verbosity="ERROR")
