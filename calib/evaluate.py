@@ -135,13 +135,21 @@ def _load_tasks(names: list[str], include_path: str | None, n_shot: int | None) 
                          f"a local task folder (suite.include_path, calib evaluate --include-path)") from None
 
 
+def _leaves(name: str, subtasks: dict) -> list[str]:
+    """The leaf tasks of a group, depth first (lm-eval's ``group_subtasks``); a task is its own leaf."""
+    if name not in subtasks:
+        return [name]
+    return [leaf for sub in subtasks[name] for leaf in _leaves(sub, subtasks)]
+
+
 def lm_eval_tasks(model, tokenizer, tasks: Sequence[str] | dict, include_path: str | None = None,
                   batch_size: int = BATCH_SIZE, limit: int | None = None, seed: int = 1234,
                   progress: bool = False, scorer: str = SCORER) -> dict:
     """Run lm-eval tasks on an in-memory model. ``tasks`` is a list of names, or a dict
     name -> num_fewshot (None keeps the task's own setting). Returns per-task metrics, the
     lm-eval version and each task's version, and ``items``: per task the 0/1 ``acc`` of every
-    item in doc_id order (for paired comparisons between models)."""
+    item in doc_id order (for paired comparisons between models; a group's are its subtasks',
+    one after another)."""
     import lm_eval
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -169,6 +177,11 @@ def lm_eval_tasks(model, tokenizer, tasks: Sequence[str] | dict, include_path: s
         for t, samples in res.get("samples", {}).items():
             if samples and "acc" in samples[0]:
                 results["items"][t] = [int(s["acc"]) for s in sorted(samples, key=lambda s: s["doc_id"])]
+        for t in names:  # a group (MMLU): its subtasks' items, in the group's order
+            if t not in results["items"]:
+                flat = [v for leaf in _leaves(t, res.get("group_subtasks", {})) for v in results["items"].get(leaf, [])]
+                if flat:
+                    results["items"][t] = flat
         results["task_versions"].update({k: v for k, v in res.get("versions", {}).items()})
         results["n_shot"] = {**results.get("n_shot", {}), **{k: v for k, v in res.get("n-shot", {}).items()}}
     return results

@@ -57,7 +57,7 @@ def llama3_tokenizer(vocab: int = 1000, texts=None, max_length: int = 131072):
     tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos} $B",
                                                        special_tokens=[(bos, tok.token_to_id(bos))])
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token="<|end_of_text|>",
-                                   model_max_length=max_length, clean_up_tokenization_spaces=True)
+                                   model_max_length=max_length, clean_up_tokenization_spaces=False)
 
 
 def qwen25_tokenizer(vocab: int = 1000, texts=None, max_length: int = 32768):

@@ -1,6 +1,10 @@
 """Run the book: every chapter's experiments in one sweep, then each notebook executed with
 papermill into book/ (python -m calib.book).
 
+``--settings FILE`` / ``--set KEY=VALUE`` override the profile's settings for the sweep and
+every notebook (calib.book.overrides); ``--plan`` prints what would run and its cost
+(calib.experiments.plan) and runs nothing.
+
 A notebook is re-executed only when its source, its parameters or the calib
 package changed since the last run (the key is stored in the executed
 notebook's metadata), so re-building the book is cheap. Results themselves are
@@ -179,6 +183,20 @@ def print_plan(profile: str, chapters: list[str] | None = None, over: dict | Non
     return P.as_dict(total)
 
 
+def _absolute(over: dict) -> dict:
+    """Relative model and task-folder paths resolved here, since the notebooks run in the repository root."""
+    out = dict(over)
+    for k in ("model", "second_model"):
+        if isinstance(out.get(k), str) and Path(out[k]).expanduser().exists():
+            out[k] = str(Path(out[k]).expanduser().resolve())
+    inc = (out.get("suite") or {}).get("include_path") if isinstance(out.get("suite"), dict) else None
+    if isinstance(inc, str) and Path(inc).expanduser().exists():
+        out["suite"] = {**out["suite"], "include_path": str(Path(inc).expanduser().resolve())}
+    if isinstance(out.get("store"), str) and not os.path.isabs(out["store"]):
+        out["store"] = str(Path(out["store"]).resolve())
+    return out
+
+
 def main(argv=None) -> int:
     from calib.experiments.plan import parse_cost
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -193,10 +211,11 @@ def main(argv=None) -> int:
     ap.add_argument("--plan", action="store_true",
                     help="print the jobs, their distinct work and forward tokens per chapter; run nothing")
     ap.add_argument("--token-cost", default=None,
-                    help="with --plan: seconds per forward token (one number, or prune=S,generate=S,evaluate=S)")
+                    help="with --plan: seconds per forward token (one number, or prune=S,generate=S,evaluate=S,"
+                         "per_job=S)")
     a = ap.parse_args(argv)
     try:
-        over = book_overrides.collect(a.settings, a.sets)
+        over = _absolute(book_overrides.collect(a.settings, a.sets))
         if a.plan:
             print_plan(a.profile, a.chapter, over, parse_cost(a.token_cost))
             return 0
