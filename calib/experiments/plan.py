@@ -65,6 +65,8 @@ def parse_cost(text: str | None) -> dict | None:
                 if k.strip() not in COSTS:
                     raise CalibError(f"--token-cost: unknown stage {k.strip()!r}; valid choices: {', '.join(COSTS)}")
                 out[k.strip()] = float(v)
+    except CalibError:
+        raise
     except ValueError:
         raise CalibError(f"--token-cost {text!r}: expected seconds per token (e.g. 2e-5) or "
                          f"name=seconds pairs ({', '.join(f'{s}=...' for s in COSTS)})") from None
