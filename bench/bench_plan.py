@@ -47,6 +47,8 @@ def parse(argv=None):
     p.add_argument("--limit", type=int, default=None, help="items per world task (default: all 500)")
     p.add_argument("--n-alpaca", type=int, default=128)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--no-check", action="store_true",
+                   help="skip the check: a small sweep (five methods, one synthetic job) timed against the plan")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "plan")
     return p.parse_args(argv)
 
@@ -112,6 +114,19 @@ def main(argv=None):
         "machine": f"{platform.machine()}, {os.cpu_count()} cores shared, torch threads {args.threads}, "
                    f"load avg {os.getloadavg()[0]:.1f} (at the end)",
     }
+    if not args.no_check:  # the costs against a sweep they were not measured on: predicted vs measured wall
+        from calib.experiments import Store, expand_grid, run_sweep
+        jobs = expand_grid({**base, "calibration": {**base["calibration"], "seed": 1},
+                            "grids": [{"method": ["magnitude", "wanda", "sparsegpt", "dsnot", "owl"]},
+                                      {"synthetic": {"n_docs": args.n_docs, "max_new_tokens": args.max_new_tokens,
+                                                     "prefix_len": 4}}]})
+        p = P.plan(jobs)
+        t = time.perf_counter()
+        counts = run_sweep(jobs, Store(tmp / "check.db"), progress=False)
+        res["check"] = {"jobs": len(jobs), "done": counts["done"], "measured_s": time.perf_counter() - t,
+                        "predicted_s": p.hours(cost) * 3600, "tokens": p.tokens}
+    res["machine"] = (f"{platform.machine()}, {os.cpu_count()} cores shared, torch threads {args.threads}, "
+                      f"load avg {os.getloadavg()[0]:.1f} (at the end)")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(res, indent=1))
     md = ["# Seconds per forward token, per stage (the costs of `--plan`)\n", f"Command: `{res['command']}`\n",
@@ -128,6 +143,11 @@ def main(argv=None):
           f"| per job: model load {timer['load']:.2f} s + fixed part of pruning {prune_fixed:.2f} s + one item "
           f"per task {timer['evaluate_one_item']:.2f} s | {per_job:.2f} | | (per_job) |",
           f"\n`--token-cost` for this machine: `{','.join(f'{k}={v:.2g}' for k, v in cost.items())}`",
+          *([f"\nCheck: a sweep of {res['check']['jobs']} other jobs (magnitude, wanda, sparsegpt, dsnot, owl and "
+             f"one self-generated set, seed 1, one process, cold cache) took {res['check']['measured_s']:.1f} s; "
+             f"the plan at these costs predicted {res['check']['predicted_s']:.1f} s "
+             f"(measured / predicted = {res['check']['measured_s'] / res['check']['predicted_s']:.2f}; the "
+             f"process's first lm-eval set-up and document pools are not in the costs)."] if "check" in res else []),
           f"\nThe first evaluation in a process took {res['first_evaluation_extra_s']:.1f} s more (building "
           f"lm-eval's tasks; once per sweep worker). The machine is shared: re-measure on a quiet one.\n"]
     args.out.with_suffix(".md").write_text("\n".join(md))

@@ -34,8 +34,9 @@ STAGES = ("prune", "generate", "evaluate")
 COSTS = STAGES + ("per_job",)  # seconds per forward token of each stage; seconds per job
 
 # Seconds per forward token (per job), world model (3.1M parameters), one CPU thread, fp32, a toy job:
-# `OMP_NUM_THREADS=1 python bench/bench_plan.py` (bench/results/plan.md: machine and load).
-CPU_COST = {"prune": 1.1e-4, "generate": 9.5e-5, "evaluate": 7.2e-5, "per_job": 0.35}
+# `OMP_NUM_THREADS=1 python bench/bench_plan.py` (bench/results/plan.md: machine and load; its check,
+# a six-job sweep timed against its plan, measured 1.08x the prediction, on a shared 2-core machine).
+CPU_COST = {"prune": 9.4e-5, "generate": 9.7e-5, "evaluate": 6.1e-5, "per_job": 0.54}
 CPU_COST_NOTE = "the world model on one CPU thread (bench/bench_plan.py)"
 
 # lm-eval's paper tasks, where their data is not here to count: (items lm-eval evaluates, forward
@@ -317,7 +318,8 @@ def summary(total: Plan, cost: dict | None, world_only: bool) -> str:
         cost, note = CPU_COST, CPU_COST_NOTE
     elif cost is None:
         out.append("hours: pass --token-cost SECONDS (per forward token on your device, or "
-                   "prune=S,generate=S,evaluate=S; `python bench/bench_plan.py --model M --device cuda` measures it)")
+                   "prune=S,generate=S,evaluate=S,per_job=S; `python bench/bench_plan.py --model M --device cuda` "
+                   "measures them)")
         return "\n".join(out)
     else:
         note = "--token-cost"
