@@ -153,15 +153,17 @@ def load_texts(source: str, pool: int | None = None, text_field: str = "text") -
     if source in world.SOURCES:
         texts = list(_world_pool(source, pool or DEFAULT_POOL["world"]))
     elif source in HUB_SOURCES:
+        from calib import hub
         load_args, field_, _ = HUB_SOURCES[source]
         try:
-            texts = _from_datasets(load_args, field_, pool or DEFAULT_POOL["hub"], streaming=True)
+            with hub.reading(source, load_args, list(HUB_SOURCES)) as args:  # a local copy (CALIB_SOURCES), or the hub
+                texts = _from_datasets(args, field_, pool or DEFAULT_POOL["hub"], streaming=True)
         except CalibError:
             raise
-        except Exception as e:  # offline, not cached, no such dataset ...
+        except Exception as e:  # a broken local copy, a schema error ...
             first = (str(e).strip().splitlines() or [""])[0]
             raise CalibError(f"could not read hub source {source!r} ({load_args['path']}): {type(e).__name__}: "
-                             f"{first}; offline, use a world source or a local file") from e
+                             f"{first}") from e
     elif Path(source).is_file():
         suffix = Path(source).suffix.lower()
         check_choice("local file type", suffix, LOCAL_BUILDERS)

@@ -130,10 +130,31 @@ def _check_tasks(names, include_path: str | None) -> None:
     tm = _task_manager(include_path)
     unknown = [t for t in names if t not in tm.all_tasks]
     if unknown:
+        import difflib
         where = f"in {include_path}" if include_path else "in lm-eval's task index"
         known = sorted(tm.all_tasks) if include_path else ["any lm-eval task, group or tag"]
+        close = sorted({c for t in unknown for c in difflib.get_close_matches(t, list(tm.all_tasks), n=3)})
         raise CalibError(f"unknown task {', '.join(map(repr, unknown))} {where}; valid choices: "
-                         f"{', '.join(known)}")
+                         f"{', '.join(known)}" + (f" (close: {', '.join(close)})" if close else ""))
+
+
+def _load_tasks(names: list[str], include_path: str | None, n_shot: int | None) -> list:
+    """_built_tasks, with a dataset that cannot be read (no network, not in the HF cache) as one line."""
+    from calib.errors import CalibError
+    try:
+        return _built_tasks(names, include_path, n_shot)
+    except OSError as e:  # datasets' ConnectionError / FileNotFoundError, hub HTTP errors
+        first = (str(e).splitlines() or [type(e).__name__])[0]
+        raise CalibError(f"lm-eval task(s) {', '.join(names)}: a dataset cannot be read ({first}); without network, "
+                         f"fill the HF datasets cache (HF_HOME) where the hub is reachable, or point the suite at "
+                         f"a local task folder (suite.include_path, calib evaluate --include-path)") from None
+
+
+def _leaves(name: str, subtasks: dict) -> list[str]:
+    """The leaf tasks of a group, depth first (lm-eval's ``group_subtasks``); a task is its own leaf."""
+    if name not in subtasks:
+        return [name]
+    return [leaf for sub in subtasks[name] for leaf in _leaves(sub, subtasks)]
 
 
 def built_requests(include_path: str | None, shots: dict, limit: int | None = None) -> list:
@@ -157,7 +178,8 @@ def lm_eval_tasks(model, tokenizer, tasks: Sequence[str] | dict, include_path: s
     """Run lm-eval tasks on an in-memory model. ``tasks`` is a list of names, or a dict
     name -> num_fewshot (None keeps the task's own setting). Returns per-task metrics, the
     lm-eval version and each task's version, and ``items``: per task the 0/1 ``acc`` of every
-    item in doc_id order (for paired comparisons between models)."""
+    item in doc_id order (for paired comparisons between models; a group's are its subtasks',
+    one after another)."""
     import lm_eval
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -174,7 +196,7 @@ def lm_eval_tasks(model, tokenizer, tasks: Sequence[str] | dict, include_path: s
         names = [t for t, v in shots.items() if v == n_shot]
         # lm-eval's own progress bars ignore TQDM_DISABLE; keep them out of logs and books
         with contextlib.nullcontext() if progress else contextlib.redirect_stderr(io.StringIO()), _lean_lm_eval():
-            res = lm_eval.simple_evaluate(model=lm, tasks=_built_tasks(names, include, n_shot), task_manager=tm,
+            res = lm_eval.simple_evaluate(model=lm, tasks=_load_tasks(names, include, n_shot), task_manager=tm,
                                           num_fewshot=n_shot, limit=limit, random_seed=seed,
                                           numpy_random_seed=seed, torch_random_seed=seed,
                                           fewshot_random_seed=seed, log_samples=True, verbosity="ERROR")
@@ -185,6 +207,11 @@ def lm_eval_tasks(model, tokenizer, tasks: Sequence[str] | dict, include_path: s
         for t, samples in res.get("samples", {}).items():
             if samples and "acc" in samples[0]:
                 results["items"][t] = [int(s["acc"]) for s in sorted(samples, key=lambda s: s["doc_id"])]
+        for t in names:  # a group (MMLU): its subtasks' items, in the group's order
+            if t not in results["items"]:
+                flat = [v for leaf in _leaves(t, res.get("group_subtasks", {})) for v in results["items"].get(leaf, [])]
+                if flat:
+                    results["items"][t] = flat
         results["task_versions"].update({k: v for k, v in res.get("versions", {}).items()})
         results["n_shot"] = {**results.get("n_shot", {}), **{k: v for k, v in res.get("n-shot", {}).items()}}
     return results

@@ -28,9 +28,10 @@ def model_path(model: str | Path) -> Path:
 
 
 def _missing(path: Path) -> CalibError:
+    from calib.hub import model_hint
     return CalibError(f"no model at {path} (config.json missing); valid: 'world' or 'world-qwen' (the packaged "
                       f"world models; `calib world build [--arch qwen2]` creates them) or a folder written by "
-                      f"save_pretrained")
+                      f"save_pretrained{model_hint(str(path))}")
 
 
 def model_config(model: str | Path) -> dict:
@@ -145,7 +146,7 @@ def load(model: str | Path | None = None, dtype: str = "float32"):
     hint = "run `calib world build` to (re)create the world model" if path == MODEL_DIR else \
         "point --model at a folder written by save_pretrained"
     if not (path / "config.json").is_file():
-        raise CalibError(f"no model at {path} (config.json missing); {hint}")
+        raise CalibError(f"no model at {path} (config.json missing); {hint}") if path == MODEL_DIR else _missing(path)
     if dtype != "auto" and dtype not in DTYPES:
         raise CalibError(f"unknown dtype {dtype!r}; valid choices: auto, {', '.join(DTYPES)}")
     try:

@@ -6,7 +6,8 @@ real YAML formats, so lm-eval builds requests in the real shapes: BoolQ's passag
 " no"/" yes"; Winogrande's partial scoring (two contexts, one continuation, through Python
 doc_to_* functions in utils.py); PIQA's two solutions; HellaSwag's process_docs preprocessing and
 four endings; ARC's labelled choices; MMLU's per-subject description, dev split and first_n
-shots (run with num_fewshot=5, as ``PAPER_SHOTS`` says). The items are written from the world's
+shots (run with num_fewshot=5, as ``PAPER_SHOTS`` says); each task evaluates the split the real one
+does (``EVAL_SPLIT``: validation for BoolQ, Winogrande, PIQA, HellaSwag). The items are written from the world's
 knowledge base, so everything runs offline with any tokenizer.
 
 ``write_paper_tasks(path, ...)`` returns the folder; pass it as ``include_path``.
@@ -170,9 +171,14 @@ class _Writer:
         return {"question": (background + " " + q).strip(), "choices": texts, "answer": label}
 
 
+# the split lm-eval evaluates in the real task (the others evaluate "test")
+EVAL_SPLIT = {"boolq": "validation", "winogrande": "validation", "piqa": "validation", "hellaswag": "validation"}
+
+
 def _task_yaml(name: str, data: dict[str, Path], fmt: str, extra: str = "") -> str:
-    files = "".join(f"    {split}: {path}\n" for split, path in data.items())
-    return (f"task: {name}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n{files}test_split: test\n"
+    split = EVAL_SPLIT.get(name, "test")
+    files = "".join(f"    {split if s == 'test' else s}: {path}\n" for s, path in data.items())
+    return (f"task: {name}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n{files}{split}_split: {split}\n"
             f"output_type: multiple_choice\n{extra}{fmt}{_METRICS}")
 
 

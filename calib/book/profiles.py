@@ -61,10 +61,17 @@ PROFILE_NAMES = tuple(PROFILES)
 
 
 def settings(profile: str, **overrides) -> dict:
-    """The profile's settings with the notebook's parameters laid over them
-    (``None`` keeps the profile's value)."""
+    """The profile's settings, then the runner's overrides (``--settings``/``--set``, handed
+    down in env CALIB_BOOK_SETTINGS: calib.book.overrides), then the notebook's parameters
+    (``None`` keeps the value)."""
+    from calib.book import overrides as runner_overrides
     check_choice("profile", profile, PROFILE_NAMES)
     s = {**PROFILES[profile], "profile": profile}
+    outer = runner_overrides.current()
+    unknown = sorted(set(outer) - set(s))
+    if unknown:
+        raise CalibError(f"unknown setting {unknown[0]!r} (from --settings/--set); valid: {', '.join(sorted(s))}")
+    s = runner_overrides.merge(s, outer)
     for k, v in overrides.items():
         if k not in s:
             raise CalibError(f"unknown setting {k!r}; valid: {', '.join(sorted(s))}")

@@ -1,6 +1,10 @@
 """Run the book: every chapter's experiments in one sweep, then each notebook executed with
 papermill into book/ (python -m calib.book).
 
+``--settings FILE`` / ``--set KEY=VALUE`` override the profile's settings for the sweep and
+every notebook (calib.book.overrides); ``--plan`` prints what would run and its cost
+(calib.experiments.plan) and runs nothing.
+
 A notebook is re-executed only when its source, its parameters or the calib
 package changed since the last run (the key is stored in the executed
 notebook's metadata), so re-building the book is cheap. Results themselves are
@@ -9,13 +13,17 @@ cached by the experiment store, so a re-execution only runs what is missing.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
+from calib.book import overrides as book_overrides
 from calib.book.profiles import PROFILE_NAMES, ROOT, settings
+from calib.errors import CalibError
 
 NOTEBOOKS = ROOT / "notebooks"
 BOOK = ROOT / "book"
@@ -37,20 +45,49 @@ def _key(nb: Path, params: dict, pkg: str) -> str:
     return hashlib.sha256(nb.read_bytes() + json.dumps(params, sort_keys=True).encode() + pkg.encode()).hexdigest()
 
 
-def execute(profile: str, chapters: list[str] | None = None, force: bool = False) -> int:
+@contextlib.contextmanager
+def handed_down(over: dict | None):
+    """Hand the overrides to settings() here and in every notebook kernel (env CALIB_BOOK_SETTINGS)."""
+    saved = os.environ.get(book_overrides.ENV)
+    if over:
+        os.environ[book_overrides.ENV] = json.dumps(over, sort_keys=True)
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(book_overrides.ENV, None)
+        else:
+            os.environ[book_overrides.ENV] = saved
+
+
+def _check(profile: str, chapters) -> None:
     from calib.errors import check_choice
-    check_choice("profile", profile, PROFILE_NAMES)  # before the heavy imports
+    check_choice("profile", profile, PROFILE_NAMES)
     for name in chapters or []:
         check_choice("chapter", name, CHAPTERS)
+
+
+def execute(profile: str, chapters: list[str] | None = None, force: bool = False, over: dict | None = None,
+            book_dir: Path | str = BOOK) -> int:
+    """Run the chapters' experiments, then execute their notebooks into ``book_dir``, with the
+    profile's settings overridden by ``over`` (calib.book.overrides)."""
+    _check(profile, chapters)
+    with handed_down(over):
+        settings(profile)  # bad overrides fail here, in one line
+        return _execute(profile, chapters, force, over or {}, Path(book_dir))
+
+
+def _execute(profile, chapters, force, over, book_dir) -> int:
     import nbformat
     import papermill as pm
     from calib.book.grids import GRIDS
     pkg = _package_hash()
     failed, todo = [], []
+    book_dir.mkdir(parents=True, exist_ok=True)
     for name in chapters or CHAPTERS:
-        src, dst = NOTEBOOKS / f"{name}.ipynb", BOOK / f"{name}.ipynb"
+        src, dst = NOTEBOOKS / f"{name}.ipynb", book_dir / f"{name}.ipynb"
         params = {"profile": profile}
-        key = _key(src, params, pkg)
+        key = _key(src, {**params, "settings": over} if over else params, pkg)
         if not force and dst.exists():
             old = nbformat.read(dst, as_version=4).metadata.get("calib", {})
             if old.get("key") == key:
@@ -79,7 +116,8 @@ def execute(profile: str, chapters: list[str] | None = None, force: bool = False
             tags = cell.metadata.setdefault("tags", [])
             if cell.cell_type == "code" and "hide-input" not in tags:
                 tags.append("hide-input")
-        nb.metadata["calib"] = {"key": key, "profile": profile, "seconds": round(time.time() - t0, 1)}
+        nb.metadata["calib"] = {"key": key, "profile": profile, "seconds": round(time.time() - t0, 1),
+                                **({"settings": over} if over else {})}
         nbformat.write(nb, dst)
         tmp.unlink()
         print(f"[book] {name}: done in {time.time() - t0:.0f} s")
@@ -106,16 +144,83 @@ def prefetch(profile: str, chapters: list[str] | None = None, progress: bool = T
     return summary
 
 
+def chapter_jobs(s: dict, chapters: list[str] | None = None) -> dict[str, list]:
+    """chapter -> its jobs (every grid it runs), for the chapters that run experiments."""
+    from calib.book.grids import GRIDS
+    from calib.experiments import expand_grid
+    out = {}
+    for name in chapters or CHAPTERS:
+        if GRIDS.get(name):
+            out[name] = list({j.key: j for make in GRIDS[name] for j in expand_grid(make(s))}.values())
+    return out
+
+
+def print_plan(profile: str, chapters: list[str] | None = None, over: dict | None = None,
+               cost: dict | None = None, out=None) -> dict:
+    """Print what the chapters will run (calib.experiments.plan): per chapter and for the book,
+    whose jobs are shared between chapters (one sweep runs them once). Returns the book's plan."""
+    from calib.experiments import plan as P
+    from calib.models import MODEL_ALIASES
+    out = out or sys.stdout
+    _check(profile, chapters)
+    with handed_down(over):
+        s = settings(profile)
+        from calib.models import model_path
+        for m in [s["model"]] + ([s["second_model"]] if "beyond" in (chapters or CHAPTERS) else []):
+            if m not in MODEL_ALIASES and not (model_path(m) / "config.json").is_file():
+                raise CalibError(f"--plan: the profile's model {m} is not here (no config.json); pass --set "
+                                 f"model=FOLDER (or second_model=FOLDER): a folder holding only the model's "
+                                 f"config.json is enough to plan, and its tokenizer files, if there, let the plan "
+                                 f"count evaluation tokens")
+        jobs = chapter_jobs(s, chapters)
+        status = P.store_status(s["store"])
+        rows = [P.row(name, P.plan(js, status)) for name, js in jobs.items()]
+        total = P.plan([j for js in jobs.values() for j in js], status)
+    print(f"profile {profile}: {len(jobs)} chapters with experiments; store {s['store']} "
+          f"({len(status)} rows)" + (f"; settings {json.dumps(over, sort_keys=True)}" if over else ""), file=out)
+    print(P.table(rows + [P.row("book (distinct)", total)]), file=out)
+    print(P.summary(total, cost, world_only=all(m in MODEL_ALIASES for m in total.models)), file=out)
+    return P.as_dict(total)
+
+
+def _absolute(over: dict) -> dict:
+    """Relative model and task-folder paths resolved here, since the notebooks run in the repository root."""
+    out = dict(over)
+    for k in ("model", "second_model"):
+        if isinstance(out.get(k), str) and Path(out[k]).expanduser().exists():
+            out[k] = str(Path(out[k]).expanduser().resolve())
+    inc = (out.get("suite") or {}).get("include_path") if isinstance(out.get("suite"), dict) else None
+    if isinstance(inc, str) and Path(inc).expanduser().exists():
+        out["suite"] = {**out["suite"], "include_path": str(Path(inc).expanduser().resolve())}
+    if isinstance(out.get("store"), str) and not os.path.isabs(out["store"]):
+        out["store"] = str(Path(out["store"]).resolve())
+    return out
+
+
 def main(argv=None) -> int:
+    from calib.experiments.plan import parse_cost
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="toy", help=" | ".join(PROFILE_NAMES))
     ap.add_argument("--chapter", action="append", help="only these chapters (repeatable)")
     ap.add_argument("--force", action="store_true", help="re-execute even if up to date")
+    ap.add_argument("--settings", action="append", metavar="FILE",
+                    help="YAML mapping of settings laid over the profile's (repeatable; e.g. model, store, sources)")
+    ap.add_argument("--set", action="append", dest="sets", metavar="KEY=VALUE",
+                    help="one setting, VALUE as YAML (repeatable, after --settings; dotted keys: suite.limit=100)")
+    ap.add_argument("--book-dir", type=Path, default=BOOK, help="where the executed notebooks go (default book/)")
+    ap.add_argument("--plan", action="store_true",
+                    help="print the jobs, their distinct work and forward tokens per chapter; run nothing")
+    ap.add_argument("--token-cost", default=None,
+                    help="with --plan: seconds per forward token (one number, or prune=S,generate=S,evaluate=S,"
+                         "per_job=S)")
     a = ap.parse_args(argv)
-    from calib.errors import CalibError
     try:
-        return execute(a.profile, a.chapter, a.force)
-    except CalibError as e:  # one line, as the calib command prints it
+        over = _absolute(book_overrides.collect(a.settings, a.sets))
+        if a.plan:
+            print_plan(a.profile, a.chapter, over, parse_cost(a.token_cost))
+            return 0
+        return execute(a.profile, a.chapter, a.force, over, a.book_dir)
+    except CalibError as e:
         print(f"python -m calib.book: error: {e}", file=sys.stderr)
         return 2
 

@@ -66,12 +66,13 @@ def _select(shots: dict, tasks: str | None) -> dict:
 
 
 def _model_dir(model: str) -> Path:
+    from calib.hub import model_hint
     from calib.models import MODEL_ALIASES, model_path
     path = model_path(model)
     if not (path / "config.json").is_file():
         raise CalibError(f"--model: no model at {path} (config.json missing); valid: "
                          f"{' or '.join(map(repr, MODEL_ALIASES))} (the packaged world models) or a folder "
-                         f"written by save_pretrained, e.g. by `calib prune --out`")
+                         f"written by save_pretrained, e.g. by `calib prune --out`{model_hint(model)}")
     return path
 
 

@@ -19,6 +19,11 @@ def add_parser(sub) -> None:
     p.add_argument("--ray-address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     p.add_argument("--ray-num-cpus", type=int, default=None, help="CPUs of a local Ray started by this command")
     p.add_argument("--dry-run", action="store_true", help="list the jobs and what is done; run nothing")
+    p.add_argument("--plan", action="store_true",
+                   help="print the distinct work after deduplication and its forward tokens (and hours); run nothing")
+    p.add_argument("--token-cost", default=None,
+                   help="with --plan: seconds per forward token (one number, or prune=S,generate=S,evaluate=S,"
+                        "per_job=S; default: the world model's CPU cost, for world models only)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_run_cmd)
 
@@ -41,6 +46,8 @@ def _run_cmd(args) -> int:
         raise CalibError(f"--retries must be >= 0, got {args.retries}")
     if args.ray_num_cpus is not None and args.ray_num_cpus < 1:
         raise CalibError(f"--ray-num-cpus must be >= 1, got {args.ray_num_cpus}")
+    if args.plan:
+        return _plan(args)
     jobs = expand_grid(args.grid)
     if args.dry_run:  # reads the store if there is one; creates nothing
         status = {}
@@ -63,6 +70,25 @@ def _run_cmd(args) -> int:
     print(f"{summary['total']} jobs: {summary['skipped']} already done, {summary['done']} done, "
           f"{summary['failed']} failed{extra}; store {args.store}", file=sys.stderr)
     return 1 if summary["failed"] else 0
+
+
+def _plan(args) -> int:
+    from calib.experiments import expand_grid
+    from calib.experiments import plan as P
+    from calib.models import MODEL_ALIASES
+    cost = P.parse_cost(args.token_cost)
+    try:
+        jobs = expand_grid(args.grid)
+    except CalibError as e:
+        if "config.json missing" in str(e):  # the weights may live elsewhere: the config is enough to plan
+            raise CalibError(f"{e} (--plan needs only the model's config.json in that folder)") from None
+        raise
+    status = P.store_status(args.store)
+    p = P.plan(jobs, status)
+    print(f"{args.grid}: store {args.store} ({len(status)} rows)")
+    print(P.table([P.row(args.grid.name, p)]))
+    print(P.summary(p, cost, world_only=all(m in MODEL_ALIASES for m in p.models)))
+    return 0
 
 
 def _results_cmd(args) -> int:

@@ -30,7 +30,8 @@ CALIBRATION = {"source": "world/pretrain", "mode": None, "nsamples": data.NSAMPL
 SYNTHETIC = {"generator": "dense", "n_docs": synth.N_DOCS, "prefix_len": synth.PREFIX_LEN,
              "max_new_tokens": synth.MAX_NEW_TOKENS, "gen_seed": 0, "filter_rate": filters.FILTER_RATE,
              "batch_size": synth.BATCH_SIZE, "sampling": {}}
-SUITE = {"name": "world", "limit": None, "n_alpaca": 1000, "n_heldout": 200, "tasks": None, "shots": {}}
+SUITE = {"name": "world", "limit": None, "n_alpaca": 1000, "n_heldout": 200, "tasks": None, "shots": {},
+         "include_path": None}  # paper suite: a local lm-eval task folder instead of lm-eval's own tasks
 # how a job runs, not what it computes: recorded, not part of the key (the scorers agree item for item)
 EXECUTION = {"prune_batch_size": methods.BATCH_SIZE, "eval_batch_size": evaluate.BATCH_SIZE, "device": None,
              "offload": True, "scorer": evaluate.SCORER}
@@ -86,10 +87,10 @@ class Job:
         if self.model is not None and not isinstance(self.model, str | Path):
             raise CalibError(f"model: expected a model folder or one of {', '.join(MODEL_ALIASES)}; "
                              f"got {self.model!r}")
-        if self.model not in (*MODEL_ALIASES, None):
-            self.model = str(Path(self.model).expanduser().resolve())
         self.model = self.model or "world"
-        config = model_config(self.model)
+        config = model_config(self.model)  # before resolving, so an error names the model as given
+        if self.model not in MODEL_ALIASES:
+            self.model = str(Path(self.model).expanduser().resolve())
         with at("model"):
             methods.check_architecture(config)  # from its config.json: no weights read
         with at("method"):
@@ -186,6 +187,13 @@ class Job:
                 check_choice("task", t, s["tasks"])
             integer(f"suite.shots.{t}", n, 0)
         s["shots"] = {t: shots.get(t, evaluate.PAPER_TASKS[t]) for t in s["tasks"]} if s["name"] == "paper" else {}
+        inc = s.pop("include_path")  # kept only when set, so the keys of jobs without one do not change
+        if inc is not None:
+            if s["name"] != "paper":
+                raise CalibError("suite.include_path: only the paper suite reads a task folder (the world's is built in)")
+            if not isinstance(inc, str) or not Path(inc).expanduser().is_dir():
+                raise CalibError(f"suite.include_path: expected a folder of lm-eval task YAMLs; {inc!r} is not a folder")
+            s["include_path"] = str(Path(inc).expanduser().resolve())
         return s
 
     def params(self) -> dict:

@@ -86,8 +86,7 @@ def calibration_set(job: Job, model, tok, timer: Timer | None = None):
     timer = timer if timer is not None else Timer()
     c, s = job.calibration, job.synthetic
     mid = model_identity(model_path(job.model))
-    key = digest({"model": mid, "calibration": c, "synthetic": s, "generation": s and _generation_spec(job, mid)})
-    f = cache_dir() / "calibration" / f"{key[:32]}.pt"
+    f = cache_dir() / "calibration" / f"{calibration_key(job)}.pt"
     if f.is_file():
         blob = torch.load(f, weights_only=True)
         return blob["ids"], json.loads(blob["info"])
@@ -104,6 +103,24 @@ def calibration_set(job: Job, model, tok, timer: Timer | None = None):
     torch.save({"ids": cs.input_ids, "info": json.dumps(info)}, buf)
     atomic_write(f, buf.getvalue())
     return cs.input_ids, info
+
+
+def calibration_key(job: Job) -> str:
+    """The name of the job's cached calibration set (model, calibration and synthetic settings)."""
+    mid, s = model_identity(model_path(job.model)), job.synthetic
+    return digest({"model": mid, "calibration": job.calibration, "synthetic": s,
+                   "generation": s and _generation_spec(job, mid)})[:32]
+
+
+def generation_key(job: Job) -> str | None:
+    """The name of the job's cached self-generated set (None without synthetic data)."""
+    return digest(_generation_spec(job, model_identity(model_path(job.model))))[:32] if job.synthetic else None
+
+
+def dense_key(job: Job) -> str:
+    """The name of the cached dense evaluation of the job's model, dtype and suite."""
+    return digest({"model": model_identity(model_path(job.model)), "dtype": job.dtype, "suite": job.suite,
+                   "suite_version": job.suite_version})[:32]
 
 
 def _generation_spec(job: Job, mid: str) -> dict:
@@ -124,7 +141,7 @@ def synthetic_source(job: Job, model, tok, timer: Timer):
     from calib import data, filters, synth
     s, c = job.synthetic, job.calibration
     spec = _generation_spec(job, model_identity(model_path(job.model)))
-    d = cache_dir() / "synthetic" / digest(spec)[:32]
+    d = cache_dir() / "synthetic" / generation_key(job)
     gen, done = d / "generated.jsonl", d / "complete.json"
     with file_lock(d / ".lock"):  # one writer per generated set, even across processes
         if not done.is_file():
@@ -195,8 +212,8 @@ def evaluate(job: Job, model, tok) -> tuple[dict, dict, dict]:
         from calib import data
         ppl = ev.perplexity(model, tok, data.load_texts("alpaca", pool=s["n_alpaca"]), batch_size=bs)
         metrics = {"alpaca_ppl": ppl["ppl_paper"], "alpaca_ppl_corpus": ppl["ppl_corpus"]}
-        res = ev.lm_eval_tasks(model, tok, s["shots"], batch_size=bs, limit=s["limit"],
-                               scorer=job.execution["scorer"])
+        res = ev.lm_eval_tasks(model, tok, s["shots"], include_path=s.get("include_path"), batch_size=bs,
+                               limit=s["limit"], scorer=job.execution["scorer"])
     metrics.update(_task_metrics(res, s["tasks"]))
     meta = {"lm_eval": res["lm_eval_version"], "task_versions": res["task_versions"],
             "n_shot": res.get("n_shot", {})}
@@ -206,9 +223,7 @@ def evaluate(job: Job, model, tok) -> tuple[dict, dict, dict]:
 
 def dense_evaluation(job: Job, model, tok) -> tuple[dict, dict, dict]:
     """The unpruned model's metrics on the job's suite, cached per (model, dtype, suite)."""
-    key = digest({"model": model_identity(model_path(job.model)), "dtype": job.dtype, "suite": job.suite,
-                  "suite_version": job.suite_version})
-    f = cache_dir() / "dense_eval" / f"{key[:32]}.json"
+    f = cache_dir() / "dense_eval" / f"{dense_key(job)}.json"
     if f.is_file():
         blob = json.loads(f.read_text())
         return blob["metrics"], blob["meta"], blob.get("items", {})

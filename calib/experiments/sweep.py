@@ -26,7 +26,7 @@ from calib.io import owner_id
 EXECUTORS = ("local", "ray")
 LEASE_S = 120.0  # a claim outlives a dead owner on another host by at most this; renewed every LEASE_S / 4
 # driver environment a Ray worker needs to see the same caches and settings
-RAY_ENV = ("CALIB_CACHE", "OMP_NUM_THREADS", "HF_HOME", "HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE",
+RAY_ENV = ("CALIB_CACHE", "CALIB_SOURCES", "OMP_NUM_THREADS", "HF_HOME", "HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE",
            "TOKENIZERS_PARALLELISM")
 
 
@@ -126,6 +126,8 @@ def run_sweep(jobs: list[Job], store: Store | str, executor: str = "local", retr
 
         run = _local if executor == "local" else _ray
         pending, busy = todo, []
+        if todo:
+            preflight(todo)
         try:
             with _Heartbeat(store.path, owner, lease):
                 while pending:
@@ -142,6 +144,30 @@ def run_sweep(jobs: list[Job], store: Store | str, executor: str = "local", retr
     finally:
         if own:
             store.close()
+
+
+def preflight(jobs) -> None:
+    """Check each model's architecture, read one document of each hub source the jobs use (their
+    calibration sources, and Alpaca for the paper suite) and look up the tasks of each local task
+    folder, so that an unprunable model, a missing network, local copy or task fails in one line
+    before any job starts, not as one failed row per job."""
+    from calib import data, evaluate
+    from calib.models import model_config
+    from calib.prune.sequential import check_architecture
+    for model in sorted({j.model for j in jobs}):
+        try:
+            check_architecture(model_config(model))
+        except CalibError as e:
+            raise CalibError(f"model {model}: {e}") from None
+    names = {j.calibration["source"] for j in jobs} | {"alpaca" for j in jobs if j.suite["name"] == "paper"}
+    for name in sorted(names & set(data.HUB_SOURCES)):
+        data.load_texts(name, pool=1)
+    folders = {}
+    for j in jobs:
+        if j.suite.get("include_path"):
+            folders.setdefault(j.suite["include_path"], set()).update(j.suite["tasks"])
+    for folder, tasks in sorted(folders.items()):
+        evaluate._check_tasks(sorted(tasks), folder)
 
 
 def _attempts(job: Job, retries: int) -> dict:

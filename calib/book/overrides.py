@@ -1,0 +1,79 @@
+"""Overrides of a profile's settings from outside the notebooks: a YAML file of settings and
+``KEY=VALUE`` pairs (``python -m calib.book --settings FILE --set KEY=VALUE``).
+
+The runner hands them to the prefetch sweep and to every notebook kernel through env
+``CALIB_BOOK_SETTINGS`` (JSON), which ``profiles.settings`` lays over the profile before a
+notebook's own parameters. A dotted key sets one field of a mapping (``suite.limit=4``), and a
+mapping value is merged into the profile's (``suite: {include_path: /tasks}`` keeps its shots).
+Values are YAML: ``seeds=3``, ``sources=[c4, dclm]``, ``figure_methods=[]``.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from calib.errors import CalibError
+
+ENV = "CALIB_BOOK_SETTINGS"
+
+
+def merge(base: dict, over: dict) -> dict:
+    """``over`` laid over ``base``; mappings are merged key by key, anything else replaced."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def parse_set(item: str) -> dict:
+    """'suite.limit=4' -> {'suite': {'limit': 4}} (the value read as YAML)."""
+    import yaml
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise CalibError(f"--set {item!r}: expected KEY=VALUE, e.g. --set seeds=3 or --set suite.limit=100")
+    try:
+        v = yaml.safe_load(value)
+    except yaml.YAMLError as e:
+        raise CalibError(f"--set {item!r}: the value is not valid YAML ({e})") from None
+    for part in reversed(key.strip().split(".")):
+        v = {part: v}
+    return v
+
+
+def read_file(path: str | Path) -> dict:
+    import yaml
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise CalibError(f"--settings: no file at {p}")
+    try:
+        m = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise CalibError(f"--settings {p}: not valid YAML ({e})") from None
+    if not isinstance(m, dict):
+        raise CalibError(f"--settings {p}: expected a mapping of settings, got {type(m).__name__}")
+    return m
+
+
+def collect(files=(), sets=()) -> dict:
+    """The overrides of settings files (in order), then of --set pairs."""
+    out: dict = {}
+    for f in files or ():
+        out = merge(out, read_file(f))
+    for item in sets or ():
+        out = merge(out, parse_set(item))
+    return out
+
+
+def current() -> dict:
+    """The overrides handed down by the runner (env CALIB_BOOK_SETTINGS), or none."""
+    value = os.environ.get(ENV, "").strip()
+    if not value:
+        return {}
+    try:
+        m = json.loads(value)
+    except ValueError as e:
+        raise CalibError(f"{ENV}: not valid JSON ({e})") from None
+    if not isinstance(m, dict):
+        raise CalibError(f"{ENV}: expected a JSON mapping of settings")
+    return m

@@ -1,0 +1,345 @@
+"""What a list of jobs will cost before anything runs (``calib run GRID --plan``,
+``python -m calib.book --plan``): the distinct calibration sets, self-generations and
+evaluations after deduplication, the rows a store already holds, and the model forward
+tokens of each stage, turned into hours by a per-token cost.
+
+Forward tokens follow the code, one token through every decoder block counted once:
+
+* prune: the block-by-block pass (prune/sequential.py) runs each block twice over the
+  ``nsamples x seqlen`` calibration tokens (statistics, then the pruned block's outputs for the
+  next block; the last block once); OWL adds one dense pass for its layer ratios; magnitude
+  pruning reads no data;
+* generate: each self-generated set samples at most ``n_docs x (1 + prefix_len +
+  max_new_tokens)`` tokens (cut to the model's positions; KV-cached, one token per step) and
+  scores them once more for the perplexity filter; a pruned generator also prunes;
+* evaluate: per evaluation (every job's pruned model, and once per model, dtype and suite the
+  dense model) the perplexity texts plus every unique model input of the lm-eval requests (as
+  lm-eval's HFLM runs them: choices of one token share their context). Local tasks (the
+  world's, a paper suite's include_path) are counted from their requests with the model's
+  tokenizer; lm-eval's own paper tasks are estimated from ``PAPER_EVAL``.
+
+Hours are tokens x seconds per token of each stage, plus seconds per job for what does not grow
+with tokens (loading the model, the mask search, lm-eval's set-up of the evaluation). ``CPU_COST`` was measured on
+the world model (bench/bench_plan.py); a GPU's cost is a parameter (the same script measures it there).
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+
+from calib.errors import CalibError
+
+STAGES = ("prune", "generate", "evaluate")
+COSTS = STAGES + ("per_job",)  # seconds per forward token of each stage; seconds per job
+
+# Seconds per forward token (per job), world model (3.1M parameters), one CPU thread, fp32, a toy job:
+# `OMP_NUM_THREADS=1 python bench/bench_plan.py` (bench/results/plan.md: machine and load; its check,
+# a six-job sweep timed against its plan, measured 1.08x the prediction, on a shared 2-core machine).
+CPU_COST = {"prune": 9.4e-5, "generate": 9.7e-5, "evaluate": 6.1e-5, "per_job": 0.54}
+CPU_COST_NOTE = "the world model on one CPU thread (bench/bench_plan.py)"
+
+# lm-eval's paper tasks, where their data is not here to count: (items lm-eval evaluates, forward
+# tokens per item). Items are the evaluated splits' sizes (BoolQ, Winogrande-xl, PIQA, HellaSwag:
+# validation; ARC, MMLU: test). Tokens per item are estimates for a LLaMA-family tokenizer:
+# unique model inputs per item (BoolQ's and MMLU's one-token answers share the prompt, ARC and
+# HellaSwag run each choice) x a typical prompt length (MMLU: five shots and the question).
+PAPER_EVAL = {"boolq": (3270, 150), "winogrande": (1267, 60), "piqa": (1838, 90), "hellaswag": (10042, 260),
+              "arc_easy": (2376, 140), "arc_challenge": (1172, 160), "mmlu": (14042, 620)}
+ALPACA_TOKENS = 180  # estimated tokens of one Alpaca `text` (template, instruction, input and response)
+CHARS_PER_TOKEN = 4  # without a tokenizer (a config-only model folder): a typical English ratio
+
+
+def parse_cost(text: str | None) -> dict | None:
+    """'2e-5' (seconds per token of every stage, no per-job overhead) or
+    'prune=1e-5,generate=4e-5,evaluate=1e-5,per_job=3' (those not named cost nothing)."""
+    if text is None:
+        return None
+    text = str(text).strip()
+    try:
+        if "=" not in text:
+            out = {**{s: float(text) for s in STAGES}, "per_job": 0.0}
+        else:
+            out = dict.fromkeys(COSTS, 0.0)
+            for part in text.split(","):
+                k, _, v = part.partition("=")
+                if k.strip() not in COSTS:
+                    raise CalibError(f"--token-cost: unknown stage {k.strip()!r}; valid choices: {', '.join(COSTS)}")
+                out[k.strip()] = float(v)
+    except CalibError:
+        raise
+    except ValueError:
+        raise CalibError(f"--token-cost {text!r}: expected seconds per token (e.g. 2e-5) or "
+                         f"name=seconds pairs ({', '.join(f'{s}=...' for s in COSTS)})") from None
+    if any(not math.isfinite(v) or v < 0 for v in out.values()) or not any(out.values()):
+        raise CalibError(f"--token-cost {text!r}: costs must be >= 0 and not all zero")
+    return out
+
+
+# ------------------------------------------------------------------------------ tokens
+def _config(job) -> dict:
+    from calib.models import model_config
+    return model_config(job.model)
+
+
+def prune_tokens(job, method: str | None = None, calibration: dict | None = None) -> int:
+    """Forward tokens of pruning ``job`` (or ``method`` on ``calibration``)."""
+    method = method or job.method
+    c = calibration or job.calibration
+    if method == "magnitude":
+        return 0
+    layers = _config(job).get("num_hidden_layers")
+    passes = (2 - 1 / layers if layers else 2) + (1 if method == "owl" else 0)
+    return round(passes * c["nsamples"] * c["seqlen"])
+
+
+def generation_tokens(job) -> int:
+    """Forward tokens of the job's self-generated set: sampling and the perplexity scores."""
+    s = job.synthetic
+    per_doc = 1 + s["prefix_len"] + s["max_new_tokens"]
+    ctx = _config(job).get("max_position_embeddings")
+    per_doc = min(per_doc, ctx) if ctx else per_doc
+    tokens = 2 * s["n_docs"] * per_doc
+    if s["generator"] == "pruned":  # the generator is pruned like the job, on the original source
+        tokens += prune_tokens(job)
+    return tokens
+
+
+def _tokenizer(model: str):
+    from calib.models import load_tokenizer
+    try:
+        return load_tokenizer(model)
+    except Exception:  # a config-only folder: count characters instead
+        return None
+
+
+def _count(tok, texts) -> int:
+    texts = list(texts)
+    if not texts:
+        return 0
+    if tok is None:
+        return sum(math.ceil(len(t) / CHARS_PER_TOKEN) for t in texts)
+    return sum(len(ids) for ids in tok(list(texts), verbose=False)["input_ids"])
+
+
+def _request_tokens(tok, shots: dict, include: str, limit: int | None) -> int:
+    """Forward tokens of lm-eval's requests for ``shots`` (task -> num_fewshot) from a local folder:
+    every unique model input, (context + continuation)[:-1]; one-token continuations share theirs."""
+    import contextlib
+    import io
+    import logging
+
+    from calib import evaluate
+    for name in ("lm-eval", "lm_eval"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    evaluate._check_tasks(list(shots), include)
+    tm = evaluate._task_manager(include)
+    inputs: set = set()
+    for n_shot in sorted(set(shots.values()), key=lambda v: -1 if v is None else v):
+        names = [t for t, v in shots.items() if v == n_shot]
+        with contextlib.redirect_stderr(io.StringIO()):
+            leaves = tm.load(names)["tasks"]
+            for name, task in leaves.items():
+                if n_shot is not None:
+                    task.set_config(key="num_fewshot", value=n_shot)
+                task.build_all_requests(limit=limit, rank=0, world_size=1)
+                for inst in task.instances:
+                    ctx, cont = inst.arguments[:2]
+                    one = tok is not None and len(tok(cont, add_special_tokens=False)["input_ids"]) == 1
+                    inputs.add((name, ctx if one else ctx + cont))
+    texts = [t for _, t in inputs]
+    return _count(tok, texts) - (len(texts) if tok is not None else 0)
+
+
+_EVAL: dict = {}
+
+
+def evaluation_tokens(job) -> tuple[int, bool]:
+    """(forward tokens of one evaluation of the job's suite, whether counted rather than estimated)."""
+    from calib.cache import digest
+    s = job.suite
+    key = digest({"model": job.model, "suite": s})
+    if key in _EVAL:
+        return _EVAL[key]
+    tok = _tokenizer(job.model)
+    counted = tok is not None
+    if s["name"] in ("world", "ppl"):
+        from calib.world.tasks import alpaca_texts, heldout_texts, task_dir
+        tokens = _count(tok, alpaca_texts(s["n_alpaca"])) + _count(tok, heldout_texts(s["n_heldout"]))
+        if s["name"] == "world":
+            tokens += _request_tokens(tok, {t: None for t in s["tasks"]}, str(task_dir()), s["limit"])
+    else:
+        from calib import data, hub
+        if "alpaca" in hub.local_copies(list(data.HUB_SOURCES)):
+            tokens = _count(tok, data.load_texts("alpaca", pool=s["n_alpaca"]))
+        else:
+            tokens, counted = ALPACA_TOKENS * s["n_alpaca"], False
+        if s.get("include_path"):
+            tokens += _request_tokens(tok, s["shots"], s["include_path"], s["limit"])
+        else:
+            counted = False
+            tokens += sum(min(n, s["limit"] or n) * per for t, (n, per) in PAPER_EVAL.items() if t in s["tasks"])
+    _EVAL[key] = (tokens, counted)
+    return _EVAL[key]
+
+
+# -------------------------------------------------------------------------------- plan
+@dataclass
+class Plan:
+    """The deduplicated work of a list of jobs, and what a store and the cache already hold."""
+    jobs: int = 0
+    done: int = 0
+    failed: int = 0
+    calibration_sets: int = 0
+    generations: int = 0
+    dense_evaluations: int = 0
+    tokens: dict = field(default_factory=lambda: dict.fromkeys(STAGES, 0))
+    todo_tokens: dict = field(default_factory=lambda: dict.fromkeys(STAGES, 0))
+    estimated: bool = False  # some evaluation tokens are estimates, not counts
+    by_model: dict = field(default_factory=dict)  # model -> forward tokens
+
+    @property
+    def models(self) -> list:
+        return sorted(self.by_model)
+
+    @property
+    def evaluations(self) -> int:
+        return self.jobs + self.dense_evaluations
+
+    def hours(self, cost: dict, todo: bool = False) -> float:
+        t = self.todo_tokens if todo else self.tokens
+        n = self.jobs - self.done if todo else self.jobs
+        return (sum(t[s] * cost[s] for s in STAGES) + n * cost.get("per_job", 0.0)) / 3600
+
+
+def plan(jobs, store_status: dict | None = None) -> Plan:
+    """The plan of ``jobs`` (deduplicated by key); ``store_status``: key -> status of a store."""
+    from calib.cache import cache_dir
+    from calib.experiments.run import calibration_key, dense_key, generation_key
+    status = store_status or {}
+    unique = list({j.key: j for j in jobs}.values())
+    p = Plan(jobs=len(unique))
+    cals = set()
+    gens: dict = {}   # generation key -> [tokens, needed by an unfinished job]
+    dense: dict = {}  # dense-evaluation key -> [tokens, needed by an unfinished job]
+    for j in unique:
+        st = status.get(j.key)
+        p.done += st == "done"
+        p.failed += st == "failed"
+        todo = st != "done"
+        cals.add(calibration_key(j))
+        ev, counted = evaluation_tokens(j)
+        p.estimated |= not counted
+        pr = prune_tokens(j)
+        p.tokens["prune"] += pr
+        p.tokens["evaluate"] += ev
+        p.by_model[j.model] = p.by_model.get(j.model, 0) + pr + ev
+        if todo:
+            p.todo_tokens["prune"] += pr
+            p.todo_tokens["evaluate"] += ev
+        g = generation_key(j)
+        if g:
+            gens.setdefault(g, [generation_tokens(j), False, j.model])[1] |= todo
+        dense.setdefault(dense_key(j), [ev, False, j.model])[1] |= todo
+    for stage, work, cached in (("generate", gens, lambda k: cache_dir() / "synthetic" / k / "complete.json"),
+                                ("evaluate", dense, lambda k: cache_dir() / "dense_eval" / f"{k}.json")):
+        for k, (tokens, needed, model) in work.items():
+            p.tokens[stage] += tokens
+            p.by_model[model] += tokens
+            if needed and not cached(k).is_file():
+                p.todo_tokens[stage] += tokens
+    p.calibration_sets, p.generations, p.dense_evaluations = len(cals), len(gens), len(dense)
+    return p
+
+
+def n_parameters(config: dict) -> int | None:
+    """Parameters of a LLaMA-style decoder from its config (None if the config lacks the fields)."""
+    try:
+        h, n, inter, vocab = (int(config[k]) for k in ("hidden_size", "num_hidden_layers", "intermediate_size",
+                                                       "vocab_size"))
+    except (KeyError, TypeError, ValueError):
+        return None
+    heads = int(config.get("num_attention_heads") or 1)
+    kv = int(config.get("num_key_value_heads") or heads)
+    head_dim = int(config.get("head_dim") or h // heads)
+    attn = 2 * h * heads * head_dim + 2 * h * kv * head_dim
+    embed = vocab * h * (1 if config.get("tie_word_embeddings") else 2)
+    return n * (attn + 3 * h * inter) + embed
+
+
+# ---------------------------------------------------------------------------- printing
+def _tok(n: float) -> str:
+    for unit, div in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= div:
+            return f"{n / div:.3g}{unit}"
+    return f"{n:.0f}"
+
+
+HEADER = ("", "jobs", "in store", "failed", "calib sets", "generations", "evaluations", "prune tok",
+          "generate tok", "evaluate tok", "total tok")
+
+
+def row(name: str, p: Plan) -> tuple:
+    return (name, p.jobs, p.done, p.failed, p.calibration_sets, p.generations,
+            f"{p.evaluations} ({p.dense_evaluations} dense)", *(_tok(p.tokens[s]) for s in STAGES),
+            _tok(sum(p.tokens.values())))
+
+
+def table(rows: list[tuple]) -> str:
+    widths = [max(len(str(r[i])) for r in [HEADER, *rows]) for i in range(len(HEADER))]
+    line = lambda r: "  ".join(str(v).ljust(w) if i == 0 else str(v).rjust(w)  # noqa: E731
+                               for i, (v, w) in enumerate(zip(r, widths)))
+    return "\n".join([line(HEADER), *map(line, rows)])
+
+
+def summary(total: Plan, cost: dict | None, world_only: bool) -> str:
+    """The totals' paragraph: tokens by stage, what is left to run, FLOPs, hours."""
+    from calib.models import model_config
+    out = [f"forward tokens: {_tok(sum(total.tokens.values()))} "
+           f"({', '.join(f'{s} {_tok(total.tokens[s])}' for s in STAGES)}); "
+           f"not yet in the store or cache: {_tok(sum(total.todo_tokens.values()))}"]
+    if total.estimated:
+        out.append("  (evaluation tokens partly estimated: lm-eval's paper tasks from calib.experiments.plan.PAPER_EVAL, "
+                   "Alpaca from ALPACA_TOKENS, or characters / 4 without a tokenizer)")
+    from calib.prune.sequential import check_architecture
+    flops = 0.0
+    for m in total.models:
+        try:
+            check_architecture(model_config(m))
+        except CalibError as e:
+            out.append(f"model {m}: cannot be pruned as it is: {e}")
+        n = n_parameters(model_config(m))
+        out.append(f"model {m}: {_tok(total.by_model[m])} forward tokens"
+                   + (f", {_tok(n)} parameters (from config.json)" if n else ""))
+        flops = flops + 2 * n * total.by_model[m] if n and flops is not None else None
+    if flops:
+        out.append(f"about {flops:.3g} FLOPs (2 x parameters x tokens, attention not counted)")
+    if cost is None and world_only:
+        cost, note = CPU_COST, CPU_COST_NOTE
+    elif cost is None:
+        out.append("hours: pass --token-cost SECONDS (per forward token on your device, or "
+                   "prune=S,generate=S,evaluate=S,per_job=S; `python bench/bench_plan.py --model M --device cuda` "
+                   "measures them)")
+        return "\n".join(out)
+    else:
+        note = "--token-cost"
+    per = ", ".join(f"{s} {cost[s]:.2g}" for s in STAGES) + f"; s per job: {cost.get('per_job', 0):.2g}"
+    out.append(f"hours on one worker at {note} (s/token: {per}): all {total.hours(cost):.3g} h, "
+               f"still to run {total.hours(cost, todo=True):.3g} h; divide by the workers (Ray: one job per GPU)")
+    return "\n".join(out)
+
+
+def store_status(path) -> dict:
+    """key -> status of the store at ``path`` (empty when there is none yet; nothing is created)."""
+    from pathlib import Path
+
+    from calib.experiments.store import Store
+    if not Path(path).is_file():
+        return {}
+    with Store(path) as store:
+        return store.status()
+
+
+def as_dict(p: Plan) -> dict:
+    """A JSON-able view (for tests and scripts)."""
+    return json.loads(json.dumps({**p.__dict__, "evaluations": p.evaluations}))
