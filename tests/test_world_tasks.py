@@ -174,7 +174,8 @@ def test_every_world_task_measures_on_the_committed_model(tmp_path, monkeypatch)
     from calib.data import calibration_tensor
     from calib.evaluate import world_suite
     from calib.prune import prune
-    from calib.world.model import MODEL_DIR, load
+    from calib.models import load
+    from calib.world.model import MODEL_DIR
     monkeypatch.setenv("CALIB_CACHE", str(tmp_path))
     torch.set_num_threads(1)
     model, tok = load(MODEL_DIR)

@@ -91,7 +91,7 @@ class Job:
         config = model_config(self.model)  # before resolving, so an error names the model as given
         if self.model not in MODEL_ALIASES:
             self.model = str(Path(self.model).expanduser().resolve())
-        with at("model"):
+        with at(f"model {self.model}"):
             methods.check_architecture(config)  # from its config.json: no weights read
         with at("method"):
             check_choice("pruning method", self.method, methods.METHODS)
