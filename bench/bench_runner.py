@@ -118,7 +118,7 @@ def main(argv=None):
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(res, indent=1))
     b = res["overhead_breakdown_s_per_job"]
-    md = [f"# Runner and store overhead per job\n", f"Command: `{res['command']}`\n",
+    md = ["# Runner and store overhead per job\n", f"Command: `{res['command']}`\n",
           f"Model: {kind}; {len(jobs)} jobs, {args.method}, {args.nsamples} x {args.seqlen} calibration, "
           f"world suite (limit {args.limit}, {args.n_alpaca} Alpaca texts); {res['machine']}.\n",
           "| per job | seconds |", "|---|---|",

@@ -137,7 +137,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(res, indent=1))
-    md = [f"# Self-generation benchmark", "", f"`{res['command']}`", "",
+    md = ["# Self-generation benchmark", "", f"`{res['command']}`", "",
           f"Model: {model_name} ({res['params']:,} parameters), {args.threads} CPU threads, torch {torch.__version__}.",
           f"{args.ndocs} prefixes of {args.prefix_len} tokens from {args.source}, up to {L} new tokens, "
           f"top-k 50, top-p 0.95, temperature 0.6, repetition penalty 1.2.", "",

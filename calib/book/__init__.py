@@ -25,6 +25,14 @@ from calib.book.profiles import (
 from calib.book.published import claim, stated
 from calib.book import statistics, verdicts
 
+__all__ = [
+    "curves", "source_colour", "mean_std", "run", "spread", "styled", "tidy",
+    "GRIDS", "fig1_grid", "fig2_grid", "fig3_grid", "fig4_grid", "pruned_generator_grid", "second_model_grid",
+    "table1_grid", "table2_grid", "table3_grid", "table4_grid", "predictors", "pretraining_texts",
+    "METHOD_NAMES", "NAMES", "PAPER_SOURCES", "PROFILE_NAMES", "PROFILES", "WORLD_SOURCES", "by_role", "label",
+    "role", "settings", "claim", "stated", "statistics", "verdicts", "report", "setup",
+]
+
 
 def report(finding, kind: str = "finding", paper: dict | None = None):
     """Show a chapter's verdict: the outcome sentence with each part's effect, 95% CI and n,

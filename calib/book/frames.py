@@ -6,8 +6,12 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from calib.book.profiles import role
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 @contextlib.contextmanager
 def sweep(jobs, s: dict, progress: bool):
