@@ -121,3 +121,9 @@ def test_paper_effects_come_from_the_published_tables():
     assert e["fig1"] == pytest.approx(64.37 - 62.12, abs=0.01)       # Table 2, Wanda, DCLM - Wikipedia
     assert e["table1"] == pytest.approx((1.85 + 1.77 + 1.37) / 3, abs=0.01)
     assert e["table2_pretrain"] == pytest.approx(0.37, abs=0.01)
+
+
+def test_the_paper_column_prints_effects_signed_and_words_as_they_are():
+    from calib.book import _paper_text
+    assert _paper_text(2.25) == "+2.25" and _paper_text(np.float64(-0.371)) == "-0.37"
+    assert _paper_text("best at 10-20%") == "best at 10-20%"

@@ -34,13 +34,18 @@ __all__ = [
 ]
 
 
+def _paper_text(v) -> str:
+    """The paper column holds effects (numbers) and, where the paper prints none, its words."""
+    return f"{v:+.2f}" if isinstance(v, (int, float)) else v
+
+
 def report(finding, kind: str = "finding", paper: dict | None = None):
     """Show a chapter's verdict: the outcome sentence with each part's effect, 95% CI and n,
     then a table with the half-width the design could detect next to the paper's effect."""
     from IPython.display import Markdown, display
     display(Markdown(verdicts.headline(finding, kind)))
     t = verdicts.summary(finding, paper, kind)
-    display(t.style.format({"effect": "{:+.2f}", "± (detectable)": "{:.2f}"}, na_rep="")
+    display(t.style.format({"effect": "{:+.2f}", "± (detectable)": "{:.2f}", "paper": _paper_text}, na_rep="")
             .hide(axis="index").set_caption("Verdict: 95% CIs over calibration seeds and evaluation items"))
 
 
