@@ -131,11 +131,10 @@ def test_world_lm_eval_task_runs_on_tiny_model(tiny_llama, tiny_tokenizer, cache
 def test_world_task_requests_have_one_space_before_the_answer(cache_env):
     """lm-eval joins context and choice with target_delimiter; the world's choices carry
     their own leading space, so a request must read "Answer: yes", never "Answer:  yes"."""
-    from lm_eval.tasks import get_task_dict
     from calib.evaluate import _task_manager
     from calib.world.tasks import task_dir
-    tasks = get_task_dict(["world_arc_easy", "world_winogrande", "world_mmlu"],
-                          _task_manager(str(task_dir(n=4))))
+    tasks = _task_manager(str(task_dir(n=4))).load(["world_arc_easy", "world_winogrande", "world_mmlu"])["tasks"]
+    assert set(tasks) == {"world_arc_easy", "world_winogrande", "world_mmlu"}, sorted(tasks)
     for name, task in tasks.items():
         task.set_fewshot_seed(0)
         task.build_all_requests(limit=2, rank=0, world_size=1)
