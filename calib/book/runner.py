@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -39,6 +40,13 @@ def _package_hash() -> str:
             h.update(f.relative_to(ROOT).as_posix().encode())
             h.update(f.read_bytes())
     return h.hexdigest()
+
+
+def _kernel_config(sockets: str):
+    """The kernel talks over local sockets in a private folder: over TCP, ipykernel warns once
+    per notebook that the traffic is unencrypted."""
+    from traitlets.config import Config
+    return Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(sockets, "kernel")}})
 
 
 def _key(nb: Path, params: dict, pkg: str) -> str:
@@ -105,8 +113,9 @@ def _execute(profile, chapters, force, over, book_dir) -> int:
         t0 = time.time()
         tmp = dst.with_suffix(".running.ipynb")
         try:
-            pm.execute_notebook(str(src), str(tmp), parameters=params, kernel_name="python3",
-                                cwd=str(ROOT), progress_bar=False)
+            with tempfile.TemporaryDirectory(prefix="calib-kernel-") as sockets:
+                pm.execute_notebook(str(src), str(tmp), parameters=params, kernel_name="python3",
+                                    cwd=str(ROOT), progress_bar=False, config=_kernel_config(sockets))
         except Exception as e:  # keep going: the build then fails on the missing chapter
             print(f"[book] {name}: FAILED: {type(e).__name__}: {str(e)[:2000]}", file=sys.stderr)
             failed.append(name)
