@@ -28,6 +28,7 @@ import json
 import platform
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -100,7 +101,7 @@ class Bench:
         sparsity = self.args.sparsity if pattern == "unstructured" else None
         recorder = InputRecorder(self.model)
         t0 = time.perf_counter()
-        with reference_walk() if walk else _null(), recorder if record else _null():
+        with reference_walk() if walk else nullcontext(), recorder if record else nullcontext():
             res = prune(self.model, self.ids, method=method, sparsity=sparsity, pattern=pattern,
                         keep_masks=record, **options)
         prune_s = time.perf_counter() - t0
@@ -112,14 +113,6 @@ class Bench:
         if record:
             return out, res, recorder
         return out
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def versus(run, base, seed=0):
@@ -161,7 +154,7 @@ def trace_layers(bench, options, walk):
             err, mean_part = relative_error(W, res.masks[name], st, T)
             layers[short] = {"skipped": True, "error": [err], "mean_part": [mean_part]}
             continue
-        with reference_walk() if walk else _null():
+        with reference_walk() if walk else nullcontext():
             tr = dsnot_trace(W, st, s, T, **cyc)
             no_var = dsnot_trace(W, st, s, T, **{**cyc, "pow_of_var_regrowing": 0.0})
         if not torch.equal(tr["mask"], res.masks[name]):

@@ -8,6 +8,8 @@ its true reconstruction error and the held-out loss still rise with the cycles
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import pytest
 import torch
 
@@ -66,25 +68,17 @@ def traced(world, walk):
     """{layer: trace} of every DSnoT-swapped linear of one paper-settings run."""
     model, _, dense, ids, _ = world
     model.load_state_dict(dense)
-    with reference_walk() if walk else _Null(), InputRecorder(model) as rec:
+    with reference_walk() if walk else nullcontext(), InputRecorder(model) as rec:
         res = prune(model, ids, method="dsnot", sparsity=SPARSITY, keep_masks=True)
     out = {}
     for name, st in rec.stats.items():
         if ".mlp." in name:  # skip_layer="mlp": they keep Wanda's mask
             continue
-        with reference_walk() if walk else _Null():
+        with reference_walk() if walk else nullcontext():
             tr = dsnot_trace(dense[name + ".weight"], st, SPARSITY, SEQLEN)
         assert torch.equal(tr["mask"], res.masks[name]), name  # the replay is what the engine did
         out[name] = tr
     return out
-
-
-class _Null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def test_world_dsnot_lowers_its_objective_but_raises_the_true_error(world):
@@ -130,7 +124,7 @@ def test_world_loss_ordering(world):
 
     def loss(method, walk=False, **opts):
         model.load_state_dict(dense)
-        with reference_walk() if walk else _Null():
+        with reference_walk() if walk else nullcontext():
             prune(model, ids, method=method, sparsity=SPARSITY, **opts)
         return perplexity(model, tok, texts)["nll_per_token"]
 
