@@ -14,16 +14,9 @@ import os
 from pathlib import Path
 
 from calib.errors import CalibError
+from calib.experiments.grid import merge  # a grid's overrides and the runner's are laid over alike
 
 ENV = "CALIB_BOOK_SETTINGS"
-
-
-def merge(base: dict, over: dict) -> dict:
-    """``over`` laid over ``base``; mappings are merged key by key, anything else replaced."""
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 def parse_set(item: str) -> dict:
