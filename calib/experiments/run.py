@@ -8,7 +8,6 @@ with their perplexities, filtered sets, and the dense model's evaluation.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import math
@@ -22,6 +21,7 @@ from calib.errors import CalibError
 from calib.experiments.job import Job
 from calib.io import atomic_write, file_lock
 from calib.models import model_identity, model_path
+from calib.synth import texts_digest
 
 
 class Timer(dict):
@@ -68,10 +68,8 @@ class _PoolTokenizer:
         return getattr(self._tok, name)
 
     def __call__(self, text, **kw):
-        h = hashlib.sha256()
-        for t in [text] if isinstance(text, str) else text:
-            h.update(hashlib.sha256(t.encode()).digest())
-        key = (self._ident, h.hexdigest(), json.dumps(kw, sort_keys=True, default=str))
+        key = (self._ident, texts_digest([text] if isinstance(text, str) else text),
+               json.dumps(kw, sort_keys=True, default=str))
         if key not in self._memo:
             while len(self._memo) >= 4:
                 self._memo.pop(next(iter(self._memo)))
