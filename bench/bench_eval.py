@@ -106,8 +106,11 @@ def workload(name, model, tok, include, shots, limit, args) -> dict:
 
     hf = CountingHFLM(pretrained=model, tokenizer=tok, batch_size=args.batch_size)
     fast = FastLM(pretrained=model, tokenizer=tok)
-    from calib.evaluate import built_requests
-    reqs = encoded(hf, built_requests(include, shots, limit))
+    from calib.evaluate import Suite, suite_requests
+    world = all(v is None for v in shots.values())
+    suite = Suite.of({"name": "world", "limit": limit} if world else
+                     {"name": "paper", "tasks": list(shots), "shots": shots, "limit": limit, "include_path": include})
+    reqs = encoded(hf, [i for _, group in suite_requests(suite) for i in group])
     shape = prompt_shape(reqs) if name == "mmlu" else None
     print(f"[{name}] {len(reqs)} requests; {shape or ''} {uptime()}", flush=True)
     variants = {"no prefix sharing": {"share": False}, "LM head at every position": {"head": "all"},
@@ -144,7 +147,7 @@ def workload(name, model, tok, include, shots, limit, args) -> dict:
             items[scorer] = res
         print(f"[{name}] end to end rep {rep}: hflm {e2e['hflm'][-1]:.2f} s, fast {e2e['fast'][-1]:.2f} s",
               flush=True)
-    n_items = sum(len(v) for v in items["fast"]["items"].values())
+    n_items = sum(len(items["fast"]["records"][t]["acc"]) for t in shots)
     med = {k: statistics.median(v) for k, v in times.items()}
     times = {k: times[k] for k in ("hflm", "fast")}
     med_e2e = {k: statistics.median(v) for k, v in e2e.items()}
@@ -158,7 +161,8 @@ def workload(name, model, tok, include, shots, limit, args) -> dict:
         "fast": stats, "levers": levers,
         "max_abs_loglik_diff": diff, "is_greedy_mismatches": greedy_mismatch,
         "accuracy": {k: v["tasks"] for k, v in items.items()},
-        "identical_item_correctness": items["fast"]["items"] == items["hflm"]["items"],
+        "identical_item_correctness": all(items["fast"]["records"][t]["acc"] == items["hflm"]["records"][t]["acc"]
+                                          for t in items["fast"]["records"]),
         "identical_accuracies": items["fast"]["tasks"] == items["hflm"]["tasks"],
         "uptime_after": uptime(),
     }

@@ -26,15 +26,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def band(model_dir) -> dict:
     import torch
     from calib.data import calibration_tensor
-    from calib.evaluate import world_suite
+    from calib.evaluate import Suite, accuracies, run_suite
     from calib.prune import prune
     from calib.models import load
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     model, tok = load(model_dir)
-    dense = world_suite(model, tok, n_alpaca=8)["acc"]
+    suite = Suite.of({"name": "world", "n_alpaca": 8, "n_heldout": 0})
+    dense = accuracies(run_suite(model, tok, suite))
     prune(model, calibration_tensor("world/pretrain", tok, nsamples=64, seqlen=128, seed=0),
           method="wanda", sparsity=0.6)
-    return {"dense": dense, "wanda@0.6": world_suite(model, tok, n_alpaca=8)["acc"], "model": model, "tok": tok}
+    return {"dense": dense, "wanda@0.6": accuracies(run_suite(model, tok, suite)), "model": model, "tok": tok}
 
 
 def yes_minus_no(model, tok, queries: list[str]) -> np.ndarray:

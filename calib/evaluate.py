@@ -1,4 +1,5 @@
-"""Evaluation of (pruned) models: perplexity two ways, and downstream tasks via upstream lm-eval.
+"""Evaluation of (pruned) models: a ``Suite`` (what is measured) and ``run_suite`` (measuring it),
+the one way every caller evaluates: jobs, ``calib evaluate``, the realism report and the planner.
 
 Perplexity on a held-out text set is reported as
 * ``ppl_corpus``: token-weighted, exp(Σ NLL / Σ tokens);
@@ -8,24 +9,36 @@ Tasks run through ``lm_eval.simple_evaluate`` on the in-memory model (no fork, n
 save), scored by ``calib.scorer.FastLM`` (``scorer="fast"``, lm-eval model ``calib-fast``) or by
 upstream ``HFLM`` (``scorer="hflm"``); both give the same scores. Built lm-eval task objects are
 kept per process, so only the first evaluation in a worker builds them.
+
+Per item, every evaluation keeps what lm-eval scored (``records``): 0/1 ``acc`` (and ``acc_norm``
+where the task has it), ``logscore``, the gold choice's log-probability normalised over the item's
+choices (the log-softmax of the choices' log-likelihoods at the label: the numbers ``acc`` takes its
+argmax over), and ``fact``, the unit the item's correctness depends on (a world item's knowledge-base
+fact; elsewhere the document itself).
 """
 from __future__ import annotations
 
+import base64
 import contextlib
 import io
 import logging
 import math
 import os
+from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from calib.errors import CalibError, at, check_choice, integer, section
 
 PAPER_TASKS = {"boolq": 0, "winogrande": 0, "piqa": 0, "hellaswag": 0, "arc_easy": 0, "arc_challenge": 0,
                "mmlu": 5}
 """The paper's tasks with their shot counts. The paper's released code ran MMLU
 0-shot; the paper says 5-shot. The count is explicit so either can be chosen."""
 BATCH_SIZE = 32  # sequences per forward pass when evaluating (memory, not results)
+SUITE_NAMES = ("world", "paper", "ppl")  # ppl: perplexities only (no lm-eval), for quick sweeps
 
 
 def token_nll(model, tokenizer, texts: Sequence[str], max_length: int | None = None,
@@ -35,7 +48,6 @@ def token_nll(model, tokenizer, texts: Sequence[str], max_length: int | None = N
     from calib.filters import nll_per_token, token_logits
 
     if not texts:
-        from calib.errors import CalibError
         raise CalibError("cannot compute perplexity of an empty text set")
     return [nll_per_token(ids, logits).double().numpy()
             for ids, logits in token_logits(model, tokenizer, list(texts), batch_size, max_length,
@@ -99,8 +111,6 @@ _BUILT: dict = {}  # (include_path, task name, num_fewshot) -> built lm-eval Tas
 
 def _lm(model, tokenizer, scorer: str, batch_size: int):
     from lm_eval.api.registry import get_model
-
-    from calib.errors import check_choice
     check_choice("scorer", scorer, SCORERS)
     if scorer == "fast":
         import calib.scorer  # noqa: F401  (registers calib-fast)
@@ -125,8 +135,9 @@ def _built_tasks(names: list[str], include_path: str | None, n_shot: int | None)
     return [obj for t in names for obj in _BUILT[(include_path, t, n_shot)]]
 
 
-def _check_tasks(names, include_path: str | None) -> None:
-    from calib.errors import CalibError
+def check_tasks(names, include_path: str | None) -> None:
+    """Every name is a task, group or tag of the folder (or of lm-eval's index); else one line
+    naming the unknown ones, the valid choices and the close matches."""
     tm = _task_manager(include_path)
     unknown = [t for t in names if t not in tm.all_tasks]
     if unknown:
@@ -140,7 +151,6 @@ def _check_tasks(names, include_path: str | None) -> None:
 
 def _load_tasks(names: list[str], include_path: str | None, n_shot: int | None) -> list:
     """_built_tasks, with a dataset that cannot be read (no network, not in the HF cache) as one line."""
-    from calib.errors import CalibError
     try:
         return _built_tasks(names, include_path, n_shot)
     except OSError as e:  # datasets' ConnectionError / FileNotFoundError, hub HTTP errors
@@ -157,77 +167,344 @@ def _leaves(name: str, subtasks: dict) -> list[str]:
     return [leaf for sub in subtasks[name] for leaf in _leaves(sub, subtasks)]
 
 
-def built_requests(include_path: str | None, shots: dict, limit: int | None = None) -> list:
-    """The loglikelihood requests lm-eval builds for tasks ``shots`` (name -> num_fewshot; a
-    group's name covers its subtasks), few-shot contexts included: what a scorer is fed."""
-    loaded = _task_manager(None if include_path is None else str(include_path)).load(list(shots))
+def _quiet():
+    for name in ("lm-eval", "lm_eval"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+# ------------------------------------------------------------------ the suite
+@dataclass(frozen=True)
+class Suite:
+    """What an evaluation measures: the paper's Alpaca-role perplexity, held-out loss on the
+    pretraining mixture (world suites), and lm-eval tasks with their shot counts.
+
+    * ``world``: the seven world tasks (``calib.world.tasks``), Alpaca-role and held-out texts;
+    * ``paper``: the paper's lm-eval tasks (``PAPER_TASKS``), from lm-eval's index or from a local
+      task folder (``include_path``), and Alpaca from the hub (``calib.data``);
+    * ``ppl``: the world's perplexities only.
+
+    Build one with ``Suite.of`` (a name, a grid's mapping, or a Suite): it checks every field and
+    fills in the defaults, so two spellings of one suite are equal."""
+    name: str
+    tasks: tuple[str, ...]
+    shots: tuple[tuple[str, int], ...]  # paper suite: (task, num_fewshot), in task order
+    limit: int | None
+    n_alpaca: int
+    n_heldout: int
+    include_path: str | None
+
+    @classmethod
+    def defaults(cls) -> dict:
+        """A grid's suite fields and their defaults (``tasks`` None: all of the suite's)."""
+        from calib.world.tasks import N_ALPACA, N_HELDOUT
+        return {"name": "world", "limit": None, "n_alpaca": N_ALPACA, "n_heldout": N_HELDOUT, "tasks": None,
+                "shots": {}, "include_path": None}
+
+    @classmethod
+    def of(cls, value=None, where: str = "suite", flags: dict | None = None) -> "Suite":
+        """The suite ``value`` names (None: the world suite), checked; an error names the field as
+        ``where.field``, or as ``flags[field]`` (a CLI's own flag names)."""
+        if isinstance(value, Suite):
+            return value
+        flags = flags or {}
+        name = lambda f: flags.get(f, f"{where}.{f}")  # noqa: E731
+        s = section(where, {"name": value} if isinstance(value, str) else value, cls.defaults())
+        with at(name("name")):
+            check_choice("suite", s["name"], SUITE_NAMES)
+        integer(name("limit"), s["limit"], 1, none=True)
+        integer(name("n_alpaca"), s["n_alpaca"], 0)  # 0: no Alpaca perplexity
+        integer(name("n_heldout"), s["n_heldout"], 0)
+        valid = cls.valid_tasks(s["name"])
+        tasks = valid if s["tasks"] is None else s["tasks"]
+        if not isinstance(tasks, (list, tuple)) or (s["name"] == "ppl" and tasks):
+            raise CalibError(f"{name('tasks')}: expected a list of task names of suite {s['name']!r}: "
+                             f"{', '.join(valid) or 'none'}; got {tasks!r}")
+        for t in tasks:
+            with at(name("tasks")):
+                check_choice("task", t, valid)
+        tasks = tuple(t for t in valid if t in tasks)  # canonical order
+        shots = s["shots"] or {}
+        if shots and s["name"] != "paper":
+            raise CalibError(f"{name('shots')}: only the paper suite takes shot counts (world tasks fix their own)")
+        for t, n in shots.items():
+            with at(name("shots")):
+                check_choice("task", t, tasks)
+            integer(f"{name('shots')}.{t}", n, 0)
+        shots = tuple((t, shots.get(t, PAPER_TASKS[t])) for t in tasks) if s["name"] == "paper" else ()
+        inc = s["include_path"]
+        if inc is not None:
+            if s["name"] != "paper":
+                raise CalibError(f"{name('include_path')}: only the paper suite reads a task folder "
+                                 f"(the world's is built in)")
+            if not isinstance(inc, str) or not Path(inc).expanduser().is_dir():
+                raise CalibError(f"{name('include_path')}: expected a folder of lm-eval task YAMLs; "
+                                 f"{inc!r} is not a folder")
+            inc = str(Path(inc).expanduser().resolve())
+        return cls(name=s["name"], tasks=tasks, shots=shots, limit=s["limit"], n_alpaca=s["n_alpaca"],
+                   n_heldout=s["n_heldout"], include_path=inc)
+
+    @staticmethod
+    def valid_tasks(name: str) -> list[str]:
+        from calib.world.tasks import TASKS
+        return {"world": list(TASKS), "paper": list(PAPER_TASKS), "ppl": []}[name]
+
+    def as_dict(self) -> dict:
+        """The canonical mapping (a job's ``suite`` and part of its key); ``include_path`` only when
+        set, so the keys of jobs without one are what they were before it existed."""
+        d = {"name": self.name, "limit": self.limit, "n_alpaca": self.n_alpaca, "n_heldout": self.n_heldout,
+             "tasks": list(self.tasks), "shots": dict(self.shots)}
+        if self.include_path is not None:
+            d["include_path"] = self.include_path
+        return d
+
+    @property
+    def world(self) -> bool:
+        return self.name in ("world", "ppl")
+
+    def lm_eval(self) -> tuple[dict, str | None]:
+        """(task -> num_fewshot, None keeping the task's own; the lm-eval include path)."""
+        if self.name == "ppl":
+            return {}, None
+        if self.name == "world":
+            from calib.world.tasks import task_dir
+            return {t: None for t in self.tasks}, str(task_dir())
+        return dict(self.shots), self.include_path
+
+    def alpaca_texts(self) -> list[str]:
+        """The Alpaca-role texts: the world's held-out instructions, or Alpaca itself (hub or local copy)."""
+        if not self.n_alpaca:
+            return []
+        if self.world:
+            from calib.world.tasks import alpaca_texts
+            return alpaca_texts(self.n_alpaca)
+        from calib import data
+        return data.load_texts("alpaca", pool=self.n_alpaca)
+
+    def heldout_texts(self) -> list[str]:
+        """Held-out documents of the pretraining mixture (world suites; the paper's is not at hand)."""
+        if not self.world or not self.n_heldout:
+            return []
+        from calib.world.tasks import heldout_texts
+        return heldout_texts(self.n_heldout)
+
+    @property
+    def version(self) -> str | None:
+        """The world tasks' version (``world.tasks.version``); None for the paper's lm-eval tasks,
+        whose versions lm-eval records in each evaluation."""
+        if not self.world:
+            return None
+        from calib.world.tasks import version
+        return version()
+
+    def preflight(self, flags: dict | None = None) -> None:
+        """Fail in one line, before a model is loaded, where the suite's data is not at hand: the
+        paper's Alpaca (hub or local copy) and the tasks of a local task folder."""
+        if self.name == "paper" and self.n_alpaca:
+            from calib import data
+            skip = (flags or {}).get("n_alpaca", "suite.n_alpaca")
+            with at(f"the paper suite's Alpaca perplexity ({skip} 0 skips it)"):
+                data.load_texts("alpaca", pool=1)
+        if self.include_path:
+            check_tasks(sorted(self.tasks), self.include_path)
+
+
+# ------------------------------------------------------------------ requests
+def suite_requests(suite: Suite) -> list[tuple[int | None, list]]:
+    """The loglikelihood requests lm-eval builds for the suite's tasks, few-shot contexts included:
+    what a scorer is fed. One list per ``simple_evaluate`` call of ``lm_eval_tasks`` (tasks of one
+    shot count go together), as (num_fewshot, lm-eval Instances)."""
+    shots, include = suite.lm_eval()
+    if not shots:
+        return []
+    _quiet()
+    check_tasks(list(shots), include)
     out = []
-    for name, task in loaded["tasks"].items():
-        n_shot = shots.get(name, shots.get(name.split("_")[0]))
-        if n_shot is not None or task.get_config("num_fewshot") is None:
-            task.set_config(key="num_fewshot", value=n_shot or 0)
-        task.set_fewshot_seed(1234)
-        task.build_all_requests(limit=limit, rank=0, world_size=1)
-        out += task.instances
+    for n_shot, names in _by_shots(shots):
+        tasks = _task_manager(include).load(names)["tasks"]
+        instances = []
+        with contextlib.redirect_stderr(io.StringIO()):
+            for task in tasks.values():
+                if n_shot is not None or task.get_config("num_fewshot") is None:
+                    task.set_config(key="num_fewshot", value=n_shot or 0)
+                task.set_fewshot_seed(1234)
+                task.build_all_requests(limit=suite.limit, rank=0, world_size=1)
+                instances += task.instances
+        out.append((n_shot, instances))
     return out
 
 
+def _by_shots(shots: dict) -> list[tuple[int | None, list[str]]]:
+    """Tasks grouped by shot count (simple_evaluate takes one num_fewshot per call), None first."""
+    counts = sorted(set(shots.values()), key=lambda v: -1 if v is None else v)
+    return [(n, [t for t, v in shots.items() if v == n]) for n in counts]
+
+
+# ------------------------------------------------------------------ per-item records
+RECORD_FIELDS = ("acc", "acc_norm", "logscore", "fact")
+
+
+def _gold(task, doc) -> list[int]:
+    """The gold choice(s) of a multiple-choice doc, found as lm-eval's process_results finds them:
+    the label is doc_to_text's where the choices are contexts (Winogrande), else doc_to_target's,
+    an index or the text of a choice."""
+    choices = task.doc_to_choice(doc)
+    gold = task.doc_to_text(doc) if task.multiple_input else task.doc_to_target(doc)
+    golds = gold if isinstance(gold, list) else [gold]
+    return [choices.index(g) if isinstance(g, str) else int(g) for g in golds]
+
+
+def _leaf_tasks(built: list) -> dict:
+    """name -> lm-eval Task of every task in ``built`` (a group's subtasks too)."""
+    out = {}
+    for obj in built:
+        for task in obj.get_all_tasks() if hasattr(obj, "get_all_tasks") else [obj]:
+            out[task.config.task] = task
+    return out
+
+
+def _record(sample: dict, name: str, task) -> dict:
+    """What lm-eval scored for one item: acc (and acc_norm), the gold choice's log-probability
+    normalised over the choices (several gold choices: their total), and the item's fact (a world
+    item's; elsewhere the document, task/doc_id)."""
+    lls = np.array([float(r[0]) for r in sample["filtered_resps"]], dtype=np.float64)
+    gold = _gold(task, sample["doc"])
+    logscore = float(np.logaddexp.reduce(lls[gold]) - np.logaddexp.reduce(lls))
+    out = {"doc_id": int(sample["doc_id"]), "acc": int(sample["acc"]), "logscore": logscore,
+           "fact": str(sample["doc"].get("fact") or f"{name}/{sample['doc_id']}")}
+    if "acc_norm" in sample:
+        out["acc_norm"] = int(sample["acc_norm"])
+    return out
+
+
+def _columns(records: list[dict]) -> dict:
+    """Per-item records -> one list per field, in doc order."""
+    keys = [k for k in ("doc_id", *RECORD_FIELDS) if all(k in r for r in records)]
+    return {k: [r[k] for r in records] for k in keys}
+
+
+def encode_records(records: dict) -> dict:
+    """Per task, the compact form a store row keeps: acc/acc_norm as strings of 0/1, logscore as
+    base64 float32, facts joined by '|'."""
+    out = {}
+    for t, r in records.items():
+        e = {k: "".join(str(int(v)) for v in r[k]) for k in ("acc", "acc_norm") if k in r}
+        if "logscore" in r:
+            e["logscore"] = base64.b64encode(np.asarray(r["logscore"], dtype="<f4").tobytes()).decode()
+        if "fact" in r:
+            e["fact"] = "|".join(r["fact"])
+        out[t] = e
+    return out
+
+
+def decode_records(stored: dict) -> dict:
+    """``encode_records`` undone, as numpy arrays; a row from before records existed (task -> a
+    string of 0/1) gives ``acc`` alone, so its missing fields are seen, not guessed."""
+    out = {}
+    for t, e in (stored or {}).items():
+        if isinstance(e, str):
+            e = {"acc": e}
+        r = {k: np.frombuffer(e[k].encode(), dtype=np.uint8) - ord("0") for k in ("acc", "acc_norm") if k in e}
+        if "logscore" in e:
+            r["logscore"] = np.frombuffer(base64.b64decode(e["logscore"]), dtype="<f4").astype(np.float64)
+        if "fact" in e:
+            r["fact"] = np.array(e["fact"].split("|"), dtype=object)
+        out[t] = r
+    return out
+
+
+def item_rows(records: dict) -> dict:
+    """Per task, one dict per item (doc_id, acc, acc_norm, logscore, fact): ``calib evaluate --json``."""
+    return {t: [dict(zip(r, vals)) for vals in zip(*(list(v) for v in r.values()))] for t, r in records.items()}
+
+
+# ------------------------------------------------------------------ running
 def lm_eval_tasks(model, tokenizer, tasks: Sequence[str] | dict, include_path: str | None = None,
                   batch_size: int = BATCH_SIZE, limit: int | None = None, seed: int = 1234,
                   progress: bool = False, scorer: str = SCORER) -> dict:
     """Run lm-eval tasks on an in-memory model. ``tasks`` is a list of names, or a dict
     name -> num_fewshot (None keeps the task's own setting). Returns per-task metrics, the
-    lm-eval version and each task's version, and ``items``: per task the 0/1 ``acc`` of every
-    item in doc_id order (for paired comparisons between models; a group's are its subtasks',
-    one after another)."""
+    lm-eval version and each task's version, and ``records``: per task, per-item fields in doc
+    order (see the module docstring; a group's are its subtasks', one after another)."""
     import lm_eval
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    for name in ("lm-eval", "lm_eval"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    _quiet()
     shots = dict(tasks) if isinstance(tasks, dict) else {t: None for t in tasks}
     include = str(include_path) if include_path else None
-    _check_tasks(shots, include)
+    check_tasks(shots, include)
     lm = _lm(model, tokenizer, scorer, batch_size)
     tm = _task_manager(include)
-    results: dict = {"tasks": {}, "items": {}, "lm_eval_version": lm_eval.__version__, "task_versions": {}}
-    # group by shot count: simple_evaluate takes one num_fewshot per call
-    for n_shot in sorted({v for v in shots.values()}, key=lambda v: -1 if v is None else v):
-        names = [t for t, v in shots.items() if v == n_shot]
+    results: dict = {"tasks": {}, "records": {}, "lm_eval_version": lm_eval.__version__, "task_versions": {},
+                     "n_shot": {}}
+    for n_shot, names in _by_shots(shots):
         # lm-eval's own progress bars ignore TQDM_DISABLE; keep them out of logs and books
         with contextlib.nullcontext() if progress else contextlib.redirect_stderr(io.StringIO()), _lean_lm_eval():
-            res = lm_eval.simple_evaluate(model=lm, tasks=_load_tasks(names, include, n_shot), task_manager=tm,
+            built = _load_tasks(names, include, n_shot)
+            res = lm_eval.simple_evaluate(model=lm, tasks=built, task_manager=tm,
                                           num_fewshot=n_shot, limit=limit, random_seed=seed,
                                           numpy_random_seed=seed, torch_random_seed=seed,
                                           fewshot_random_seed=seed, log_samples=True, verbosity="ERROR")
         for t, metrics in res["results"].items():
-            clean = {k.split(",")[0]: float(v) for k, v in metrics.items()
-                     if isinstance(v, (int, float)) and "," in k}
-            results["tasks"][t] = clean
-        for t, samples in res.get("samples", {}).items():
-            if samples and "acc" in samples[0]:
-                results["items"][t] = [int(s["acc"]) for s in sorted(samples, key=lambda s: s["doc_id"])]
+            results["tasks"][t] = {k.split(",")[0]: float(v) for k, v in metrics.items()
+                                   if isinstance(v, (int, float)) and "," in k}
+        leaves = _leaf_tasks(built)
+        per_leaf = {t: [_record(x, t, leaves[t]) for x in sorted(samples, key=lambda x: x["doc_id"])]
+                    for t, samples in res.get("samples", {}).items() if samples and "acc" in samples[0]}
+        results["records"].update({t: _columns(r) for t, r in per_leaf.items()})
         for t in names:  # a group (MMLU): its subtasks' items, in the group's order
-            if t not in results["items"]:
-                flat = [v for leaf in _leaves(t, res.get("group_subtasks", {})) for v in results["items"].get(leaf, [])]
+            if t not in per_leaf:
+                flat = [r for leaf in _leaves(t, res.get("group_subtasks", {})) for r in per_leaf.get(leaf, [])]
                 if flat:
-                    results["items"][t] = flat
-        results["task_versions"].update({k: v for k, v in res.get("versions", {}).items()})
-        results["n_shot"] = {**results.get("n_shot", {}), **{k: v for k, v in res.get("n-shot", {}).items()}}
+                    results["records"][t] = _columns(flat)
+        results["task_versions"].update(res.get("versions", {}))
+        results["n_shot"].update(res.get("n-shot", {}))
     return results
 
 
-def world_suite(model, tokenizer, batch_size: int = BATCH_SIZE, limit: int | None = None,
-                n_alpaca: int = 1000, scorer: str = SCORER) -> dict:
-    """The world's counterpart of the paper's evaluation: Alpaca-role perplexity and the
-    seven world tasks. ``avg`` is the mean accuracy over tasks, as the paper's Avg;
-    ``items`` the per-item correctness of each task."""
-    from calib.world.tasks import TASKS, alpaca_texts, task_dir
+def run_suite(model, tokenizer, suite: Suite | dict | str | None = None, batch_size: int = BATCH_SIZE,
+              scorer: str = SCORER, progress: bool = False) -> dict:
+    """Evaluate ``model`` on ``suite``: the one evaluation of jobs, ``calib evaluate``, the realism
+    report and the dense baselines. Returns
 
-    ppl = perplexity(model, tokenizer, alpaca_texts(n_alpaca), batch_size=batch_size)
-    res = lm_eval_tasks(model, tokenizer, TASKS, include_path=str(task_dir()), batch_size=batch_size,
-                        limit=limit, scorer=scorer)
-    acc = {t: res["tasks"][t]["acc"] for t in TASKS}
-    return {"alpaca_ppl": ppl["ppl_paper"], "alpaca_ppl_corpus": ppl["ppl_corpus"], "acc": acc,
-            "avg": float(np.mean(list(acc.values()))), "lm_eval_version": res["lm_eval_version"],
-            "task_versions": res["task_versions"], "tasks": res["tasks"], "items": res["items"]}
+    * ``metrics``: ``alpaca_ppl`` (the paper's definition) and ``alpaca_ppl_corpus`` (token-weighted)
+      where the suite has Alpaca texts, ``heldout_nll`` (nats/token) where it has held-out texts,
+      ``<task>/acc`` and ``<task>/acc_norm`` per task, and ``avg``, the mean accuracy over the suite's
+      tasks, as the paper's Avg;
+    * ``meta``: the lm-eval version, each task's version and shot count, the texts counted;
+    * ``tasks``: every metric lm-eval reported per task (groups' subtasks too);
+    * ``records``: per task, per-item fields (``lm_eval_tasks``)."""
+    suite = Suite.of(suite)
+    check_choice("scorer", scorer, SCORERS)
+    metrics: dict = {}
+    meta: dict = {}
+    alpaca = suite.alpaca_texts()
+    if alpaca:
+        ppl = perplexity(model, tokenizer, alpaca, batch_size=batch_size)
+        metrics.update(alpaca_ppl=ppl["ppl_paper"], alpaca_ppl_corpus=ppl["ppl_corpus"])
+        meta["alpaca_texts"] = ppl["n_texts"]
+    heldout = suite.heldout_texts()
+    if heldout:
+        metrics["heldout_nll"] = perplexity(model, tokenizer, heldout, batch_size=batch_size)["nll_per_token"]
+        meta["heldout_texts"] = len(heldout)
+    shots, include = suite.lm_eval()
+    out = {"metrics": metrics, "meta": meta, "tasks": {}, "records": {}}
+    if not shots:
+        return out
+    res = lm_eval_tasks(model, tokenizer, shots, include_path=include, batch_size=batch_size, limit=suite.limit,
+                        scorer=scorer, progress=progress)
+    for t in suite.tasks:
+        for m in ("acc", "acc_norm"):
+            if m in res["tasks"].get(t, {}):
+                metrics[f"{t}/{m}"] = res["tasks"][t][m]
+    accs = [res["tasks"][t]["acc"] for t in suite.tasks if "acc" in res["tasks"].get(t, {})]
+    if accs:
+        metrics["avg"] = float(sum(accs) / len(accs))
+    meta.update(lm_eval=res["lm_eval_version"], task_versions=res["task_versions"], n_shot=res["n_shot"])
+    out.update(tasks=res["tasks"], records={t: res["records"][t] for t in suite.tasks if t in res["records"]})
+    return out
+
+
+def accuracies(result: dict, tasks=None) -> dict:
+    """task -> acc of a ``run_suite`` result (its suite's tasks, or ``tasks``)."""
+    names = tasks or [k[:-4] for k in result["metrics"] if k.endswith("/acc")]
+    return {t: result["metrics"][f"{t}/acc"] for t in names}

@@ -28,7 +28,10 @@ REPORT_PATH = Path(sources.__file__).parent / "report.json"
 REPORT_SOURCES = ["world/pretrain", "world/web", "world/mixed", "world/encyclopedia"]
 
 
-def r1_heldout_loss(model, tok, n_docs: int = 400) -> dict:
+R1_DOCS = 400  # held-out documents R1 scores (evaluations score world.tasks.N_HELDOUT)
+
+
+def r1_heldout_loss(model, tok, n_docs: int = R1_DOCS) -> dict:
     from calib.evaluate import perplexity
     p = perplexity(model, tok, heldout_texts(n_docs))
     return {"heldout_nll": p["nll_per_token"], "heldout_ppl": p["ppl_corpus"], "n_tokens": p["n_tokens"]}
@@ -82,18 +85,20 @@ def r6_jaccard(n_docs: int = 500, n_ref: int = 1500) -> dict:
 
 def pruned_eval(model_dir, method: str, sparsity: float, source: str = "world/pretrain",
                 nsamples: int = 64, seqlen: int = 128, seed: int = 0, suite: bool = True) -> dict:
-    """Prune a fresh copy of the model and measure held-out loss (and the world suite)."""
+    """Prune a fresh copy of the model and measure held-out loss (and, with ``suite``, the world
+    suite: ``calib.evaluate.run_suite``'s result)."""
     from calib.data import calibration_tensor
-    from calib.evaluate import world_suite
-    from calib.prune import prune
+    from calib.evaluate import Suite, run_suite
     from calib.models import load
+    from calib.prune import prune
     model, tok = load(model_dir)
     ids = calibration_tensor(source, tok, nsamples=nsamples, seqlen=seqlen, seed=seed)
     prune(model, ids, method=method, sparsity=sparsity)
+    res = run_suite(model, tok, Suite.of("world" if suite else {"name": "ppl", "n_alpaca": 0}))
     out = {"method": method, "sparsity": sparsity, "source": source, "seed": seed,
-           **r1_heldout_loss(model, tok, 200)}
+           "heldout_nll": res["metrics"]["heldout_nll"]}
     if suite:
-        out["suite"] = world_suite(model, tok)
+        out["suite"] = res
     return out
 
 
@@ -121,7 +126,7 @@ def _shown(path: Path) -> str:
 
 
 def build_report(model_dir=None, with_pruning: bool = True, progress: bool = True) -> dict:
-    from calib.evaluate import world_suite
+    from calib.evaluate import Suite, accuracies, run_suite
     from calib.models import load
     from calib.world.model import MODEL_DIR
     from calib.world.tasks import CHANCE, N_ITEMS
@@ -139,10 +144,11 @@ def build_report(model_dir=None, with_pruning: bool = True, progress: bool = Tru
     say("R4: Alpaca-role perplexity ...")
     rep["R4"] = r4_alpaca(model, tok, rep["R1"]["heldout_ppl"])
     say("R5: world tasks (lm-eval) ...")
-    dense = world_suite(model, tok)
+    dense = run_suite(model, tok, Suite.of({"name": "world", "n_heldout": 0}))  # R1 scored the held-out texts
+    dense_acc, dense_avg = accuracies(dense), dense["metrics"]["avg"]
     chance = float(np.mean(list(CHANCE.values())))
-    rep["R5"] = {"acc": dense["acc"], "avg": dense["avg"], "chance_avg": chance, "items_per_task": N_ITEMS,
-                 "lm_eval_version": dense["lm_eval_version"]}
+    rep["R5"] = {"acc": dense_acc, "avg": dense_avg, "chance_avg": chance, "items_per_task": N_ITEMS,
+                 "lm_eval_version": dense["meta"]["lm_eval"]}
     say("R6: Jaccard similarity ...")
     rep["R6"] = r6_jaccard()
     if with_pruning:
@@ -151,12 +157,14 @@ def build_report(model_dir=None, with_pruning: bool = True, progress: bool = Tru
                 [("wanda", 0.5), ("wanda", 0.6), ("magnitude", 0.6)]}
         dense_loss = rep["R1"]["heldout_nll"]
         rep["R2"] = {k: {"heldout_nll": v["heldout_nll"], "loss_increase": v["heldout_nll"] / dense_loss - 1,
-                         "avg": v["suite"]["avg"], "avg_drop_points": 100 * (dense["avg"] - v["suite"]["avg"]),
-                         "acc": v["suite"]["acc"], "alpaca_ppl": v["suite"]["alpaca_ppl"]} for k, v in runs.items()}
+                         "avg": v["suite"]["metrics"]["avg"],
+                         "avg_drop_points": 100 * (dense_avg - v["suite"]["metrics"]["avg"]),
+                         "acc": accuracies(v["suite"]), "alpaca_ppl": v["suite"]["metrics"]["alpaca_ppl"]}
+                     for k, v in runs.items()}
         say("source spread (wanda 60%/70%, 4 sources x 3 seeds) ...")
         rep["source_spread"] = source_spread(model_dir)
     rep["band"] = {t: {"dense": a, "chance": CHANCE[t], "in_band": CHANCE[t] + 0.15 <= a <= 0.95}
-                   for t, a in dense["acc"].items()}
+                   for t, a in dense_acc.items()}
     rep["checks"] = checks(rep)
     rep["identity"] = identity(model_dir, with_pruning)
     rep["seconds"] = time.time() - t0

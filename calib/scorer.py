@@ -205,6 +205,7 @@ class FastLM(HFLM):
         self.pass_tokens, self.kv_budget_mb = int(pass_tokens), float(kv_budget_mb)
         self.share, self.head = bool(share), head
         self.stats: dict = {}
+        self.plan_only = False
 
     # -- tokenisation: lm-eval's own, memoised per process: every choice of an item re-encodes
     # the same context, and every job of a sweep encodes the same requests with the same tokenizer
@@ -248,18 +249,24 @@ class FastLM(HFLM):
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.mixed_precision_dtype)
 
+    def _plan(self, requests) -> Plan:
+        budget = int(self.kv_budget_mb * 2**20 // self._kv_bytes_per_token())
+        # half the budget for the pool, half for one pass's gathered past
+        return plan([(ctx, cont) for _, ctx, cont in requests], self.max_length, self.pass_tokens,
+                    past_tokens=max(self.max_length, budget // 2),
+                    budget_tokens=max(self.max_length, budget // 2), share=self.share)
+
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs=None):
+        if self.plan_only:  # request_tokens: the plan's counts, no model run
+            self.stats = self._plan(requests).stats if requests else {}
+            return [(0.0, False)] * len(requests)
         if not self._fast_ok():
             return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
         if not requests:
             return []
         for _, ctx, cont in requests:  # HFLM's own preconditions
             assert len(ctx) > 0 and len(cont) > 0 and len(cont) <= self.max_length
-        budget = int(self.kv_budget_mb * 2**20 // self._kv_bytes_per_token())
-        # half the budget for the pool, half for one pass's gathered past
-        p = plan([(ctx, cont) for _, ctx, cont in requests], self.max_length, self.pass_tokens,
-                 past_tokens=max(self.max_length, budget // 2),
-                 budget_tokens=max(self.max_length, budget // 2), share=self.share)
+        p = self._plan(requests)
         lp, ok = self._run(p, disable_tqdm)
         res = []
         for length in np.unique(p.req_len):
@@ -366,3 +373,24 @@ class FastLM(HFLM):
         self.stats = {**p.stats, "tokens_fed": fed, "padded_tokens": padded, "past_tokens": attended,
                       "head_positions": heads}
         return lp.cpu(), ok.cpu()
+
+
+def request_tokens(config, tokenizer, groups) -> dict:
+    """Forward tokens each scorer feeds for lm-eval's requests ``groups`` (``calib.evaluate.
+    suite_requests``: one list per simple_evaluate call), without running a model: ``fast``, the
+    prefix tree FastLM runs (every token once; HFLM's count where the fast path does not cover the
+    architecture), and ``hflm``, every unique model input, as HFLM runs them. The requests are
+    encoded by lm-eval's own code, on a model with no weights (the meta device) built from ``config``."""
+    from transformers import AutoModelForCausalLM
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    with contextlib.redirect_stderr(__import__("io").StringIO()):
+        lm = FastLM(pretrained=model, tokenizer=tokenizer, batch_size=1)
+    lm.plan_only = True
+    out = {"fast": 0, "hflm": 0}
+    for _, instances in groups:
+        lm.loglikelihood(instances, disable_tqdm=True)
+        if lm.stats:
+            out["hflm"] += lm.stats["unique_input_tokens"]
+            out["fast"] += lm.stats["tree_tokens"] if lm._fast_ok() else lm.stats["unique_input_tokens"]
+    return out

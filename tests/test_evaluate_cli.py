@@ -33,6 +33,9 @@ def test_evaluates_a_pruned_checkpoint(pruned, tmp_path, capsys, cache_env):
     res = json.loads(out.read_text())
     from calib.world.tasks import TASKS
     assert list(res["tasks"]) == TASKS and all(len(res["items"][t]) == 5 for t in TASKS)
+    first = res["items"]["world_arc_easy"][0]  # each item's record: what lm-eval scored, and its fact
+    assert set(first) == {"doc_id", "acc", "acc_norm", "logscore", "fact"} and first["logscore"] <= 0
+    assert res["heldout_nll"] > 0 and res["heldout_texts"] == 200
     assert res["pruned"]["method"] == "wanda" and res["pruned"]["sparsity"] == 0.5
     assert res["alpaca_ppl"] > 1 and res["n_shot"]["world_mmlu"] == 5 and res["scorer"] == "fast"
     assert abs(res["avg"] - sum(res["tasks"][t]["acc"] for t in TASKS) / len(TASKS)) < 1e-12
@@ -42,19 +45,23 @@ def test_evaluates_a_pruned_checkpoint(pruned, tmp_path, capsys, cache_env):
     rc = main(["evaluate", "--model", str(pruned), "--limit", "5", "--ppl", "0", "--scorer", "hflm",
                "--json", str(tmp_path / "hflm.json")])
     hflm = json.loads((tmp_path / "hflm.json").read_text())
-    assert rc == 0 and hflm["items"] == res["items"] and hflm["tasks"] == res["tasks"]
+    assert rc == 0 and hflm["tasks"] == res["tasks"]
+    for t in TASKS:
+        for a, b in zip(hflm["items"][t], res["items"][t], strict=True):
+            assert abs(a.pop("logscore") - b.pop("logscore")) < 1e-4 and a == b
 
 
 def test_paper_suite_from_a_local_task_folder(pruned, tmp_path, capsys):
     tasks = write_paper_tasks(tmp_path / "paper", n=4)
     out = tmp_path / "paper.json"
     rc = main(["evaluate", "--model", str(pruned), "--suite", "paper", "--include-path", str(tasks),
-               "--tasks", "winogrande,mmlu", "--json", str(out)])
+               "--tasks", "winogrande,mmlu", "--ppl", "0", "--json", str(out)])
     assert rc == 0
     res = json.loads(out.read_text())
     assert res["n_shot"]["mmlu"] == 5 and len(res["items"]["winogrande"]) == 4
     assert {"winogrande", "mmlu", "mmlu_nutrition"} <= set(res["tasks"]) and "boolq" not in res["tasks"]
-    assert "alpaca_ppl" not in res  # the paper's Alpaca comes from the hub: off unless asked
+    assert "alpaca_ppl" not in res and "heldout_nll" not in res  # --ppl 0; the paper suite has no held-out texts
+    assert res["items"]["winogrande"][0]["fact"] == "winogrande/0"  # real tasks: each document is its own unit
 
 
 def test_packaged_model_alias(capsys, cache_env):
@@ -63,11 +70,13 @@ def test_packaged_model_alias(capsys, cache_env):
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--suite", "glue"], "unknown suite 'glue'; valid choices: world, paper"),
+    (["--suite", "glue"], "--suite: unknown suite 'glue'; valid choices: world, paper, ppl"),
     (["--scorer", "vllm"], "unknown scorer 'vllm'; valid choices: fast, hflm"),
     (["--tasks", "world_boolq,boolq"], "unknown task 'boolq'; valid choices: world_boolq,"),
     (["--suite", "paper", "--tasks", "lambada"], "unknown task 'lambada'; valid choices: boolq,"),
-    (["--limit", "0"], "--limit 0 must be >= 1"),
+    (["--limit", "0"], "--limit: expected an integer >= 1; got 0"),
+    (["--ppl", "-1"], "--ppl: expected an integer >= 0; got -1"),
+    (["--suite", "paper", "--include-path", "/tmp"], "the paper suite's Alpaca perplexity (--ppl 0 skips it)"),
     (["--dtype", "int8"], "unknown dtype 'int8'"),
     (["--suite", "paper", "--include-path", "/nonexistent/tasks"], "is not a folder"),
 ])

@@ -120,8 +120,12 @@ def test_plan_of_the_paper_profile_from_config_only_folders(tmp_path, capsys, mo
     assert total["dense_evaluations"] == 2 and total["tokens"]["prune"] > 1e9 and total["tokens"]["generate"] > 0
     e_one, _ = P.evaluation_tokens(next(iter(runner.chapter_jobs(
         runner.settings("paper", **over), ["table1_similarity"])["table1_similarity"])))
-    assert e_one == P.ALPACA_TOKENS * 1000 + sum(n * t for n, t in P.PAPER_EVAL.values())
+    assert e_one == P.ALPACA_TOKENS * 1000 + sum(n * fast for n, _, fast in P.PAPER_EVAL.values())  # the fast scorer's
     assert total["tokens"]["evaluate"] == e_one * (total["jobs"] + total["dense_evaluations"])
+    e_hflm = P.ALPACA_TOKENS * 1000 + sum(n * hflm for n, hflm, _ in P.PAPER_EVAL.values())
+    assert total["by_scorer"] == {"fast": total["tokens"]["evaluate"],
+                                  "hflm": e_hflm * (total["jobs"] + total["dense_evaluations"])}
+    assert "evaluation tokens by scorer" in text
     hours = sum(total["tokens"].values()) * 1e-6 / 3600
     assert f"all {hours:.3g} h" in text and "6.89B parameters" in text
 
@@ -212,9 +216,9 @@ def test_hub_model_id_and_unknown_task_are_one_line(tmp_path):
     with pytest.raises(CalibError, match="only the paper suite"):
         Job(suite={"name": "world", "include_path": tasks})
     with pytest.raises(CalibError, match=r"unknown task 'winogrande'.* in .*tasks; valid choices: boolq, piqa"):
-        evaluate._check_tasks(["boolq", "winogrande"], tasks)
+        evaluate.check_tasks(["boolq", "winogrande"], tasks)
     with pytest.raises(CalibError, match=r"unknown task 'boolqq'.*\(close: boolq\)"):
-        evaluate._check_tasks(["boolqq"], tasks)
+        evaluate.check_tasks(["boolqq"], tasks)
 
 
 def test_sweep_preflight_fails_before_any_job(tmp_path, monkeypatch):

@@ -101,3 +101,23 @@ def test_calib_run_plan(tmp_path, capsys, cache_env):
     assert main(["run", "examples/grids/paper.yaml", "--plan"]) == 2
     err = capsys.readouterr().err
     assert "no model at /models/DCLM-7B" in err and "--plan needs only the model's config.json" in err
+
+
+def test_planned_fast_tokens_are_what_fastlm_feeds(cache_env, monkeypatch):
+    """The plan counts the fast scorer's tokens with the prefix plan FastLM runs, and HFLM's as every
+    unique model input: on the world suite, the fast count equals what FastLM reports feeding in a
+    real evaluation, and is smaller than HFLM's (more so the more items share a few-shot block)."""
+    from calib import evaluate
+    from calib.models import load
+    suite = {"name": "world", "limit": 6, "n_alpaca": 3, "n_heldout": 2}
+    job = _job(suite=suite)
+    texts = P.evaluation_tokens(_job(suite={**suite, "name": "ppl", "limit": None}))[0]
+    fast = P.evaluation_tokens(job, "fast")[0] - texts
+    hflm = P.evaluation_tokens(job, "hflm")[0] - texts
+    made = []
+    real_lm = evaluate._lm
+    monkeypatch.setattr(evaluate, "_lm", lambda *a: made.append(real_lm(*a)) or made[-1])
+    model, tok = load("world")
+    evaluate.run_suite(model, tok, job.evaluation)
+    assert made[0].stats["tokens_fed"] == fast
+    assert hflm > 1.5 * fast and made[0].stats["unique_input_tokens"] == hflm

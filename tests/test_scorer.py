@@ -13,9 +13,29 @@ import pytest
 import torch
 from paper_tasks import PAPER_SHOTS, write_paper_tasks
 
-from calib.evaluate import built_requests
+from calib.evaluate import Suite, suite_requests
 
 TOL = 1e-4
+
+
+def built_requests(include_path, shots: dict, limit=None) -> list:
+    """The requests lm-eval builds for ``shots`` (task -> num_fewshot; None: the world's own tasks)."""
+    if all(v is None for v in shots.values()):
+        suite = Suite.of({"name": "world", "tasks": list(shots), "limit": limit})
+    else:
+        suite = Suite.of({"name": "paper", "tasks": list(shots), "shots": shots, "limit": limit,
+                          "include_path": str(include_path)})
+    return [i for _, group in suite_requests(suite) for i in group]
+
+
+def same_records(a: dict, b: dict) -> bool:
+    """Two scorers' per-item records agree: the same items right and wrong, facts, and log-scores
+    within TOL."""
+    assert set(a) == set(b)
+    for t in a:
+        assert {k: v for k, v in a[t].items() if k != "logscore"} == {k: v for k, v in b[t].items() if k != "logscore"}
+        assert np.allclose(a[t]["logscore"], b[t]["logscore"], rtol=0, atol=TOL), t
+    return True
 
 
 def _tiny(arch: str, tok, dtype=torch.float32, **extra):
@@ -111,8 +131,9 @@ def test_every_world_task_scores_as_hflm(cache_env):
     assert fast.stats["tokens_fed"] < fast.stats["input_tokens"] / 2
     res = {s: lm_eval_tasks(model, tok, TASKS, include_path=str(task_dir()), limit=30, scorer=s)
            for s in ("fast", "hflm")}
-    assert res["fast"]["items"] == res["hflm"]["items"] and res["fast"]["tasks"] == res["hflm"]["tasks"]
-    assert set(res["fast"]["items"]) == set(TASKS) and all(len(v) == 30 for v in res["fast"]["items"].values())
+    assert same_records(res["fast"]["records"], res["hflm"]["records"]) and res["fast"]["tasks"] == res["hflm"]["tasks"]
+    assert set(res["fast"]["records"]) == set(TASKS)
+    assert all(len(v["acc"]) == len(v["logscore"]) == len(v["fact"]) == 30 for v in res["fast"]["records"].values())
 
 
 @pytest.mark.parametrize("arch,extra", [("llama", {}), ("mistral", {"sliding_window": 48}), ("qwen2", {}),
@@ -129,8 +150,8 @@ def test_paper_shaped_tasks_score_as_hflm(arch, extra, tiny_tokenizer, paper_dir
     _compare(fast, hf, inst)
     res = {s: lm_eval_tasks(model, tiny_tokenizer, PAPER_SHOTS, include_path=str(paper_dir), scorer=s)
            for s in ("fast", "hflm")}
-    assert res["fast"]["items"] == res["hflm"]["items"]
-    assert res["fast"]["n_shot"]["mmlu_nutrition"] == 5 and len(res["fast"]["items"]["mmlu_nutrition"]) == 6
+    assert same_records(res["fast"]["records"], res["hflm"]["records"])
+    assert res["fast"]["n_shot"]["mmlu_nutrition"] == 5 and len(res["fast"]["records"]["mmlu_nutrition"]["acc"]) == 6
 
 
 def test_truncation_blocks_and_levers_score_as_hflm(tiny_tokenizer, paper_dir):
@@ -212,8 +233,8 @@ def test_built_tasks_are_kept_per_process(tiny_tokenizer, paper_dir, monkeypatch
     monkeypatch.setattr(tm, "load", counting)
     small = ev.lm_eval_tasks(model, tiny_tokenizer, shots, include_path=str(paper_dir), limit=2)
     again = ev.lm_eval_tasks(model, tiny_tokenizer, shots, include_path=str(paper_dir))
-    assert not loads and again == fresh and len(small["items"]["arc_easy"]) == 2
-    assert small["items"]["mmlu_nutrition"] == fresh["items"]["mmlu_nutrition"][:2]
+    assert not loads and again == fresh and len(small["records"]["arc_easy"]["acc"]) == 2
+    assert small["records"]["mmlu_nutrition"]["acc"] == fresh["records"]["mmlu_nutrition"]["acc"][:2]
 
 
 def test_lm_eval_tasks_bad_input(tiny_tokenizer, paper_dir):

@@ -53,8 +53,9 @@ def tidy(store, jobs) -> "pd.DataFrame":
     method, source, role, setting ('60%' or '2:4'), seed, nsamples, synthetic, prefix_len,
     filter_rate, generator, avg, alpaca_ppl, heldout_nll, <task> accuracies, dense_avg,
     calib_hash, and ``items``: task -> 0/1 array of per-item correctness (the verdicts' input)."""
-    import numpy as np
     import pandas as pd
+
+    from calib.evaluate import decode_records
     keys = {j.key: j for j in jobs}
     lines = []
     for r in store.rows(status="done"):
@@ -77,8 +78,8 @@ def tidy(store, jobs) -> "pd.DataFrame":
         for k, v in m.items():
             if k.endswith("/acc"):
                 line[task_name(k[:-4])] = 100 * v
-        items = (r["info"] or {}).get("items") or {}
-        line["items"] = {t: np.frombuffer(v.encode(), dtype=np.uint8) - ord("0") for t, v in items.items()} or None
+        records = decode_records((r["info"] or {}).get("items"))
+        line["items"] = {t: rec["acc"] for t, rec in records.items()} or None
         lines.append(line)
     return pd.DataFrame(lines)
 

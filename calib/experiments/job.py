@@ -8,20 +8,18 @@ part of the key. This module only describes jobs; running them is ``run.py``.
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from calib import data, evaluate, filters, synth
 from calib.cache import digest
-from calib.errors import CalibError, check_choice
+from calib.errors import CalibError, at, check_choice, integer, section
 from calib.models import (DTYPES, MODEL_ALIASES, check_device, context_length, model_config, model_identity,
                           model_path)
 from calib.prune import methods
 
 TOP = ("model", "method", "sparsity", "pattern", "options", "dtype", "calibration", "synthetic", "suite",
        "execution")
-SUITES = ("world", "paper", "ppl")  # ppl: Alpaca-role perplexity only (no lm-eval), for quick sweeps
 GENERATORS = ("dense", "pruned")
 
 
@@ -30,41 +28,9 @@ CALIBRATION = {"source": "world/pretrain", "mode": None, "nsamples": data.NSAMPL
 SYNTHETIC = {"generator": "dense", "n_docs": synth.N_DOCS, "prefix_len": synth.PREFIX_LEN,
              "max_new_tokens": synth.MAX_NEW_TOKENS, "gen_seed": 0, "filter_rate": filters.FILTER_RATE,
              "batch_size": synth.BATCH_SIZE, "sampling": {}}
-SUITE = {"name": "world", "limit": None, "n_alpaca": 1000, "n_heldout": 200, "tasks": None, "shots": {},
-         "include_path": None}  # paper suite: a local lm-eval task folder instead of lm-eval's own tasks
 # how a job runs, not what it computes: recorded, not part of the key (the scorers agree item for item)
 EXECUTION = {"prune_batch_size": methods.BATCH_SIZE, "eval_batch_size": evaluate.BATCH_SIZE, "device": None,
              "offload": True, "scorer": evaluate.SCORER}
-
-
-@contextlib.contextmanager
-def at(where: str):
-    """Prefix a CalibError with the field it concerns."""
-    try:
-        yield
-    except CalibError as e:
-        raise CalibError(f"{where}: {e}") from None
-
-
-def section(where: str, value, defaults: dict) -> dict:
-    """A mapping field with its defaults filled in; an unknown key is an error that lists the valid ones."""
-    if value is None:
-        value = {}
-    if not isinstance(value, dict):
-        raise CalibError(f"{where}: expected a mapping with fields {', '.join(defaults)}; got {value!r}")
-    unknown = sorted(set(value) - set(defaults))
-    if unknown:
-        raise CalibError(f"{where}.{unknown[0]}: unknown field; valid fields: {', '.join(defaults)}")
-    return {**defaults, **value}
-
-
-def integer(where: str, v, lo: int = 0, hi: int | None = None, none: bool = False):
-    if v is None and none:
-        return None
-    if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
-        rng = f"an integer in [{lo}, {hi}]" if hi is not None else f"an integer >= {lo}"
-        raise CalibError(f"{where}: expected {rng}{' or null' if none else ''}; got {v!r}")
-    return v
 
 
 @dataclass
@@ -82,6 +48,7 @@ class Job:
     suite: dict = field(default_factory=dict)
     execution: dict = field(default_factory=dict)
     _key: str | None = field(default=None, init=False, repr=False, compare=False)
+    _evaluation: evaluate.Suite | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         if self.model is not None and not isinstance(self.model, str | Path):
@@ -131,7 +98,8 @@ class Job:
             self.synthetic = self._synthetic(self.synthetic)
         else:
             self.synthetic = None
-        self.suite = self._suite(self.suite)
+        self._evaluation = evaluate.Suite.of(self.suite)
+        self.suite = self._evaluation.as_dict()
         e = section("execution", self.execution, EXECUTION)
         integer("execution.prune_batch_size", e["prune_batch_size"], 1)
         integer("execution.eval_batch_size", e["eval_batch_size"], 1)
@@ -161,53 +129,19 @@ class Job:
             synth.check_sampling(s["sampling"])
         return s
 
-    @staticmethod
-    def _suite(value) -> dict:
-        from calib.world.tasks import TASKS
-        s = section("suite", {"name": value} if isinstance(value, str) else value, SUITE)
-        with at("suite.name"):
-            check_choice("suite", s["name"], SUITES)
-        integer("suite.limit", s["limit"], 1, none=True)
-        integer("suite.n_alpaca", s["n_alpaca"], 1)
-        integer("suite.n_heldout", s["n_heldout"], 0)
-        valid = {"world": TASKS, "paper": list(evaluate.PAPER_TASKS), "ppl": []}[s["name"]]
-        tasks = valid if s["tasks"] is None else s["tasks"]
-        if not isinstance(tasks, list) or (s["name"] == "ppl" and tasks):
-            raise CalibError(f"suite.tasks: expected a list of task names of suite {s['name']!r}: "
-                             f"{', '.join(valid) or 'none'}; got {tasks!r}")
-        for t in tasks:
-            with at("suite.tasks"):
-                check_choice(f"task of suite {s['name']!r}", t, valid)
-        s["tasks"] = [t for t in valid if t in tasks]  # canonical order
-        shots = s["shots"] or {}
-        if shots and s["name"] != "paper":
-            raise CalibError("suite.shots: only the paper suite takes shot counts (world tasks fix their own)")
-        for t, n in shots.items():
-            with at("suite.shots"):
-                check_choice("task", t, s["tasks"])
-            integer(f"suite.shots.{t}", n, 0)
-        s["shots"] = {t: shots.get(t, evaluate.PAPER_TASKS[t]) for t in s["tasks"]} if s["name"] == "paper" else {}
-        inc = s.pop("include_path")  # kept only when set, so the keys of jobs without one do not change
-        if inc is not None:
-            if s["name"] != "paper":
-                raise CalibError("suite.include_path: only the paper suite reads a task folder (the world's is built in)")
-            if not isinstance(inc, str) or not Path(inc).expanduser().is_dir():
-                raise CalibError(f"suite.include_path: expected a folder of lm-eval task YAMLs; {inc!r} is not a folder")
-            s["include_path"] = str(Path(inc).expanduser().resolve())
-        return s
-
     def params(self) -> dict:
         """Every parameter that defines the cell (all but ``execution``)."""
         return {k: getattr(self, k) for k in TOP if k != "execution"}
 
     @property
+    def evaluation(self) -> evaluate.Suite:
+        """The job's suite as ``calib.evaluate.Suite`` (``suite`` is its canonical mapping)."""
+        return self._evaluation
+
+    @property
     def suite_version(self) -> str | None:
-        """The world tasks' version (``world.tasks.version``); None for the paper's lm-eval
-        tasks, whose versions lm-eval records in each row."""
-        if self.suite["name"] == "paper":
-            return None
-        from calib.world.tasks import version
-        return version()
+        """The world tasks' version; None for the paper's lm-eval tasks (their versions are in each row)."""
+        return self.evaluation.version
 
     @property
     def key(self) -> str:

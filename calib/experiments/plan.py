@@ -13,10 +13,12 @@ Forward tokens follow the code, one token through every decoder block counted on
   max_new_tokens)`` tokens (cut to the model's positions; KV-cached, one token per step) and
   scores them once more for the perplexity filter; a pruned generator also prunes;
 * evaluate: per evaluation (every job's pruned model, and once per model, dtype and suite the
-  dense model) the perplexity texts plus every unique model input of the lm-eval requests (as
-  lm-eval's HFLM runs them: choices of one token share their context). Local tasks (the
-  world's, a paper suite's include_path) are counted from their requests with the model's
-  tokenizer; lm-eval's own paper tasks are estimated from ``PAPER_EVAL``.
+  dense model) the perplexity texts plus what the job's scorer feeds of the lm-eval requests
+  (``calib.evaluate.suite_requests``): the fast scorer the prefix tree of their model inputs, each
+  token once (``calib.scorer.plan``, as it runs them); HFLM every unique model input. Local tasks
+  (the world's, a paper suite's include_path) are counted from their requests, encoded as lm-eval
+  encodes them with the model's tokenizer; lm-eval's own paper tasks are estimated from ``PAPER_EVAL``.
+  Both scorers' totals are printed; the table shows the jobs' own.
 
 Hours are tokens x seconds per token of each stage, plus seconds per job for what does not grow
 with tokens (loading the model, the mask search, lm-eval's set-up of the evaluation). ``CPU_COST`` was measured on
@@ -29,6 +31,7 @@ import math
 from dataclasses import dataclass, field
 
 from calib.errors import CalibError
+from calib.evaluate import SCORERS
 
 STAGES = ("prune", "generate", "evaluate")
 COSTS = STAGES + ("per_job",)  # seconds per forward token of each stage; seconds per job
@@ -40,12 +43,16 @@ CPU_COST = {"prune": 9.4e-5, "generate": 9.7e-5, "evaluate": 6.1e-5, "per_job": 
 CPU_COST_NOTE = "the world model on one CPU thread (bench/bench_plan.py)"
 
 # lm-eval's paper tasks, where their data is not here to count: (items lm-eval evaluates, forward
-# tokens per item). Items are the evaluated splits' sizes (BoolQ, Winogrande-xl, PIQA, HellaSwag:
-# validation; ARC, MMLU: test). Tokens per item are estimates for a LLaMA-family tokenizer:
-# unique model inputs per item (BoolQ's and MMLU's one-token answers share the prompt, ARC and
-# HellaSwag run each choice) x a typical prompt length (MMLU: five shots and the question).
-PAPER_EVAL = {"boolq": (3270, 150), "winogrande": (1267, 60), "piqa": (1838, 90), "hellaswag": (10042, 260),
-              "arc_easy": (2376, 140), "arc_challenge": (1172, 160), "mmlu": (14042, 620)}
+# tokens per item fed by HFLM, by the fast scorer). Items are the evaluated splits' sizes (BoolQ,
+# Winogrande-xl, PIQA, HellaSwag: validation; ARC, MMLU: test). Tokens per item are estimates for a
+# LLaMA-family tokenizer. HFLM: unique model inputs per item (BoolQ's and MMLU's one-token answers
+# share the prompt, ARC and HellaSwag run each choice) x a typical prompt length (MMLU: five shots
+# and the question). Fast: the item's context once plus each choice's own tokens; MMLU's five shots
+# are one block per subject (lm-eval's first_n sampler), shared by the subject's items, so an item
+# adds its question (about 60 tokens) and the 57 blocks of about 560 tokens add 2 per item.
+PAPER_EVAL = {"boolq": (3270, 150, 150), "winogrande": (1267, 60, 45), "piqa": (1838, 90, 70),
+              "hellaswag": (10042, 260, 140), "arc_easy": (2376, 140, 50), "arc_challenge": (1172, 160, 60),
+              "mmlu": (14042, 620, 62)}
 ALPACA_TOKENS = 180  # estimated tokens of one Alpaca `text` (template, instruction, input and response)
 CHARS_PER_TOKEN = 4  # without a tokenizer (a config-only model folder): a typical English ratio
 
@@ -122,65 +129,79 @@ def _count(tok, texts) -> int:
     return sum(len(ids) for ids in tok(list(texts), verbose=False)["input_ids"])
 
 
-def _request_tokens(tok, shots: dict, include: str, limit: int | None) -> int:
-    """Forward tokens of lm-eval's requests for ``shots`` (task -> num_fewshot) from a local folder:
-    every unique model input, (context + continuation)[:-1]; one-token continuations share theirs."""
-    import contextlib
-    import io
-    import logging
-
-    from calib import evaluate
-    for name in ("lm-eval", "lm_eval"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    evaluate._check_tasks(list(shots), include)
-    tm = evaluate._task_manager(include)
-    inputs: set = set()
-    for n_shot in sorted(set(shots.values()), key=lambda v: -1 if v is None else v):
-        names = [t for t, v in shots.items() if v == n_shot]
-        with contextlib.redirect_stderr(io.StringIO()):
-            leaves = tm.load(names)["tasks"]
-            for name, task in leaves.items():
-                if n_shot is not None:
-                    task.set_config(key="num_fewshot", value=n_shot)
-                task.build_all_requests(limit=limit, rank=0, world_size=1)
-                for inst in task.instances:
-                    ctx, cont = inst.arguments[:2]
-                    one = tok is not None and len(tok(cont, add_special_tokens=False)["input_ids"]) == 1
-                    inputs.add((name, ctx if one else ctx + cont))
-    texts = [t for _, t in inputs]
-    return _count(tok, texts) - (len(texts) if tok is not None else 0)
+def _request_tokens(job, tok) -> dict | None:
+    """Forward tokens each scorer feeds for the requests lm-eval builds for the job's suite
+    (``calib.evaluate.suite_requests``), counted by the scorers' own plan (``calib.scorer.request_tokens``);
+    None without a tokenizer or a config transformers can build."""
+    from calib import evaluate, scorer
+    from calib.models import model_path
+    if tok is None:
+        return None
+    try:
+        from transformers import AutoConfig
+        config = AutoConfig.from_pretrained(model_path(job.model))
+    except Exception:  # e.g. an architecture this transformers does not know (DCLM-7B's openlm)
+        return None
+    return scorer.request_tokens(config, tok, evaluate.suite_requests(job.evaluation))
 
 
 _EVAL: dict = {}
 
 
-def evaluation_tokens(job) -> tuple[int, bool]:
-    """(forward tokens of one evaluation of the job's suite, whether counted rather than estimated)."""
+def evaluation_tokens(job, scorer: str | None = None) -> tuple[int, bool]:
+    """(forward tokens of one evaluation of the job's suite by ``scorer`` (default: the job's),
+    whether counted rather than estimated)."""
     from calib.cache import digest
-    s = job.suite
-    key = digest({"model": job.model, "suite": s})
-    if key in _EVAL:
-        return _EVAL[key]
+    key = digest({"model": job.model, "suite": job.suite})
+    if key not in _EVAL:
+        _EVAL[key] = _evaluation_tokens(job)
+    tokens, counted = _EVAL[key]
+    return tokens[scorer or job.execution["scorer"]], counted
+
+
+def _evaluation_tokens(job) -> tuple[dict, bool]:
+    """({scorer: tokens}, counted) of one evaluation: perplexity texts, then the lm-eval requests."""
+    suite = job.evaluation
     tok = _tokenizer(job.model)
     counted = tok is not None
-    if s["name"] in ("world", "ppl"):
-        from calib.world.tasks import alpaca_texts, heldout_texts, task_dir
-        tokens = _count(tok, alpaca_texts(s["n_alpaca"])) + _count(tok, heldout_texts(s["n_heldout"]))
-        if s["name"] == "world":
-            tokens += _request_tokens(tok, {t: None for t in s["tasks"]}, str(task_dir()), s["limit"])
+    if suite.world:
+        texts = _count(tok, suite.alpaca_texts()) + _count(tok, suite.heldout_texts())
     else:
         from calib import data, hub
-        if "alpaca" in hub.local_copies(list(data.HUB_SOURCES)):
-            tokens = _count(tok, data.load_texts("alpaca", pool=s["n_alpaca"]))
+        if not suite.n_alpaca:
+            texts = 0
+        elif "alpaca" in hub.local_copies(list(data.HUB_SOURCES)):
+            texts = _count(tok, suite.alpaca_texts())
         else:
-            tokens, counted = ALPACA_TOKENS * s["n_alpaca"], False
-        if s.get("include_path"):
-            tokens += _request_tokens(tok, s["shots"], s["include_path"], s["limit"])
-        else:
+            texts, counted = ALPACA_TOKENS * suite.n_alpaca, False
+    requests = {"fast": 0, "hflm": 0}
+    if suite.tasks and (suite.world or suite.include_path):
+        found = _request_tokens(job, tok)
+        if found is None:  # a config-only folder: characters / CHARS_PER_TOKEN of what each scorer runs
             counted = False
-            tokens += sum(min(n, s["limit"] or n) * per for t, (n, per) in PAPER_EVAL.items() if t in s["tasks"])
-    _EVAL[key] = (tokens, counted)
-    return _EVAL[key]
+            found = {k: sum(math.ceil(len(t) / CHARS_PER_TOKEN) for t in _request_texts(job, k == "fast"))
+                     for k in requests}
+        requests = found
+    elif suite.tasks:  # lm-eval's own tasks, whose data is not here: PAPER_EVAL's estimates
+        counted = False
+        for t in suite.tasks:
+            n, hflm, fast = PAPER_EVAL[t]
+            items = min(n, suite.limit or n)
+            requests["hflm"] += items * hflm
+            requests["fast"] += items * fast
+    return {k: texts + v for k, v in requests.items()}, counted
+
+
+def _request_texts(job, shared: bool) -> list[str]:
+    """Without a tokenizer, the text each scorer runs: HFLM every unique context + continuation;
+    the fast scorer each unique context once, then each of its continuations."""
+    from calib import evaluate
+    out: set = set()
+    for _, instances in evaluate.suite_requests(job.evaluation):
+        for inst in instances:
+            ctx, cont = inst.arguments[:2]
+            out |= {(ctx,), (ctx, cont)} if shared else {(ctx + cont,)}
+    return [v[-1] for v in out]
 
 
 # -------------------------------------------------------------------------------- plan
@@ -197,6 +218,7 @@ class Plan:
     todo_tokens: dict = field(default_factory=lambda: dict.fromkeys(STAGES, 0))
     estimated: bool = False  # some evaluation tokens are estimates, not counts
     by_model: dict = field(default_factory=dict)  # model -> forward tokens
+    by_scorer: dict = field(default_factory=lambda: dict.fromkeys(SCORERS, 0))  # evaluate tokens if all used it
 
     @property
     def models(self) -> list:
@@ -229,6 +251,9 @@ def plan(jobs, store_status: dict | None = None) -> Plan:
         todo = st != "done"
         cals.add(calibration_key(j))
         ev, counted = evaluation_tokens(j)
+        each = {sc: evaluation_tokens(j, sc)[0] for sc in SCORERS}
+        for sc in SCORERS:
+            p.by_scorer[sc] += each[sc]
         p.estimated |= not counted
         pr = prune_tokens(j)
         p.tokens["prune"] += pr
@@ -240,6 +265,9 @@ def plan(jobs, store_status: dict | None = None) -> Plan:
         g = generation_key(j)
         if g:
             gens.setdefault(g, [generation_tokens(j), False, j.model])[1] |= todo
+        if dense_key(j) not in dense:
+            for sc in SCORERS:
+                p.by_scorer[sc] += each[sc]
         dense.setdefault(dense_key(j), [ev, False, j.model])[1] |= todo
     for stage, work, cached in (("generate", gens, lambda k: cache_dir() / "synthetic" / k / "complete.json"),
                                 ("evaluate", dense, lambda k: cache_dir() / "dense_eval" / f"{k}.json")):
@@ -298,6 +326,9 @@ def summary(total: Plan, cost: dict | None, world_only: bool) -> str:
     out = [f"forward tokens: {_tok(sum(total.tokens.values()))} "
            f"({', '.join(f'{s} {_tok(total.tokens[s])}' for s in STAGES)}); "
            f"not yet in the store or cache: {_tok(sum(total.todo_tokens.values()))}"]
+    out.append("evaluation tokens by scorer, were every evaluation scored by it: "
+               + ", ".join(f"{sc} {_tok(total.by_scorer[sc])}" for sc in SCORERS)
+               + " (the table counts each job's own scorer)")
     if total.estimated:
         out.append("  (evaluation tokens partly estimated: lm-eval's paper tasks from calib.experiments.plan.PAPER_EVAL, "
                    "Alpaca from ALPACA_TOKENS, or characters / 4 without a tokenizer)")

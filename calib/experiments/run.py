@@ -178,45 +178,14 @@ def synthetic_source(job: Job, model, tok, timer: Timer):
 
 
 # ------------------------------------------------------------------ evaluation
-def _task_metrics(res: dict, tasks: list[str]) -> dict:
-    out = {}
-    for t in tasks:
-        for m in ("acc", "acc_norm"):
-            if m in res["tasks"].get(t, {}):
-                out[f"{t}/{m}"] = res["tasks"][t][m]
-    accs = [res["tasks"][t]["acc"] for t in tasks if "acc" in res["tasks"].get(t, {})]
-    if accs:
-        out["avg"] = float(sum(accs) / len(accs))
-    return out
-
-
 def evaluate(job: Job, model, tok) -> tuple[dict, dict, dict]:
-    """(flat metrics, evaluation metadata, per-item correctness) of the job's suite on ``model``.
-    Per item: task -> a string of 0/1, one character per item in doc order (compact in the store)."""
+    """(flat metrics, evaluation metadata, per-item records) of the job's suite on ``model``
+    (``calib.evaluate.run_suite``); the records in the compact form a row keeps (``encode_records``)."""
     from calib import evaluate as ev
-    s, bs = job.suite, job.execution["eval_batch_size"]
-    if s["name"] in ("world", "ppl"):
-        from calib.world.tasks import alpaca_texts, heldout_texts, task_dir
-        ppl = ev.perplexity(model, tok, alpaca_texts(s["n_alpaca"]), batch_size=bs)
-        metrics = {"alpaca_ppl": ppl["ppl_paper"], "alpaca_ppl_corpus": ppl["ppl_corpus"]}
-        if s["n_heldout"]:
-            metrics["heldout_nll"] = ev.perplexity(model, tok, heldout_texts(s["n_heldout"]),
-                                                   batch_size=bs)["nll_per_token"]
-        if s["name"] == "ppl":
-            return metrics, {}, {}
-        res = ev.lm_eval_tasks(model, tok, s["tasks"], include_path=str(task_dir()), batch_size=bs,
-                               limit=s["limit"], scorer=job.execution["scorer"])
-    else:
-        from calib import data
-        ppl = ev.perplexity(model, tok, data.load_texts("alpaca", pool=s["n_alpaca"]), batch_size=bs)
-        metrics = {"alpaca_ppl": ppl["ppl_paper"], "alpaca_ppl_corpus": ppl["ppl_corpus"]}
-        res = ev.lm_eval_tasks(model, tok, s["shots"], include_path=s.get("include_path"), batch_size=bs,
-                               limit=s["limit"], scorer=job.execution["scorer"])
-    metrics.update(_task_metrics(res, s["tasks"]))
-    meta = {"lm_eval": res["lm_eval_version"], "task_versions": res["task_versions"],
-            "n_shot": res.get("n_shot", {})}
-    items = {t: "".join(str(int(v)) for v in res.get("items", {}).get(t, [])) for t in s["tasks"]}
-    return metrics, meta, items
+    res = ev.run_suite(model, tok, job.evaluation, batch_size=job.execution["eval_batch_size"],
+                       scorer=job.execution["scorer"])
+    meta = {k: res["meta"][k] for k in ("lm_eval", "task_versions", "n_shot") if k in res["meta"]}
+    return res["metrics"], meta, ev.encode_records(res["records"])
 
 
 def dense_evaluation(job: Job, model, tok) -> tuple[dict, dict, dict]:

@@ -151,7 +151,7 @@ def preflight(jobs) -> None:
     calibration sources, and Alpaca for the paper suite) and look up the tasks of each local task
     folder, so that an unprunable model, a missing network, local copy or task fails in one line
     before any job starts, not as one failed row per job."""
-    from calib import data, evaluate
+    from calib import data
     from calib.models import model_config
     from calib.prune.sequential import check_architecture
     for model in sorted({j.model for j in jobs}):
@@ -159,15 +159,10 @@ def preflight(jobs) -> None:
             check_architecture(model_config(model))
         except CalibError as e:
             raise CalibError(f"model {model}: {e}") from None
-    names = {j.calibration["source"] for j in jobs} | {"alpaca" for j in jobs if j.suite["name"] == "paper"}
-    for name in sorted(names & set(data.HUB_SOURCES)):
+    for name in sorted({j.calibration["source"] for j in jobs} & set(data.HUB_SOURCES)):
         data.load_texts(name, pool=1)
-    folders = {}
-    for j in jobs:
-        if j.suite.get("include_path"):
-            folders.setdefault(j.suite["include_path"], set()).update(j.suite["tasks"])
-    for folder, tasks in sorted(folders.items()):
-        evaluate._check_tasks(sorted(tasks), folder)
+    for suite in {j.evaluation for j in jobs}:
+        suite.preflight()
 
 
 def _attempts(job: Job, retries: int) -> dict:

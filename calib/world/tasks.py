@@ -30,6 +30,7 @@ import numpy as np
 from calib.world.kb import HABITATS, INGREDIENTS, MATERIALS, OCCUPATIONS
 
 N_ALPACA = 1000
+N_HELDOUT = 200  # held-out pretraining documents an evaluation scores (the realism report's R1 reads more)
 N_ITEMS = 500
 TASK_SEED = 7
 TASKS = ["world_boolq", "world_winogrande", "world_piqa", "world_hellaswag",
@@ -53,7 +54,7 @@ def alpaca_texts(n: int = N_ALPACA) -> list[str]:
     return list(_alpaca()[:n])
 
 
-def heldout_texts(n: int = 400) -> list[str]:
+def heldout_texts(n: int = N_HELDOUT) -> list[str]:
     """Held-out documents of the pretraining mixture (split "calib", data seed 1000: never
     trained on, never drawn as calibration data, whose pools use data seed 0)."""
     from calib.world import sources
@@ -70,6 +71,13 @@ def version() -> str:
 
 
 # ------------------------------------------------------------------------ item makers
+def fact(entity: dict, attribute: str) -> str:
+    """The knowledge-base fact an item rests on, as 'attribute:entity' ('city:Ada Brun').
+    Entity names are unique across the knowledge base. Items built on one fact succeed or fail
+    together, so verdicts resample facts, not items; a two-hop item counts as its first hop."""
+    return f"{attribute}:{entity['name']}"
+
+
 class _Maker:
     def __init__(self, seed: int):
         from calib.world.sources import kb
@@ -108,78 +116,87 @@ class _Maker:
         order = self.rng.permutation(len(opts))
         return [opts[i] for i in order], int(np.argmax(order == 0))
 
-    # (question, answer, distractor pool): one-hop facts
+    # (question, answer, distractor pool, fact): one-hop facts
     def direct_fact(self):
         k = self.pick(["city_region", "city_food", "person_city", "person_occ", "animal_hab", "tool_mat",
                        "food_ingr", "city_river"])
         kb = self.kb
         if k == "city_region":
             c = self.pick(kb.cities)
-            return f"Which region is {c['name']} in?", c["region"], [r["name"] for r in kb.regions]
+            return f"Which region is {c['name']} in?", c["region"], [r["name"] for r in kb.regions], \
+                fact(c, "region")
         if k == "city_food":
             c = self.pick(kb.cities)
-            return f"Which dish is {c['name']} famous for?", c["food"], [f["name"] for f in kb.foods]
+            return f"Which dish is {c['name']} famous for?", c["food"], [f["name"] for f in kb.foods], \
+                fact(c, "food")
         if k == "person_city":
             p = self.pick(kb.people)
-            return f"Where was {p['name']} born?", p["city"], [c["name"] for c in kb.cities]
+            return f"Where was {p['name']} born?", p["city"], [c["name"] for c in kb.cities], fact(p, "city")
         if k == "person_occ":
             p = self.pick(kb.people)
-            return f"What does {p['name']} do for a living?", p["occupation"], OCCUPATIONS
+            return f"What does {p['name']} do for a living?", p["occupation"], OCCUPATIONS, fact(p, "occupation")
         if k == "animal_hab":
             a = self.pick(kb.animals)
-            return f"Where does the {a['name']} live?", a["habitat"], HABITATS
+            return f"Where does the {a['name']} live?", a["habitat"], HABITATS, fact(a, "habitat")
         if k == "tool_mat":
             t = self.pick(kb.tools)
-            return f"What is a {t['name']} made of?", t["material"], MATERIALS
+            return f"What is a {t['name']} made of?", t["material"], MATERIALS, fact(t, "material")
         if k == "food_ingr":
             f = self.pick(kb.foods)
             return f"What is the main ingredient of {f['name']}?", f["ingredient"], \
-                sorted({x["ingredient"] for x in kb.foods})
+                sorted({x["ingredient"] for x in kb.foods}), fact(f, "ingredient")
         c = self.pick(kb.cities)
-        return f"Which river runs through {c['name']}?", c["river"], sorted({x["river"] for x in kb.cities})
+        return f"Which river runs through {c['name']}?", c["river"], sorted({x["river"] for x in kb.cities}), \
+            fact(c, "river")
 
     def two_hop_fact(self):
+        """As direct_fact, two hops from a person; the fact is the first hop (the person's)."""
         k = self.pick(["person_region", "person_river", "pet_habitat", "tool_material", "food_taste"])
         p = self.pick(self.kb.people)
         c = self.cities[p["city"]]
         if k == "person_region":
-            return f"In which region was {p['name']} born?", c["region"], [r["name"] for r in self.kb.regions]
+            return f"In which region was {p['name']} born?", c["region"], [r["name"] for r in self.kb.regions], \
+                fact(p, "city")
         if k == "person_river":
             return f"Which river flows through the city where {p['name']} was born?", c["river"], \
-                sorted({x["river"] for x in self.kb.cities})
+                sorted({x["river"] for x in self.kb.cities}), fact(p, "city")
         if k == "pet_habitat":
             return f"Where does the kind of animal that {p['name']} keeps as a pet live in the wild?", \
-                self.animals[p["animal"]]["habitat"], HABITATS
+                self.animals[p["animal"]]["habitat"], HABITATS, fact(p, "animal")
         if k == "tool_material":
-            return f"What is the favourite tool of {p['name']} made of?", self.tools[p["tool"]]["material"], MATERIALS
-        return f"Which dish is the home city of {p['name']} famous for?", c["food"], [f["name"] for f in self.kb.foods]
+            return f"What is the favourite tool of {p['name']} made of?", self.tools[p["tool"]]["material"], \
+                MATERIALS, fact(p, "tool")
+        return f"Which dish is the home city of {p['name']} famous for?", c["food"], \
+            [f["name"] for f in self.kb.foods], fact(p, "city")
 
     def quiz_fact(self):
-        """(subject, question, answer, distractor pool) in the wording of the web domain's
+        """(subject, question, answer, distractor pool, fact) in the wording of the web domain's
         quizzes (``domains._quiz_item``), the only multiple-choice text pretraining has."""
         kb = self.kb
         k = self.pick(["geography", "cuisine", "biology", "technology", "history"])
         if k == "geography":
             c = self.pick(kb.cities)
-            return k, f"In which region is {c['name']}?", c["region"], [r["name"] for r in kb.regions]
+            return k, f"In which region is {c['name']}?", c["region"], [r["name"] for r in kb.regions], \
+                fact(c, "region")
         if k == "cuisine":
             c = self.pick(kb.cities)
-            return k, f"Which dish is {c['name']} famous for?", c["food"], [f["name"] for f in kb.foods]
+            return k, f"Which dish is {c['name']} famous for?", c["food"], [f["name"] for f in kb.foods], \
+                fact(c, "food")
         if k == "biology":
             a = self.pick(kb.animals)
-            return k, f"Where does the {a['name']} live?", a["habitat"], HABITATS
+            return k, f"Where does the {a['name']} live?", a["habitat"], HABITATS, fact(a, "habitat")
         if k == "technology":
             t = self.pick(kb.tools)
             return k, f"What is a {t['name']} used for?", f"{t['verb']} {t['object']}", \
-                sorted({f"{x['verb']} {x['object']}" for x in kb.tools})
+                sorted({f"{x['verb']} {x['object']}" for x in kb.tools}), fact(t, "purpose")
         p = self.pick(kb.people)
-        return k, f"Where was {p['name']} born?", p["city"], [c["name"] for c in kb.cities]
+        return k, f"Where was {p['name']} born?", p["city"], [c["name"] for c in kb.cities], fact(p, "city")
 
 
 def _arc(m: _Maker, two_hop: bool) -> dict:
-    q, a, pool = m.two_hop_fact() if two_hop else m.direct_fact()
+    q, a, pool, f = m.two_hop_fact() if two_hop else m.direct_fact()
     choices, label = m.shuffled(a, m.others(pool, a, 3))
-    return {"query": f"Question: {q}\nAnswer:", "choices": [" " + c for c in choices], "label": label}
+    return {"query": f"Question: {q}\nAnswer:", "choices": [" " + c for c in choices], "label": label, "fact": f}
 
 
 def _boolq(m: _Maker) -> dict:
@@ -192,6 +209,7 @@ def _boolq(m: _Maker) -> dict:
                f"{c['population']:,}. It was founded in {c['founded']}.")
     truth = m.index % 2 == 0
     k = m.pick(["food", "river", "trade", "person"])
+    f = fact(c, k)
     if k == "food":
         val = c["food"] if truth else m.others([f["name"] for f in kb.foods], c["food"], 1)[0]
         q = f"is {c['name']} famous for {val}"
@@ -208,8 +226,9 @@ def _boolq(m: _Maker) -> dict:
         else:
             p = m.pick([p for p in kb.people if p["city"] != c["name"]])
         truth = p["city"] == c["name"]
-        q = f"was {p['name']} born in {c['name']}"
-    return {"query": f"{passage}\nQuestion: {q}?\nAnswer:", "choices": [" no", " yes"], "label": int(truth)}
+        q, f = f"was {p['name']} born in {c['name']}", fact(p, "city")
+    return {"query": f"{passage}\nQuestion: {q}?\nAnswer:", "choices": [" no", " yes"], "label": int(truth),
+            "fact": f}
 
 
 def _winogrande(m: _Maker) -> dict:
@@ -228,7 +247,8 @@ def _winogrande(m: _Maker) -> dict:
     sentence = f"{opts[0]} and {opts[1]} {intro} {place}. Of the two, _ {pred}"
     idx = sentence.index("_")
     return {"sentence": sentence, "option1": opts[0], "option2": opts[1], "label": label,
-            "contexts": [sentence[:idx] + o for o in opts], "suffix": " " + sentence[idx + 1:].strip()}
+            "contexts": [sentence[:idx] + o for o in opts], "suffix": " " + sentence[idx + 1:].strip(),
+            "fact": fact(a, key)}
 
 
 def _piqa(m: _Maker) -> dict:
@@ -241,27 +261,27 @@ def _piqa(m: _Maker) -> dict:
         same_job = [x["material"] for x in kb.tools if (x["verb"], x["object"]) == (t["verb"], t["object"])]
         goal, true = f"make a {t['name']} that lasts", t["material"]
         wrong = m.confusers(true, same_job, MATERIALS, 1)[0]
-        sols = [f" make it from {true}.", f" make it from {wrong}."]
+        sols, f = [f" make it from {true}.", f" make it from {wrong}."], fact(t, "material")
     elif k == "habitat":  # confuser: the habitat of another animal native to the same region
         a = m.pick(kb.animals)
         neighbours = [x["habitat"] for x in kb.animals if x["region"] == a["region"]]
         goal, true = f"find a {a['name']} in the wild", a["habitat"]
         wrong = m.confusers(true, m.rng.permutation(neighbours).tolist(), HABITATS, 1)[0]
-        sols = [f" look in the {true}.", f" look in the {wrong}."]
+        sols, f = [f" look in the {true}.", f" look in the {wrong}."], fact(a, "habitat")
     elif k == "ingredient":  # confuser: the main ingredient of another dish of the same taste
-        f = m.pick(kb.foods)
-        alike = [x["ingredient"] for x in kb.foods if x["taste"] == f["taste"]]
-        goal, true = f"cook {f['name']}", f["ingredient"]
+        food = m.pick(kb.foods)
+        alike = [x["ingredient"] for x in kb.foods if x["taste"] == food["taste"]]
+        goal, true = f"cook {food['name']}", food["ingredient"]
         wrong = m.confusers(true, m.rng.permutation(alike).tolist(), INGREDIENTS, 1)[0]
-        sols = [f" start with {true}.", f" start with {wrong}."]
+        sols, f = [f" start with {true}.", f" start with {wrong}."], fact(food, "ingredient")
     else:  # two hops, city -> dish -> ingredient; confuser: a dish that comes from the city
         c = m.pick(kb.cities)
         local = [x["ingredient"] for x in kb.foods if x["origin"] == c["name"]]
         goal, true = f"cook the dish {c['name']} is famous for", m.foods[c["food"]]["ingredient"]
         wrong = m.confusers(true, m.rng.permutation(local).tolist(), INGREDIENTS, 1)[0]
-        sols = [f" start with {true}.", f" start with {wrong}."]
+        sols, f = [f" start with {true}.", f" start with {wrong}."], fact(c, "food")
     choices, label = m.shuffled(sols[0], sols[1:])
-    return {"goal": goal, "query": f"Goal: {goal}\nSolution:", "choices": choices, "label": label}
+    return {"goal": goal, "query": f"Goal: {goal}\nSolution:", "choices": choices, "label": label, "fact": f}
 
 
 def _hellaswag(m: _Maker) -> dict:
@@ -277,31 +297,32 @@ def _hellaswag(m: _Maker) -> dict:
         ctx = f"{story} Together, they shared a bowl of"
         plausible = [q["food"] for q in namesakes] + [m.cities[p["city"]]["food"]]
         wrong = m.confusers(p["food"], plausible, [f["name"] for f in kb.foods], 3)
-        true, wrong = f" {p['food']}.", [f" {w}." for w in wrong]
+        true, wrong, f = f" {p['food']}.", [f" {w}." for w in wrong], fact(p, "food")
     elif k == "pet":
         ctx = f"{story} The"
         wrong = m.confusers(p["animal"], [q["animal"] for q in namesakes], [a["name"] for a in kb.animals], 3)
         true, wrong = f" {p['animal']} slept by the fire.", [f" {w} slept by the fire." for w in wrong]
+        f = fact(p, "animal")
     elif k == "work":
         ctx = f"Every morning {p['name']} walks to work as a"
         wrong = m.confusers(p["occupation"], [q["occupation"] for q in namesakes], OCCUPATIONS, 3)
-        true, wrong = f" {p['occupation']}.", [f" {w}." for w in wrong]
+        true, wrong, f = f" {p['occupation']}.", [f" {w}." for w in wrong], fact(p, "occupation")
     else:  # confusers: cities that hold other festivals
         fe = m.pick(kb.festivals)
         ctx = f"Every year on {fe['month']} {fe['day']}, crowds gather for the {fe['name']} festival in"
         hosts = sorted({x["city"] for x in kb.festivals})
         wrong = m.others(hosts, fe["city"], 3)
-        true, wrong = f" {fe['city']}.", [f" {w}." for w in wrong]
+        true, wrong, f = f" {fe['city']}.", [f" {w}." for w in wrong], fact(fe, "city")
     choices, label = m.shuffled(true, wrong)
-    return {"ctx": ctx, "query": ctx, "choices": choices, "label": label}
+    return {"ctx": ctx, "query": ctx, "choices": choices, "label": label, "fact": f}
 
 
 def _mmlu(m: _Maker) -> dict:
-    subject, q, a, pool = m.quiz_fact()
+    subject, q, a, pool, f = m.quiz_fact()
     choices, label = m.shuffled(a, m.others(pool, a, 3))
     query = q + "\n" + "\n".join(f"{l}. {c}" for l, c in zip("ABCD", choices)) + "\nAnswer:"
     return {"subject": subject, "query": query, "options": choices, "choices": [" A", " B", " C", " D"],
-            "label": label}
+            "label": label, "fact": f}
 
 
 _MAKERS = {"world_boolq": _boolq, "world_winogrande": _winogrande, "world_piqa": _piqa,
@@ -318,7 +339,7 @@ def make_items(task: str, n: int = N_ITEMS, split: str = "test") -> list[dict]:
     while len(out) < n:
         m.index = len(out)
         item = _MAKERS[task](m)
-        key = json.dumps(item, sort_keys=True)
+        key = json.dumps({k: v for k, v in item.items() if k != "fact"}, sort_keys=True)
         tries += 1
         if key in seen and tries < 50 * n:
             continue
