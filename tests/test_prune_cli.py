@@ -156,3 +156,21 @@ def test_real_calibration_sampler(model_dir, tmp_path):
     assert rc == 0
     rep = json.loads((out / "prune_report.json").read_text())
     assert rep["calibration"]["source"] == str(text) and rep["calibration"]["sha256_int32"]
+
+
+@pytest.mark.parametrize("method,extra", [("wanda", ["--sparsity", "0.6"]), ("owl", ["--pattern", "2:4"])])
+def test_the_setting_is_checked_once_from_the_flags_to_the_mask_rule(shim, model_dir, tmp_path, monkeypatch,
+                                                                      method, extra):
+    """`calib prune` resolves method, pattern, sparsity and options once (methods.Setting.of); the
+    engine takes that setting as it is, down to the mask rule."""
+    from calib.prune import methods
+    calls = {}
+    for name in ("parse_pattern", "resolve_sparsity", "resolve_options"):
+        real = getattr(methods, name)
+
+        def counted(*a, _real=real, _name=name, **k):
+            calls[_name] = calls.get(_name, 0) + 1
+            return _real(*a, **k)
+        monkeypatch.setattr(methods, name, counted)
+    assert _run(model_dir, tmp_path / "out", "--method", method, *extra) == 0
+    assert calls == {"parse_pattern": 1, "resolve_sparsity": 1, "resolve_options": 1}

@@ -276,3 +276,27 @@ def test_cholesky_retries_then_fails():
     assert torch.isfinite(U).all() and not dead.any()
     with pytest.raises(CalibError, match="Cholesky"):
         inverse_hessian(-torch.eye(3), 0.01)
+
+
+def test_the_setting_owns_the_block_plan_and_the_mask_method():
+    """OWL's outlier pass and its per-block plan are properties of the setting (engine and plan
+    read them); an unknown method is an error where the setting is made and at the mask rule."""
+    from calib.errors import CalibError
+    from calib.prune.methods import Setting, mask
+    owl = Setting.of("owl", 0.6, options={"base": "sparsegpt"})
+    assert owl.outlier_pass and owl.mask_method == "sparsegpt" and not owl.data_free
+    plan = owl.block_plan(3, [0.01, 0.05, 0.02])
+    assert len(plan) == 3 and abs(sum(s for s, _ in plan) / 3 - 0.6) < 1e-9 and plan[1][0] < plan[0][0]
+    with pytest.raises(CalibError, match="outlier ratio of each of the 3 blocks"):
+        owl.block_plan(3)
+    wanda = Setting.of("wanda", pattern="2:4")
+    assert wanda.block_plan(2) == [(0.5, (2, 4))] * 2 and not wanda.outlier_pass and wanda.mask_method == "wanda"
+    assert Setting.of("dsnot", 0.0).data_free and Setting.of("dsnot", 0.0).mask_method == "magnitude"
+    assert not Setting.of("owl", 0.0).outlier_pass
+    with pytest.raises(CalibError, match="unknown pruning method 'wandaa'; valid choices: magnitude, wanda"):
+        Setting.of("wandaa", 0.5)
+    with pytest.raises(CalibError, match="sparsity: sparsity 1.5 is outside the valid range"):
+        Setting.of("wanda", 1.5, names={"sparsity": "sparsity"})
+    lin = torch.nn.Linear(8, 4)
+    with pytest.raises(CalibError, match="no mask rule for method 'owl'"):  # not DSnoT's branch by default
+        mask("owl", "self_attn.q_proj", lin, None, 0.5, None, {}, None)

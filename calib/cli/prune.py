@@ -104,14 +104,12 @@ def handler(args) -> int:
     from calib.errors import check_choice
     from calib.io import check_output, clean_stale
     from calib.models import DTYPES, device, model_config
-    from calib.prune.methods import METHODS, parse_pattern, resolve_options, resolve_sparsity
+    from calib.prune.methods import METHODS, Setting
 
     t0 = time.perf_counter()
     # Everything checkable without the model fails before anything is loaded.
-    check_choice("pruning method", args.method, METHODS)
-    nm = parse_pattern(args.pattern)
-    sparsity = resolve_sparsity(args.sparsity, nm)
-    opts = resolve_options(args.method, _method_options(args, args.method))
+    check_choice("pruning method", args.method, METHODS)  # before the options, which depend on it
+    setting = Setting.of(args.method, args.sparsity, args.pattern, _method_options(args, args.method))
     if args.nsamples < 1:
         raise CalibError(f"--nsamples {args.nsamples} must be >= 1")
     if args.seqlen is not None and args.seqlen < 1:
@@ -149,7 +147,7 @@ def handler(args) -> int:
 
     t = time.perf_counter()
     ids = None
-    if args.method == "magnitude":  # magnitude needs no data
+    if setting.data_free:  # magnitude (or nothing to prune) needs no data
         mode = None
     else:
         ids = data.calibration_tensor(args.calib, tokenizer, nsamples=args.nsamples, seqlen=seqlen,
@@ -158,17 +156,16 @@ def handler(args) -> int:
 
     torch.manual_seed(args.seed)
     t = time.perf_counter()
-    result = prune(model, ids, method=args.method, sparsity=args.sparsity,
-                   pattern=args.pattern, batch_size=args.batch_size, device=args.device,
-                   offload=not args.no_offload, progress=not args.no_progress, **opts)
+    result = prune(model, ids, setting=setting, batch_size=args.batch_size, device=args.device,
+                   offload=not args.no_offload, progress=not args.no_progress)
     timings["prune_s"] = time.perf_counter() - t
 
     report = {
         "model": str(model_path(args.model)),
         "method": args.method,
         "pattern": args.pattern,
-        "sparsity": sparsity,
-        "options": result.report["options"],
+        "sparsity": setting.sparsity,
+        "options": setting.options,
         "calibration": {
             "source": args.calib, "mode": mode, "nsamples": args.nsamples, "seqlen": seqlen,
             "sha256_int32": None if ids is None else data.calibration_hash(ids),

@@ -49,6 +49,7 @@ class Job:
     execution: dict = field(default_factory=dict)
     _key: str | None = field(default=None, init=False, repr=False, compare=False)
     _evaluation: evaluate.Suite | None = field(default=None, init=False, repr=False, compare=False)
+    _setting: methods.Setting | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         if self.model is not None and not isinstance(self.model, str | Path):
@@ -60,19 +61,14 @@ class Job:
             self.model = str(Path(self.model).expanduser().resolve())
         with at(f"model {self.model}"):
             methods.check_architecture(config)  # from its config.json: no weights read
-        with at("method"):
-            check_choice("pruning method", self.method, methods.METHODS)
-        with at("pattern"):
-            nm = methods.parse_pattern(self.pattern)
-        with at("sparsity"):
-            self.sparsity = methods.resolve_sparsity(self.sparsity, nm)
         opts = self.options or {}
         if not isinstance(opts, dict):
             raise CalibError(f"options: expected a mapping of method options; got {opts!r}")
         if opts and set(opts) <= set(methods.METHODS):  # per-method options: {owl: {owl_lambda: 0.1}, ...}
             opts = opts.get(self.method) or {}
-        with at("options"):
-            self.options = methods.resolve_options(self.method, opts)
+        self._setting = methods.Setting.of(self.method, self.sparsity, self.pattern, opts,
+                                           names={f: f for f in ("method", "pattern", "sparsity", "options")})
+        self.sparsity, self.options = self._setting.sparsity, self._setting.options
         with at("dtype"):
             check_choice("dtype", self.dtype, DTYPES)
 
@@ -132,6 +128,11 @@ class Job:
     def params(self) -> dict:
         """Every parameter that defines the cell (all but ``execution``)."""
         return {k: getattr(self, k) for k in TOP if k != "execution"}
+
+    @property
+    def setting(self) -> methods.Setting:
+        """The job's pruning setting (method, sparsity, pattern, options), checked once."""
+        return self._setting
 
     @property
     def evaluation(self) -> evaluate.Suite:

@@ -89,14 +89,14 @@ def _config(job) -> dict:
     return model_config(job.model)
 
 
-def prune_tokens(job, method: str | None = None, calibration: dict | None = None) -> int:
-    """Forward tokens of pruning ``job`` (or ``method`` on ``calibration``)."""
-    method = method or job.method
-    c = calibration or job.calibration
-    if method == "magnitude":
+def prune_tokens(job) -> int:
+    """Forward tokens of pruning ``job``: the block-by-block pass, plus a dense pass where the
+    setting measures outlier ratios first (OWL); none where its masks need no data."""
+    setting, c = job.setting, job.calibration
+    if setting.data_free:
         return 0
     layers = _config(job).get("num_hidden_layers")
-    passes = (2 - 1 / layers if layers else 2) + (1 if method == "owl" else 0)
+    passes = (2 - 1 / layers if layers else 2) + (1 if setting.outlier_pass else 0)
     return round(passes * c["nsamples"] * c["seqlen"])
 
 

@@ -50,9 +50,8 @@ def device(job: Job) -> str:
 def prune(job: Job, model, ids):
     """Prune ``model`` in place as the job says."""
     from calib.prune.engine import prune as prune_model
-    return prune_model(model, ids, method=job.method, sparsity=job.sparsity, pattern=job.pattern,
-                       batch_size=job.execution["prune_batch_size"], device=device(job),
-                       offload=job.execution["offload"], **job.options)
+    return prune_model(model, ids, setting=job.setting, batch_size=job.execution["prune_batch_size"],
+                       device=device(job), offload=job.execution["offload"])
 
 
 class _PoolTokenizer:

@@ -106,31 +106,31 @@ def prune(
     offload: bool = True,
     keep_masks: bool = False,
     progress: bool = False,
+    setting: methods.Setting | None = None,
     **method_options,
 ) -> PruneResult:
     """Prune `model` in place; weights stay dense, pruned entries are exact zeros.
 
     calib_ids: LongTensor [nsamples, seqlen] (ignored by magnitude, and by OWL on
-    magnitude for everything but the outlier pass). sparsity defaults to 0.5;
-    with an N:M pattern it must be omitted or equal N/M. method_options are the
-    keys of OPTIONS[method]. Deterministic: same inputs, same masks.
+    magnitude for everything but the outlier pass). The setting is ``setting`` (a
+    ``methods.Setting``, checked where it was made), or else made here from method,
+    sparsity (default 0.5; with an N:M pattern omitted or N/M), pattern and
+    method_options (the keys of OPTIONS[method]). Deterministic: same inputs, same masks.
 
     offload=True keeps one block at a time on `device` and leaves the model on
     the CPU; offload=False moves the whole model to `device` and leaves it there.
     On an error the in-memory model may be partly pruned (the CLI writes nothing).
     """
     t_start = time.perf_counter()
-    nm = methods.parse_pattern(pattern)
-    s = methods.resolve_sparsity(sparsity, nm)
-    opts = methods.resolve_options(method, method_options)
+    if setting is None:
+        setting = methods.Setting.of(method, sparsity, pattern, method_options)
     if int(batch_size) < 1:
         raise CalibError(f"batch_size {batch_size} must be >= 1")
     seq = Sequential(model, int(batch_size), device, offload)
-    check_widths(seq.blocks, nm)
-    data_free = method == "magnitude" or (nm is None and s == 0)
-    if not data_free:
+    check_widths(seq.blocks, setting.nm)
+    if not setting.data_free:
         if calib_ids is None:
-            raise CalibError(f"method {method!r} needs calibration ids")
+            raise CalibError(f"method {setting.method!r} needs calibration ids")
         check_calib(calib_ids, model.config)
         calib_ids = calib_ids.long()
 
@@ -138,18 +138,15 @@ def prune(
     if not offload:
         model.to(seq.dev)
     masks = _Masks(keep_masks)
-    nblocks = len(seq.blocks)
-    extra = {"method": method, "pattern": pattern, "sparsity": s, "options": opts}
-    if data_free:
-        _prune_blocks(seq, masks, "magnitude", None, [(s, nm)] * nblocks, opts, progress)
-    elif method == "owl":
-        ratios = _owl_ratios(seq, calib_ids, opts, progress)
-        plan = methods.owl_plan(ratios, s, nm, opts)
+    extra = {"method": setting.method, "pattern": setting.pattern, "sparsity": setting.sparsity,
+             "options": setting.options}
+    ratios = _owl_ratios(seq, calib_ids, setting.options, progress) if setting.outlier_pass else None
+    plan = setting.block_plan(len(seq.blocks), ratios)
+    if ratios is not None:
         extra["owl"] = {"outlier_ratios": ratios, "block_plan": [
             {"sparsity": p[0]} if p[1] is None else {"n": p[1][0], "m": p[1][1]} for p in plan]}
-        _prune_blocks(seq, masks, opts["base"], calib_ids, plan, opts, progress)
-    else:
-        _prune_blocks(seq, masks, method, calib_ids, [(s, nm)] * nblocks, opts, progress)
+    _prune_blocks(seq, masks, setting.mask_method, None if setting.data_free else calib_ids, plan,
+                  setting.options, progress)
     seq.timings["total_s"] = time.perf_counter() - t_start
     extra["calibration"] = None if calib_ids is None else {
         "nsamples": int(calib_ids.shape[0]), "seqlen": int(calib_ids.shape[1])}

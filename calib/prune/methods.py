@@ -8,9 +8,11 @@ reads the table for its help); the mask functions import their math when called.
 """
 from __future__ import annotations
 
+import contextlib
 import math
+from dataclasses import dataclass
 
-from calib.errors import CalibError, check_choice
+from calib.errors import CalibError, at, check_choice
 
 METHODS = ("magnitude", "wanda", "sparsegpt", "dsnot", "owl")
 
@@ -135,6 +137,62 @@ def _check_type(method: str, key: str, value, default) -> None:
         raise CalibError(f"option {key} of method {method!r} must be {kind}, got {value!r}")
 
 
+# ------------------------------------------------------------------ the setting
+@dataclass(frozen=True)
+class Setting:
+    """One pruning setting, validated once wherever it comes from (``calib prune``, a grid's job,
+    Python): the method, its sparsity (N/M for an N:M pattern), the pattern, and the method's
+    options with every default filled in. ``engine.prune`` takes it as it is; how the method turns
+    it into per-block targets (OWL's outlier-weighted plan) is the setting's, too."""
+    method: str
+    sparsity: float
+    pattern: str
+    nm: tuple[int, int] | None
+    options: dict
+
+    @classmethod
+    def of(cls, method: str = "wanda", sparsity=None, pattern="unstructured", options: dict | None = None,
+           names: dict | None = None) -> "Setting":
+        """The checked setting; ``names`` prefixes an error with the field it concerns (a grid's
+        'method', 'sparsity', ...), otherwise errors read as they are."""
+        names = names or {}
+        where = lambda f: at(names[f]) if f in names else contextlib.nullcontext()  # noqa: E731
+        with where("method"):
+            check_choice("pruning method", method, METHODS)
+        with where("pattern"):
+            nm = parse_pattern(pattern)
+        with where("sparsity"):
+            s = resolve_sparsity(sparsity, nm)
+        with where("options"):
+            opts = resolve_options(method, dict(options or {}))
+        return cls(method=method, sparsity=s, pattern=pattern, nm=nm, options=opts)
+
+    @property
+    def data_free(self) -> bool:
+        """Masks need no calibration data: magnitude pruning, or nothing to prune."""
+        return self.method == "magnitude" or (self.nm is None and self.sparsity == 0)
+
+    @property
+    def outlier_pass(self) -> bool:
+        """OWL: one dense pass over the calibration data measures each block's outlier ratio."""
+        return self.method == "owl" and not self.data_free
+
+    @property
+    def mask_method(self) -> str:
+        """The method whose rule masks each linear (OWL's base method; magnitude where data-free)."""
+        if self.data_free:
+            return "magnitude"
+        return self.options["base"] if self.method == "owl" else self.method
+
+    def block_plan(self, n_blocks: int, ratios: list[float] | None = None) -> list[tuple]:
+        """(sparsity, nm) of each block: uniform, or OWL's from the blocks' outlier ``ratios``."""
+        if self.outlier_pass:
+            if ratios is None or len(ratios) != n_blocks:
+                raise CalibError(f"OWL's block plan needs the outlier ratio of each of the {n_blocks} blocks")
+            return owl_plan(ratios, self.sparsity, self.nm, self.options)
+        return [(self.sparsity, self.nm)] * n_blocks
+
+
 # ------------------------------------------------------------------ statistics
 def needs(method: str, opts: dict) -> dict:
     """The input statistics (keyword flags of prune.stats.BlockStats) a method reads."""
@@ -198,6 +256,8 @@ def mask(method: str, name: str, lin, st, s: float, nm, opts: dict, hinv: Invers
         newW, m = sparsegpt_prune(W, U, dead, s, *(nm or (0, 0)), blocksize=int(opts["blocksize"]))
         W.copy_(newW.to(W.dtype))
         return m
+    if method != "dsnot":  # OWL masks with its base method (Setting.mask_method)
+        raise CalibError(f"no mask rule for method {method!r}; valid choices: magnitude, wanda, sparsegpt, dsnot")
     # dsnot: an initial mask, then prune-and-regrow cycles driven by the mean input
     wanda = wanda_score(W, st.sq)
     init = opts["initial_method"]
