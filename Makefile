@@ -18,7 +18,9 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# the layer contracts first (pyproject.toml, [tool.importlinter]): a wrong-way import fails in a second
 test: $(STAMP)
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 world: $(STAMP)

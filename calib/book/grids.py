@@ -8,7 +8,7 @@ so every comparison stays paired). Cells that no verdict or figure needs are not
 """
 from __future__ import annotations
 
-from calib.book.profiles import OPTIONS, by_role, role
+from calib.book.profiles import by_role, role
 
 
 def pair(s: dict) -> list[str]:
@@ -34,7 +34,9 @@ def _cells(s: dict, headline_sources=(), **over) -> list[dict]:
 
 
 def _grid(s: dict, subs: list[dict], model: str | None = None) -> dict:
-    return {"model": model or s["model"], "dtype": s["dtype"], "options": OPTIONS, "suite": s["suite"],
+    # method options: the method table's defaults, the original methods' settings the paper follows
+    # (DSnoT and OWL start from Wanda; calib.prune.methods.OPTIONS)
+    return {"model": model or s["model"], "dtype": s["dtype"], "suite": s["suite"],
             "calibration": _cal(s, s["sources"], s["seeds"]), "grids": subs}
 
 

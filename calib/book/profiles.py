@@ -20,8 +20,6 @@ ROLE = dict(zip(WORLD_SOURCES, PAPER_SOURCES)) | {s: s for s in PAPER_SOURCES}
 NAMES = {"c4": "C4", "wikipedia": "Wikipedia", "slimpajama": "SlimPajama", "dclm": "DCLM"}
 METHOD_NAMES = {"magnitude": "Magnitude", "sparsegpt": "SparseGPT", "wanda": "Wanda", "dsnot": "DSnoT",
                 "owl": "OWL"}
-# The original methods' settings the paper follows (DSnoT and OWL start from Wanda).
-OPTIONS = {"owl": {"base": "wanda", "owl_m": 5.0, "owl_lambda": 0.08}, "dsnot": {"initial_method": "wanda"}}
 
 # Defaults per profile; every key can be overridden by a notebook parameter.
 # seeds: calibration seeds of every cell; headline_seeds: of the two arms of each chapter's

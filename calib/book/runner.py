@@ -137,19 +137,12 @@ def prefetch(profile: str, chapters: list[str] | None = None, progress: bool = T
     """Run every job the chapters need in one sweep (one Ray session for the whole
     book, so both cores stay busy), before the notebooks read them back."""
     from calib.book.frames import sweep
-    from calib.book.grids import GRIDS
-    from calib.experiments import expand_grid
+    from calib.experiments.sweep import release
     s = settings(profile)
-    jobs = {}
-    for name in chapters or list(GRIDS):
-        for make in GRIDS.get(name, []):
-            for j in expand_grid(make(s)):
-                jobs.setdefault(j.key, j)
+    jobs = {j.key: j for js in chapter_jobs(s, chapters).values() for j in js}  # chapters share jobs
     with sweep(list(jobs.values()), s, progress) as (_, summary):
         pass
-    if s["executor"] == "ray":
-        import ray
-        ray.shutdown()  # the notebooks' kernels need the memory
+    release(s["executor"])  # the notebooks' kernels need the memory
     return summary
 
 

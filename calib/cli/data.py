@@ -147,7 +147,7 @@ def add_parser(sub) -> None:
     p.add_argument("--seqlen", type=int, default=None,
                    help=f"tokens per window (paper: {data.SEQLEN}; default {data.SEQLEN} capped to the model's context)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (the document pool is fixed)")
-    p.add_argument("--mode", choices=["document", "concat"], default=None, help="default: the source's")
+    p.add_argument("--mode", choices=list(data.MODES), default=None, help="default: the source's")
     p.add_argument("--pool", type=int, default=None,
                    help="documents read from the source (default: 2000 world, 5000 hub, all of a file)")
     p.add_argument("--out", default=None, help="save {input_ids, meta} with torch.save (+ OUT.json meta)")

@@ -236,6 +236,13 @@ def _ray(pending, claim, write, retries, address, num_cpus):
     return busy, True
 
 
+def release(executor: str) -> None:
+    """Stop the executor's workers (Ray's), so that what runs next has their memory."""
+    if executor == "ray":
+        import ray
+        ray.shutdown()
+
+
 # ----------------------------------------------------------------- results
 def _flat(d: dict, prefix: str = "") -> dict:
     out = {}
