@@ -12,7 +12,7 @@ runner.py    python -m calib.book: the experiments, then the notebooks
 A notebook's setup is one call, ``s = book.setup(profile, **parameters)``; the
 names below are what notebooks use, as ``book.<name>``.
 """
-from calib.book.figures import curves, source_colour
+from calib.book.figures import curves, forest, source_colour
 from calib.book.frames import mean_std, run, spread, styled, tidy
 from calib.book.grids import (
     GRIDS, fig1_grid, fig2_grid, fig3_grid, fig4_grid, pruned_generator_grid, second_model_grid,
@@ -26,7 +26,7 @@ from calib.book.published import claim, stated
 from calib.book import statistics, verdicts
 
 __all__ = [
-    "curves", "source_colour", "mean_std", "run", "spread", "styled", "tidy",
+    "curves", "forest", "source_colour", "mean_std", "run", "spread", "styled", "tidy",
     "GRIDS", "fig1_grid", "fig2_grid", "fig3_grid", "fig4_grid", "pruned_generator_grid", "second_model_grid",
     "table1_grid", "table2_grid", "table3_grid", "table4_grid", "predictors", "pretraining_texts",
     "METHOD_NAMES", "NAMES", "PAPER_SOURCES", "PROFILE_NAMES", "PROFILES", "WORLD_SOURCES", "by_role", "label",
@@ -39,14 +39,22 @@ def _paper_text(v) -> str:
     return f"{v:+.2f}" if isinstance(v, (int, float)) else v
 
 
-def report(finding, kind: str = "finding", paper: dict | None = None):
-    """Show a chapter's verdict: the outcome sentence with each part's effect, 95% CI and n,
-    then a table with the half-width the design could detect next to the paper's effect."""
+def report(verdict, kind: str = "finding", paper: dict | None = None):
+    """Show a chapter's verdict: the outcome on each metric with each part's effect, CI, p and n,
+    then a table with the CI half-width and the detectable effect next to the paper's effect, then
+    the headline's effect per task for both metrics (a forest plot), where it was computed."""
     from IPython.display import Markdown, display
-    display(Markdown(verdicts.headline(finding, kind)))
-    t = verdicts.summary(finding, paper, kind)
-    display(t.style.format({"effect": "{:+.2f}", "± (detectable)": "{:.2f}", "paper": _paper_text}, na_rep="")
-            .hide(axis="index").set_caption("Verdict: 95% CIs over calibration seeds and evaluation items"))
+    display(Markdown(verdicts.headline(verdict, kind)))
+    t = verdicts.summary(verdict, paper, kind)
+    display(t.style.format({"effect": "{:+.2f}", "CI half-width": "{:.2f}", "MDE (80% power)": "{:.2f}",
+                            "paper": _paper_text}, na_rep="")
+            .hide(axis="index").set_caption("Verdict: 95% CIs over calibration seeds and the facts the evaluation "
+                                             "items rest on (Holm-adjusted levels where shown)"))
+    if verdict.per_task is not None:
+        import matplotlib.pyplot as plt
+        from calib.book.figures import forest
+        forest(verdict.per_task, f"The headline per task: {verdict.parts[0].claim} (95% CIs; green: excludes 0)")
+        plt.show()
 
 
 def setup(profile: str, **parameters) -> dict:

@@ -57,3 +57,30 @@ def curves(ax, df, x: str, metric: str = "avg", hue: str = "source", order=None,
             ax.errorbar(xs, d["mean"], yerr=sd, color=colour, capsize=3, lw=1)
     if xticks is not None:
         ax.set_xticks(range(len(xticks)), xticks)
+
+
+def forest(per_task, title: str = ""):
+    """A chapter headline's effect on each task, one panel per metric (accuracy, log-score),
+    each with its 95% CI: where an effect lives. ``per_task``: ``statistics.per_task``'s frame."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from calib.book.finding import METRICS, UNITS
+    from calib.book.frames import task_name
+    metrics = list(dict.fromkeys(per_task.metric))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 0.42 * per_task.task.nunique() + 1.2),
+                             sharey=True, squeeze=False)
+    for ax, m in zip(axes[0], metrics):
+        d = per_task[per_task.metric == m].reset_index(drop=True)
+        y = np.arange(len(d))[::-1]
+        sure = (d.ci_low > 0) | (d.ci_high < 0)
+        ax.errorbar(d.effect, y, xerr=[d.effect - d.ci_low, d.ci_high - d.effect], fmt="none", ecolor="#777777",
+                    capsize=2, lw=1)
+        ax.scatter(d.effect, y, c=np.where(sure, "#1b9e77", "#999999"), zorder=3, s=22)
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_yticks(y, [task_name(t) for t in d.task])
+        ax.set(xlabel=f"{METRICS.get(m, m)} ({UNITS.get(m, '')})", title=METRICS.get(m, m))
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -51,37 +51,44 @@ def run(grid: dict, s: dict, progress: bool = False):
 def tidy(store, jobs) -> "pd.DataFrame":
     """One line per job of ``jobs`` with its parameters and metrics under short names:
     method, source, role, setting ('60%' or '2:4'), seed, nsamples, synthetic, prefix_len,
-    filter_rate, generator, avg, alpaca_ppl, heldout_nll, <task> accuracies, dense_avg,
-    calib_hash, and ``items``: task -> 0/1 array of per-item correctness (the verdicts' input)."""
+    filter_rate, generator, gen_seed, avg, logscore, alpaca_ppl, heldout_nll, <task> accuracies,
+    dense_avg, calib_hash, and ``records``: per task, the per-item fields of ``calib.evaluate``
+    (acc, acc_norm, logscore, fact; the verdicts' input). ``avg`` and the task accuracies are in
+    points; ``logscore``, the mean gold-choice log-score over tasks, in nats x 100."""
     import pandas as pd
 
-    from calib.evaluate import decode_records
-    keys = {j.key: j for j in jobs}
-    lines = []
-    for r in store.rows(status="done"):
-        j = keys.get(r["key"])
-        if j is None:
-            continue
-        syn = j.synthetic or {}
-        m = r["metrics"]
-        line = {"method": j.method, "source": j.calibration["source"], "role": role(j.calibration["source"]),
-                "sparsity": j.sparsity, "pattern": j.pattern,
-                "setting": j.pattern if j.pattern != "unstructured" else f"{round(j.sparsity * 100):d}%",
-                "seed": j.calibration["seed"], "nsamples": j.calibration["nsamples"],
-                "synthetic": bool(syn), "prefix_len": syn.get("prefix_len"), "filter_rate": syn.get("filter_rate"),
-                "generator": syn.get("generator"), "model": j.model,
-                "avg": 100 * m["avg"] if "avg" in m else None, "alpaca_ppl": m.get("alpaca_ppl"),
-                "heldout_nll": m.get("heldout_nll"),
-                "dense_avg": 100 * r["dense"]["avg"] if "avg" in (r["dense"] or {}) else None,
-                "dense_alpaca_ppl": (r["dense"] or {}).get("alpaca_ppl"),
-                "calib_hash": r["calib_hash"], "key": r["key"]}
-        for k, v in m.items():
-            if k.endswith("/acc"):
-                line[task_name(k[:-4])] = 100 * v
-        records = decode_records((r["info"] or {}).get("items"))
-        line["items"] = {t: rec["acc"] for t, rec in records.items()} or None
-        lines.append(line)
-    return pd.DataFrame(lines)
+    from calib.experiments import results_frame
+    raw = results_frame(store, over=None, records=True)
+    if raw.empty:
+        return pd.DataFrame()
+    raw = raw[raw.key.isin({j.key for j in jobs})].reset_index(drop=True)
+    col = lambda c: raw[c] if c in raw else pd.Series([None] * len(raw), dtype=object)  # noqa: E731
+    syn = col("synthetic.generator").notna()
+    out = pd.DataFrame({
+        "method": raw["method"], "source": raw["calibration.source"], "role": raw["calibration.source"].map(role),
+        "sparsity": raw["sparsity"], "pattern": raw["pattern"],
+        "setting": [p if p != "unstructured" else f"{round(s * 100):d}%" for p, s in zip(raw.pattern, raw.sparsity)],
+        "seed": raw["calibration.seed"], "nsamples": raw["calibration.nsamples"], "synthetic": syn,
+        "prefix_len": col("synthetic.prefix_len").where(syn), "filter_rate": col("synthetic.filter_rate").where(syn),
+        "generator": col("synthetic.generator").where(syn), "gen_seed": col("synthetic.gen_seed").where(syn),
+        "model": raw["model"], "avg": 100 * col("avg").astype(float),
+        "logscore": [_mean_logscore(r) for r in raw["records"]],
+        "alpaca_ppl": col("alpaca_ppl"), "heldout_nll": col("heldout_nll"),
+        "dense_avg": 100 * col("dense_avg").astype(float), "dense_alpaca_ppl": col("dense_alpaca_ppl"),
+        "calib_hash": raw["calib_hash"], "key": raw["key"]})
+    for c in raw.columns:
+        if c.endswith("/acc") and not c.startswith("dense_"):
+            out[task_name(c[:-4])] = 100 * raw[c].astype(float)
+    out["records"] = [r or None for r in raw["records"]]
+    return out
+
+
+def _mean_logscore(records: dict) -> float | None:
+    """The mean over tasks of a job's mean gold-choice log-score, x 100 (None without log-scores)."""
+    import numpy as np
+    if not records or any("logscore" not in r for r in records.values()):
+        return None
+    return float(100 * np.mean([np.mean(r["logscore"]) for r in records.values()]))
 
 
 def task_name(task: str) -> str:

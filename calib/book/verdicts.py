@@ -1,11 +1,13 @@
 """The chapters' verdicts: each of the paper's findings as a signed contrast on the chapter's
 tidy frame (``frames.run``), tested with ``statistics``. One function per chapter; each returns
-a ``Finding`` whose first part is the chapter's headline, and ``paper_effects`` gives the
-paper's own number for each part, so a chapter prints what it found next to what the paper
-found and what its design could detect.
+a ``Verdict`` whose parts come in pairs, the paper's accuracy and the gold choice's log-score
+(``statistics.METRICS``), headline first, and ``paper_effects`` gives the paper's own number for
+each part, so a chapter prints what it found next to what the paper found and what its design
+could detect. The headline's effect per task rides along (``Verdict.per_task``: the forest plot).
 
-A part's outcome is "reproduced" or "contradicted" only when its 95% CI excludes zero;
-otherwise "inconclusive". Nothing here plots or formats beyond one line of text.
+A part's outcome is "reproduced" or "contradicted" only when its 95% CI excludes zero (Holm-
+adjusted for a chapter's secondary parts); otherwise "inconclusive". The two metrics are decided
+apart, never merged. Nothing here plots or formats beyond one line of text.
 """
 from __future__ import annotations
 
@@ -17,15 +19,16 @@ from calib.book import statistics as st
 from calib.book.profiles import METHOD_NAMES, by_role, label
 
 SHORT_PREFIXES = (1, 2, 4)  # the paper's best prefix lengths (Sec. 6.2)
-TARGET = 0.5  # the half-width (points) a headline should reach to resolve the paper's smaller effects
+TARGET = 0.5  # the accuracy half-width (points) a headline should reach to resolve the paper's smaller effects
+METRICS = tuple(st.METRICS)  # accuracy (the paper's), then the log-score
 
 
 # ------------------------------------------------------------------ the paper's numbers
-def _paper_avg(table: str, **where) -> float:
+def _paper_avg(table: str, column: str | None = None, **where) -> float:
     t = published.table(table)
     for k, v in where.items():
         t = t[t[k] == v]
-    return round(float(t["avg" if "avg" in t else "mean"].mean()), 2)
+    return round(float(t[column or ("avg" if "avg" in t else "mean")].mean()), 2)
 
 
 def _paper_gap(table: str, a: dict, b: dict) -> float:
@@ -55,36 +58,67 @@ def paper_effects() -> dict[str, float | str]:
         "table4": "the synthetic data beats the original at every rate",
         "table4_filter": "best at 10-20%",
         "fig5": "self-generated data scores highest",
+        "table2_alpaca": round(float(np.mean(
+            [_paper_avg("table2", column="alpaca_ppl", **t2("wanda", src, True)) -
+             _paper_avg("table2", column="alpaca_ppl", **t2("wanda", src)) for src in ("c4", "wikipedia", "slimpajama",
+                                                                                   "dclm")])), 2),
     }
 
 
 # ------------------------------------------------------------------ helpers
-def contrast(df, arm: str, a, b, **kw) -> st.Finding:
-    """``statistics.paired_contrast``, restricted to the seeds both arms share in each stratum
-    (cells may have more seeds than their comparison partner), plus what it would take:
-    ``detail["needed"]``, the cheapest (seeds, items per task) whose predicted half-width is at most
-    TARGET (variance components of this very frame; cost = seeds x items), or None when this
-    design cannot say (unpaired arms, one seed) or it would take over 20x the seeds and 64x the items."""
-    from dataclasses import replace
-
-    from calib.errors import CalibError
-    by = list(kw.get("by", ()))
+def _shared_seeds(df, arm: str, a, b, by) -> pd.DataFrame:
+    """The jobs of ``a`` and ``b`` restricted to the seeds both arms share in each stratum (cells may
+    have more seeds than their comparison partner); other jobs as they are."""
     keep = []
-    for _, g in df.groupby(by, dropna=False) if by else [(None, df)]:
+    for _, g in df.groupby(list(by), dropna=False) if by else [(None, df)]:
         common = set(g[g[arm] == a].seed) & set(g[g[arm] == b].seed)
         keep.append(g[~g[arm].isin([a, b]) | g.seed.isin(common)] if common else g)
-    d = pd.concat(keep)
-    f = st.paired_contrast(d, arm, a, b, **kw)
-    need = None
-    try:
-        c = st.variance_components(d, arm, a, b, by=by, weights=kw.get("weights"))
-        per_task = max(c.n_items.values())
-        options = [(s_, per_task * k) for s_ in range(c.n_seeds, 20 * c.n_seeds + 1) for k in range(1, 65)
-                   if c.half_width(s_, per_task * k) <= TARGET]
-        need = min(options, key=lambda o: (o[0] * o[1], o[0])) if options else None
-    except CalibError:  # unpaired arms or one seed: no power analysis from this frame
-        pass
-    return replace(f, detail={**f.detail, "needed": need})
+    return pd.concat(keep)
+
+
+def fact_pool(df) -> int | None:
+    """How many facts the frame's tasks could rest on: the world's knowledge base for world tasks,
+    else None (a real task's documents are its units, and more can be had)."""
+    recs = next((r for r in df["records"] if r), None) if "records" in df else None
+    if recs and all(str(t).startswith("world_") for t in recs):
+        from calib.world.tasks import fact_pool as pool
+        return len(pool())
+    return None
+
+
+def contrast(df, arm: str, a, b, metrics=METRICS, **kw) -> list[st.Finding]:
+    """``statistics.paired_contrast`` on each metric, restricted to the seeds both arms share in each
+    stratum; the accuracy part also carries what it would take: ``detail["needed"]``, the cheapest
+    seeds x items whose predicted half-width is at most TARGET, capped by the facts the world's
+    knowledge base holds (``statistics.needed``)."""
+    d = _shared_seeds(df, arm, a, b, kw.get("by", ()))
+    out = []
+    for m in metrics:
+        f = st.paired_contrast(d, arm, a, b, metric=m, **kw)
+        if m == "acc":
+            spread = f.detail["spread"]
+            seeds = f.n_seeds if isinstance(f.n_seeds, int) else max(f.n_seeds)
+            items = max(st.item_matrix(d[d[arm] == a].head(1), m)[1].sizes.values())
+            need = st.needed(spread, seeds, items, TARGET, fact_pool(d))
+            f = _with_detail(f, needed=need)
+        out.append(f)
+    return out
+
+
+def _with_detail(f: st.Finding, **more) -> st.Finding:
+    from dataclasses import replace
+    return replace(f, detail={**f.detail, **more})
+
+
+def _verdict(parts, claim: str, head: tuple | None = None) -> st.Verdict:
+    """The chapter's verdict; ``head``: (df, arm, a, b, kwargs) of the headline, for its per-task effects."""
+    per = None
+    if head is not None:
+        d, arm, a, b, kw = head
+        per = st.per_task(_shared_seeds(d, arm, a, b, kw.get("by", ())), arm, a, b, metrics=METRICS,
+                          **{k: v for k, v in kw.items() if k != "claim"})
+    return st.combine([p for part in parts for p in (part if isinstance(part, list) else [part])], claim=claim,
+                      per_task=per)
 
 
 def _wanda(df, setting=None, synthetic=None):
@@ -106,108 +140,122 @@ def _name(s: dict, role: str) -> str:
 
 
 # ------------------------------------------------------------------ chapters
-def fig1(df, s: dict) -> st.Finding:
+def _headline(df, arm, a, b, **kw):
+    """A headline's parts (one per metric) and what its per-task effects need."""
+    return contrast(df, arm, a, b, **kw), (df, arm, a, b, kw)
+
+
+def fig1(df, s: dict) -> st.Verdict:
     """Fig. 1: better calibration data can gain more than a better method. Headline: at 60%,
     Wanda with the pretraining-role data minus Wanda with the Wikipedia-role data; second,
     Wanda with the pretraining-role data minus OWL with the Wikipedia-role data."""
     pre, wiki = by_role(s, "dclm"), by_role(s, "wikipedia")
     d = df[(df.setting == "60%") & ~df.synthetic]
-    head = contrast(_wanda(d), "source", pre, wiki, label="fig1",
-                              claim=f"Wanda at 60%: {_name(s, 'dclm')} minus {_name(s, 'wikipedia')} data")
+    head, h = _headline(_wanda(d), "source", pre, wiki, label="fig1",
+                        claim=f"Wanda at 60%: {_name(s, 'dclm')} minus {_name(s, 'wikipedia')} data")
     parts = [head]
     if "owl" in set(d.method):
         cell = d.method + "|" + d.source
         parts.append(contrast(_with(d, cell=cell), "cell", f"wanda|{pre}", f"owl|{wiki}",
-                                        label="fig1_data_vs_method",
-                                        claim=f"Wanda with {_name(s, 'dclm')} data minus OWL with "
-                                              f"{_name(s, 'wikipedia')} data, 60%"))
-    return st.combine(parts, claim="better calibration data can gain more than a better pruning method")
+                              label="fig1_data_vs_method",
+                              claim=f"Wanda with {_name(s, 'dclm')} data minus OWL with {_name(s, 'wikipedia')} data, 60%"))
+    return _verdict(parts, "better calibration data can gain more than a better pruning method", h)
 
 
-def fig2(df, s: dict) -> st.Finding:
+def fig2(df, s: dict) -> st.Verdict:
     """Fig. 2: the calibration source matters more at higher sparsity and for N:M patterns.
     Headline: the range across sources at 60% against seed and item noise; then the
-    pretraining-role minus Wikipedia-role gap from the lowest sparsity to 60%; then the range at 2:4."""
+    pretraining-role minus Wikipedia-role gap from the lowest sparsity to 60%; then the range at 2:4.
+    The forest plot shows the pretraining-role minus Wikipedia-role gap at 60% per task."""
     w = _wanda(df, synthetic=False)
-    parts = [st.range_test(w[w.setting == "60%"], "source", label="fig2_range60",
-                           claim="the range across sources at 60% exceeds what noise alone produces")]
+    pre, wiki = by_role(s, "dclm"), by_role(s, "wikipedia")
+    parts = [[st.range_test(w[w.setting == "60%"], "source", label="fig2_range60", metric=m,
+                            claim="the range across sources at 60% exceeds what noise alone produces")
+              for m in METRICS]]
     un = w[w.pattern == "unstructured"]
     if un.sparsity.nunique() > 1:
-        parts.append(st.range_trend(un, by_role(s, "dclm"), by_role(s, "wikipedia"), x="sparsity", high=0.6,
-                                    label="fig2_trend",
-                                    claim=f"the {_name(s, 'dclm')} minus {_name(s, 'wikipedia')} gap grows from "
-                                          f"{un.sparsity.min():.0%} to 60% sparsity"))
+        parts.append([st.range_trend(un, pre, wiki, x="sparsity", high=0.6, label="fig2_trend", metric=m,
+                                     claim=f"the {_name(s, 'dclm')} minus {_name(s, 'wikipedia')} gap grows from "
+                                           f"{un.sparsity.min():.0%} to 60% sparsity") for m in METRICS])
     nm = w[w.pattern == "2:4"]
     if len(nm):
-        parts.append(st.range_test(nm, "source", label="fig2_range_nm",
-                                   claim="the range across sources at 2:4 exceeds what noise alone produces"))
-    return st.combine(parts, claim="the source matters more at high sparsity and for N:M patterns")
+        parts.append([st.range_test(nm, "source", label="fig2_range_nm", metric=m,
+                                    claim="the range across sources at 2:4 exceeds what noise alone produces")
+                      for m in METRICS])
+    return _verdict(parts, "the source matters more at high sparsity and for N:M patterns",
+                    (w[w.setting == "60%"], "source", pre, wiki, {"label": "fig2_gap60"}))
 
 
-def fig3(df, s: dict) -> st.Finding:
+def fig3(df, s: dict) -> st.Verdict:
     """Fig. 3: more calibration data does not close the gap between sources. Headline: the
     pretraining-role minus Wikipedia-role gap at the largest amount (2:4)."""
     w = _wanda(df, synthetic=False)
     top = w[w.nsamples == w.nsamples.max()]
-    return st.combine([contrast(
-        top, "source", by_role(s, "dclm"), by_role(s, "wikipedia"), label="fig3",
-        claim=f"at {int(top.nsamples.max())} samples, {_name(s, 'dclm')} data still beats {_name(s, 'wikipedia')} data")],
-        claim="more data does not close the gap between sources")
+    head, h = _headline(top, "source", by_role(s, "dclm"), by_role(s, "wikipedia"), label="fig3",
+                        claim=f"at {int(top.nsamples.max())} samples, {_name(s, 'dclm')} data still beats "
+                              f"{_name(s, 'wikipedia')} data")
+    return _verdict([head], "more data does not close the gap between sources", h)
 
 
-def amount_effect(df, s: dict) -> st.Finding:
+def amount_effect(df, s: dict) -> st.Verdict:
     """Descriptive (Fig. 3): the gap at the largest minus at the smallest amount; the paper
     says amounts move a source's average by only 0.1-0.2 points."""
     w = _wanda(df, synthetic=False)
-    return st.range_trend(w, by_role(s, "dclm"), by_role(s, "wikipedia"), x="nsamples", label="fig3_amount",
-                          claim="change of the gap from the smallest to the largest amount")
+    return _verdict([[st.range_trend(w, by_role(s, "dclm"), by_role(s, "wikipedia"), x="nsamples", metric=m,
+                                     label="fig3_amount", claim="change of the gap from the smallest to the largest amount")
+                      for m in METRICS]], "the gap does not change with the amount of data")
 
 
-def table1(df, s: dict) -> st.Finding:
+def table1(df, s: dict) -> st.Verdict:
     """Table 1: data from the pretraining distribution calibrates best. Headline: pretraining-role
     minus Wikipedia-role data at 2:4, averaged over the methods (the paper: 1.3-1.8 points)."""
     d = df[(df.setting == "2:4") & ~df.synthetic & df.method.isin(["wanda", "dsnot", "owl"])]
-    return st.combine([contrast(
-        d, "source", by_role(s, "dclm"), by_role(s, "wikipedia"), by=["method"], label="table1",
-        claim=f"2:4, mean over {', '.join(METHOD_NAMES[m] for m in sorted(set(d.method)))}: "
-              f"{_name(s, 'dclm')} minus {_name(s, 'wikipedia')}")],
-        claim="calibration data like the pretraining data calibrates best")
+    head, h = _headline(d, "source", by_role(s, "dclm"), by_role(s, "wikipedia"), by=["method"], label="table1",
+                        claim=f"2:4, mean over {', '.join(METHOD_NAMES[m] for m in sorted(set(d.method)))}: "
+                              f"{_name(s, 'dclm')} minus {_name(s, 'wikipedia')}")
+    return _verdict([head], "calibration data like the pretraining data calibrates best", h)
 
 
-def table2(df, s: dict) -> st.Finding:
+def table2(df, s: dict) -> st.Verdict:
     """Tables 2, 5-7: self-generated data beats the original data. Headline: self-generated
-    minus original, Wanda at 60%, averaged over the sources; then DSnoT, OWL, and the
-    pretraining-role source alone (the paper: +0.3-0.7 even there)."""
+    minus original, Wanda at 60%, averaged over the sources; then DSnoT, OWL, the pretraining-role
+    source alone (the paper: +0.3-0.7 even there), and the paper's language-modelling column,
+    Alpaca(-role) perplexity (lower is better)."""
     d = df[df.setting == "60%"]
-    parts = [contrast(_wanda(d), "synthetic", True, False, by=["source"], label="table2",
-                                claim="Wanda at 60%: self-generated minus original data, mean over sources")]
+    wd = _wanda(d)
+    head, h = _headline(wd, "synthetic", True, False, by=["source"], label="table2",
+                        claim="Wanda at 60%: self-generated minus original data, mean over sources")
+    parts = [head]
     for m in ("dsnot", "owl"):
         if m in set(d.method):
-            parts.append(contrast(d[d.method == m], "synthetic", True, False, by=["source"],
-                                            label=f"table2_{m}",
-                                            claim=f"{METHOD_NAMES[m]} at 60%: self-generated minus original data, "
-                                                  f"mean over sources"))
+            parts.append(contrast(d[d.method == m], "synthetic", True, False, by=["source"], label=f"table2_{m}",
+                                  claim=f"{METHOD_NAMES[m]} at 60%: self-generated minus original data, mean over sources"))
     pre = by_role(s, "dclm")
-    parts.append(contrast(_wanda(d)[_wanda(d).source == pre], "synthetic", True, False,
-                                    label="table2_pretrain",
-                                    claim=f"Wanda: self-generated from {_name(s, 'dclm')} data minus that data"))
-    return st.combine(parts, claim="self-generated calibration data beats the original data")
+    parts.append(contrast(wd[wd.source == pre], "synthetic", True, False, label="table2_pretrain",
+                          claim=f"Wanda: self-generated from {_name(s, 'dclm')} data minus that data"))
+    if wd.alpaca_ppl.notna().all():
+        parts.append(st.job_contrast(_shared_seeds(wd, "synthetic", True, False, ["source"]), "synthetic", True, False,
+                                     "alpaca_ppl", by=["source"], direction=-1, label="table2_alpaca",
+                                     unit="perplexity",
+                                     claim="Wanda at 60%: Alpaca-role perplexity, self-generated minus original "
+                                           "(lower is better; the texts held fixed)"))
+    return _verdict(parts, "self-generated calibration data beats the original data", h)
 
 
-def table3(df, s: dict) -> st.Finding:
+def table3(df, s: dict) -> st.Verdict:
     """Table 3: self-generated data also helps at other settings. Headline: self-generated
     (from the C4-role source) minus that source, Wanda, averaged over 50%, 65%, 4:8 and 2:4;
     then self-generated minus the pretraining-role data (the paper: matches or exceeds)."""
     c4, pre = by_role(s, "c4", fallback=0), by_role(s, "dclm")
     d = _wanda(df)
-    data = np.where(d.synthetic, "syn", d.source)
-    d = _with(d, data=data)
-    parts = [contrast(d, "data", "syn", c4, by=["setting"], label="table3",
-                                claim=f"self-generated minus {_name(s, 'c4')} data, mean over settings")]
+    d = _with(d, data=np.where(d.synthetic, "syn", d.source))
+    head, h = _headline(d, "data", "syn", c4, by=["setting"], label="table3",
+                        claim=f"self-generated minus {_name(s, 'c4')} data, mean over settings")
+    parts = [head]
     if pre in set(d.data):
         parts.append(contrast(d, "data", "syn", pre, by=["setting"], label="table3_vs_pretrain",
-                                        claim=f"self-generated minus {_name(s, 'dclm')} data, mean over settings"))
-    return st.combine(parts, claim="self-generated data helps at other sparsities and patterns too")
+                              claim=f"self-generated minus {_name(s, 'dclm')} data, mean over settings"))
+    return _verdict(parts, "self-generated data helps at other sparsities and patterns too", h)
 
 
 def _stack(df, groups: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -225,63 +273,76 @@ def _short_vs(df, other: pd.DataFrame, other_arm: str) -> pd.DataFrame:
     return pd.concat(out, ignore_index=True)
 
 
-def fig4(df, s: dict) -> st.Finding:
+def fig4(df, s: dict) -> st.Verdict:
     """Fig. 4: short prefixes (1-4 tokens) work best. Headline: self-generated with a 1-4 token
     prefix minus the original data (mean over prefixes and sources); then 1-4 tokens minus the
     longest prefix."""
     w = _wanda(df, "60%")
-    parts = [contrast(_short_vs(w, w[~w.synthetic], "original"), "arm", "short", "original",
-                                by=["source", "p"], label="fig4",
-                                claim="self-generated with a 1-4 token prefix minus the original data")]
+    head, h = _headline(_short_vs(w, w[~w.synthetic], "original"), "arm", "short", "original",
+                        by=["source", "p"], label="fig4",
+                        claim="self-generated with a 1-4 token prefix minus the original data")
+    parts = [head]
     longest = w[w.synthetic].prefix_len.max()
     if longest not in SHORT_PREFIXES:
         parts.append(contrast(_short_vs(w, w[w.synthetic & (w.prefix_len == longest)], "long"), "arm",
-                                        "short", "long", by=["source", "p"], label="fig4_short_vs_long",
-                                        claim=f"a 1-4 token prefix minus the {int(longest)}-token prefix"))
-    return st.combine(parts, claim="self-generation from a 1-4 token prefix works best")
+                              "short", "long", by=["source", "p"], label="fig4_short_vs_long",
+                              claim=f"a 1-4 token prefix minus the {int(longest)}-token prefix"))
+    return _verdict(parts, "self-generation from a 1-4 token prefix works best", h)
 
 
-def table4(df, s: dict) -> st.Finding:
+def table4(df, s: dict) -> st.Verdict:
     """Table 4: filtering the highest-perplexity texts helps a little. Headline: self-generated
     (the paper's 20% filter) minus the original data; then filtered at 10-20% minus unfiltered."""
     w = _wanda(df, "60%")
     syn20 = w[w.synthetic & (w.filter_rate == 20)]
-    parts = [contrast(_stack(w, {"syn": syn20, "original": w[~w.synthetic]}), "arm", "syn", "original",
-                                by=["source"], label="table4",
-                                claim="self-generated (20% filtered) minus the original data")]
+    head, h = _headline(_stack(w, {"syn": syn20, "original": w[~w.synthetic]}), "arm", "syn", "original",
+                        by=["source"], label="table4", claim="self-generated (20% filtered) minus the original data")
+    parts = [head]
     rates = set(w[w.synthetic].filter_rate)
     if 0 in rates and rates & {10, 20}:
-        filt = []
-        for r in sorted(rates & {10, 20}):
-            filt.append(_stack(w, {"filtered": w[w.synthetic & (w.filter_rate == r)],
-                                   "unfiltered": w[w.synthetic & (w.filter_rate == 0)]}).assign(rate=r))
+        filt = [_stack(w, {"filtered": w[w.synthetic & (w.filter_rate == r)],
+                           "unfiltered": w[w.synthetic & (w.filter_rate == 0)]}).assign(rate=r)
+                for r in sorted(rates & {10, 20})]
         parts.append(contrast(pd.concat(filt, ignore_index=True), "arm", "filtered", "unfiltered",
-                                        by=["source", "rate"], label="table4_filter",
-                                        claim="filtered at 10-20% minus unfiltered self-generated data"))
-    return st.combine(parts, claim="perplexity filtering at 10-20% gives the best self-generated data")
+                              by=["source", "rate"], label="table4_filter",
+                              claim="filtered at 10-20% minus unfiltered self-generated data"))
+    return _verdict(parts, "perplexity filtering at 10-20% gives the best self-generated data", h)
 
 
-def fig5(scores: pd.DataFrame, synthetic_label: str) -> st.Finding:
+def fig5(scores: pd.DataFrame, synthetic_label: str) -> st.Verdict:
     """Fig. 5: self-generated text scores higher Min-50%++ than every other source. ``scores``:
-    one line per window with columns ``data`` and ``score``; one part per other source."""
+    one line per window with columns ``data`` and ``score``; one part per other source (the
+    first is the headline, the others Holm-adjusted)."""
     syn = scores.loc[scores.data == synthetic_label, "score"].to_numpy()
-    parts = [st.mean_difference(syn, scores.loc[scores.data == other, "score"].to_numpy(),
+    parts = [st.mean_difference(syn, scores.loc[scores.data == other, "score"].to_numpy(), metric="Min-50%++",
                                 label="fig5", claim=f"Min-50%++ of self-generated minus {other} windows")
              for other in scores.data.unique() if other != synthetic_label]
-    return st.combine(parts, claim="self-generated text looks most like the training data (Min-50%++)")
+    return _verdict(parts, "self-generated text looks most like the training data (Min-50%++)")
 
 
-def pruned_generator(df, s: dict) -> st.Finding:
+def pruned_generator(df, s: dict) -> st.Verdict:
     """Beyond: does the pruned model's own generation calibrate better than the dense model's?"""
     d = df[df.synthetic]
-    return st.combine([contrast(d, "generator", "pruned", "dense", label="pruned_generator",
-                                          claim="self-generated by the pruned model minus by the dense model")],
-                      claim="the pruned model is the better generator")
+    head, h = _headline(d, "generator", "pruned", "dense", label="pruned_generator",
+                        claim="self-generated by the pruned model minus by the dense model")
+    return _verdict([head], "the pruned model is the better generator", h)
 
 
-def second_model(df, s: dict) -> st.Finding:
+def second_model(df, s: dict) -> st.Verdict:
     """Beyond: does Fig. 4 hold on the Qwen-style model? The same two contrasts as ``fig4``."""
     return fig4(df, s)
+
+
+def predictors(d: pd.DataFrame, names: list[str], sign: dict) -> st.Verdict:
+    """Beyond: does a score of a calibration set, measured before pruning, rank the sets as their
+    pruned accuracy (and log-score) does? Spearman's rho, bootstrapped by cell (source x data kind:
+    the sets of one cell share more than their seeds); one part per score and metric."""
+    cell = d.source.astype(str) + "|" + d.synthetic.astype(str)
+    parts = [st.correlation(d[p], d[col], cell, direction=sign[p], label=p, metric=m,
+                            claim=f"{p} predicts pruned {st.METRICS[m]} ({'higher' if sign[p] > 0 else 'lower'} "
+                                  f"is better)")
+             for m, col in (("acc", "avg"), ("logscore", "logscore")) for p in names]
+    return _verdict(parts, "a calibration set's quality can be predicted before pruning")
 
 
 def dsnot_note(df) -> str:
@@ -302,37 +363,44 @@ def dsnot_note(df) -> str:
 
 # ------------------------------------------------------------------ rendering
 OUTCOME_WORDS = {"finding": {"reproduced": "Reproduced", "contradicted": "Contradicted",
-                             "inconclusive": "Inconclusive", "partly": "Partly reproduced"},
+                             "inconclusive": "Inconclusive", "partly": "Partly reproduced", "mixed": "Mixed"},
                  "question": {"reproduced": "Yes", "contradicted": "No (the other way)",
-                              "inconclusive": "Unclear", "partly": "In part"}}
+                              "inconclusive": "Unclear", "partly": "In part", "mixed": "Mixed"}}
 
 
-def summary(f: st.Finding, paper: dict | None = None, kind: str = "finding") -> pd.DataFrame:
-    """One row per part: what was measured, the effect with its 95% CI, n, the half-width the
-    design can resolve, the paper's effect, and the part's outcome."""
+def _metric_title(metric: str) -> str:
+    name = st.METRICS.get(metric, metric)
+    name = name[:1].upper() + name[1:]
+    return f"{name} (the paper's measure)" if metric == st.PAPER_METRIC else name
+
+
+def summary(v: st.Verdict, paper: dict | None = None, kind: str = "finding") -> pd.DataFrame:
+    """One row per part and metric: what was measured, the effect with its CI, the CI's half-width
+    and the smallest effect the design finds with 80% power, n, the paper's effect (accuracy rows),
+    the part's outcome with its p, and what ±0.5 points of accuracy would take."""
     paper = paper_effects() if paper is None else paper
     words = OUTCOME_WORDS[kind]
     rows = []
-    for p in f.parts or (f,):
+    for p in v.parts:
         ci = p.ci or (np.nan, np.nan)
         need, hw = p.detail.get("needed"), p.half_width
-        if hw is None or hw <= TARGET or "needed" not in p.detail:
-            takes = ""
-        elif need:
-            takes = f"about {need[0]} seeds x {need[1]:,} items per task"
-        else:
-            takes = "over 20x the seeds and 64x the items"
-        rows.append({"comparison": p.claim, "effect": p.effect, "95% CI": f"[{ci[0]:+.2f}, {ci[1]:+.2f}]",
-                     "± (detectable)": hw, "n": p.n_text(), "paper": paper.get(p.label, ""),
-                     "outcome": words[p.outcome] + (f" (p = {p.p:.3f})" if p.p is not None else ""),
-                     f"for ±{TARGET} it would take": takes})
+        takes = need.text() if need is not None and hw is not None and hw > TARGET else ""
+        lvl = "" if abs(p.level - st.LEVEL) < 1e-12 else f"{100 * p.level:.1f}%: "
+        on_paper = p.metric in (st.PAPER_METRIC, "alpaca_ppl", "Min-50%++", "rho")
+        rows.append({"comparison": p.claim, "metric": st.METRICS.get(p.metric, p.metric),
+                     "effect": p.effect, "CI": f"{lvl}[{ci[0]:+.2f}, {ci[1]:+.2f}]", "CI half-width": hw,
+                     "MDE (80% power)": p.mde, "n": p.n_text(),
+                     "paper": paper.get(p.label, "") if on_paper else "",
+                     "outcome": words[p.outcome] + (f" ({p.p_text()})" if p.p is not None else ""),
+                     f"for ±{TARGET} points it would take": takes})
     return pd.DataFrame(rows)
 
 
-def headline(f: st.Finding, kind: str = "finding") -> str:
-    """The chapter's verdict sentence (markdown): the overall outcome, then each part's line."""
+def headline(v: st.Verdict, kind: str = "finding") -> str:
+    """The chapter's verdict (markdown): the outcome on each metric, never merged, then each part's line."""
     words = OUTCOME_WORDS[kind]
-    lines = [f"**{words[f.outcome]} in the world.** {f.claim[:1].upper() + f.claim[1:]}."]
-    for p in f.parts or (f,):
-        lines.append(f"- {p.claim}: {p.text()}")
+    outcomes = " ".join(f"{_metric_title(m)}: {words[o]}." for m, o in v.outcomes.items())
+    lines = [f"**{outcomes}** In the world: {v.claim}."]
+    for p in v.parts:
+        lines.append(f"- {p.claim} ({st.METRICS.get(p.metric, p.metric)}): {p.text()}")
     return "\n".join(lines)

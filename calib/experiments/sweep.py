@@ -256,13 +256,18 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 
 def results_frame(store: Store | str, over=("calibration.seed",), status: str = "done",
-                  metrics: list[str] | None = None, group_by: list[str] | None = None):
+                  metrics: list[str] | None = None, group_by: list[str] | None = None, records: bool = False):
     """The store as a DataFrame. With ``over`` (default: the calibration seed), rows
     are grouped by every other parameter (or by ``group_by``) and each metric becomes
     ``<metric>_mean`` and ``<metric>_std`` with ``n`` rows; ``over=None`` gives one line
-    per row with parameters, hashes, metrics, ``dense_*`` metrics and timings."""
+    per row with parameters, hashes, metrics, ``dense_*`` metrics and timings, and with
+    ``records`` each row's per-item records (``calib.evaluate.decode_records``)."""
     import pandas as pd
+
+    from calib.evaluate import decode_records
     check_choice("status", status, ("done", "failed", "all"))
+    if records and over is not None:
+        raise CalibError("per-item records come with one line per row: pass over=None")
     own = not isinstance(store, Store)
     store = Store(store, create=False) if own else store
     try:
@@ -286,7 +291,8 @@ def results_frame(store: Store | str, over=("calibration.seed",), status: str = 
                       **{f"dense_{k}": v for k, v in (r["dense"] or {}).items() if metrics is None or k in metrics},
                       "calib_hash": r["calib_hash"], "mask_hash": r["mask_hash"],
                       **{f"time_{k}": v for k, v in (r["timings"] or {}).items()},
-                      "error": failure_reason(r["error"]) if r["error"] else None})
+                      "error": failure_reason(r["error"]) if r["error"] else None,
+                      **({"records": decode_records((r["info"] or {}).get("items"))} if records else {})})
     df = pd.DataFrame(lines)
     if over is None or df.empty:
         return df
