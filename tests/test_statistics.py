@@ -1,6 +1,10 @@
 """calib.book.statistics on constructed frames: jobs simulated with a known effect, known seed noise
-(a part shared by both arms of a seed, so pairing matters) and item noise (0/1 items, some of
-which flip from job to job)."""
+(a part shared by both arms of a seed, so pairing matters) and item noise that lives in facts
+(items on one fact move together, across tasks), scored both as 0/1 accuracy and as a log-score.
+
+The tests of the eight defects of issue 21 are marked "defect N": each fails on the statistics
+the book had before (items as independent units, a seeds x items percentile bootstrap with rng=0
+everywhere, a permutation p beside a bootstrap CI, 'partly' for any disagreement)."""
 from __future__ import annotations
 
 import numpy as np
@@ -13,27 +17,37 @@ from calib.errors import CalibError
 FAST = 999   # resamples: enough for a 95% interval in a test
 
 
-def simulate(arms: dict, *, seeds=6, n=100, tasks=3, seed_sd=0.5, shared_sd=1.0, flip=0.1, rng=0,
-             arm="source", seed_labels: dict | None = None, **columns) -> pd.DataFrame:
-    """One job per (arm value, seed). An item is right when its draw falls under the item's
-    difficulty plus the job's shift (effect + shared seed noise + own seed noise, in points);
-    a fraction ``flip`` of the draws is fresh in every job, the rest is the item's own."""
+def _log_sigmoid(z):
+    return -np.logaddexp(0, -z)
+
+
+def simulate(arms: dict, *, seeds=6, facts=120, per_fact=3, tasks=3, seed_sd=0.5, shared_sd=1.0, fact_arm_sd=0.0,
+             flip=0.1, rng=0, arm="source", seed_labels: dict | None = None, **columns) -> pd.DataFrame:
+    """One job per (arm value, seed). Each fact has ``per_fact`` items spread over the tasks; an
+    item's latent score is its fact's level plus its own, plus the job's shift (effect + shared seed
+    noise + own seed noise, in points/100) and, with ``fact_arm_sd``, a persistent per-(fact, arm)
+    preference (calibration sets that systematically differ on some facts, zero on average). acc is
+    the latent > 0; the log-score is log sigmoid(latent); a fraction ``flip`` is redrawn per job."""
     g = np.random.default_rng(rng)
-    names = [f"task{t}" for t in range(tasks)]
-    level = {t: g.uniform(0.25, 0.75, n) for t in names}
-    draw = {t: g.uniform(size=n) for t in names}
+    n_items = facts * per_fact
+    fact_of = np.repeat(np.arange(facts), per_fact)
+    task_of = np.arange(n_items) % tasks
+    base = g.normal(0, 1, facts)[fact_of] + g.normal(0, 0.3, n_items)
+    pref = {v: g.normal(0, fact_arm_sd, facts)[fact_of] for v in arms}
     shared = g.normal(0, shared_sd, seeds)
     lines = []
     for v, effect in arms.items():
         labels = (seed_labels or {}).get(v, range(seeds))
         for s, label in enumerate(labels):
-            shift = (effect + shared[s] + g.normal(0, seed_sd)) / 100
-            items = {}
-            for t in names:
-                u = np.where(g.uniform(size=n) < flip, g.uniform(size=n), draw[t])
-                items[t] = (u < level[t] + shift).astype(np.int8)
-            lines.append({arm: v, "seed": label, **columns, "items": items,
-                          "avg": 100 * np.mean([x.mean() for x in items.values()])})
+            shift = (effect + shared[s] + g.normal(0, seed_sd)) / 100 * 4   # ~ points of accuracy
+            z = base + shift + pref[v]
+            z = np.where(g.uniform(size=n_items) < flip, g.normal(0, 1, n_items), z)
+            records = {f"task{t}": {"acc": (z[task_of == t] > 0).astype(np.int8),
+                                    "logscore": _log_sigmoid(z[task_of == t]),
+                                    "fact": np.array([f"f{f}" for f in fact_of[task_of == t]], dtype=object)}
+                       for t in range(tasks)}
+            lines.append({arm: v, "seed": label, **columns, "records": records,
+                          "avg": 100 * np.mean([r["acc"].mean() for r in records.values()])})
     return pd.DataFrame(lines)
 
 
@@ -41,300 +55,252 @@ def contrast(df, **kw):
     return V.paired_contrast(df, "source", "a", "b", n_resamples=FAST, **kw)
 
 
-# ------------------------------------------------------------------ Finding
+# ------------------------------------------------------------------ Finding and Verdict
 def test_finding_text_and_row():
-    f = V.Finding("reproduced", effect=1.42, ci=(0.95, 1.90), n_seeds=10, n_items=3500, label="wanda")
-    assert f.text() == "reproduced: +1.42 points [+0.95, +1.90], n = 10 seeds x 3,500 items"
+    f = V.Finding("reproduced", effect=1.42, ci=(0.95, 1.90), p=0.001, n_seeds=10, n_items=3500, n_facts=1359,
+                  label="wanda")
+    assert f.text() == "reproduced: +1.42 points [+0.95, +1.90], p = 0.001, n = 10 seeds x 3,500 items on 1,359 facts"
     assert f.half_width == pytest.approx(0.475)
     row = f.as_dict()
-    assert (row["outcome"], row["ci_low"], row["ci_high"], row["n_seeds"]) == ("reproduced", 0.95, 1.90, 10)
-    g = V.Finding("inconclusive", effect=0.12, ci=(-0.40, 0.64), n_seeds=(1, 8), n_items=2100)
-    assert g.text() == ("inconclusive: +0.12 points [-0.40, +0.64], n = 1 vs 8 seeds x 2,100 items; "
-                        "effects smaller than about ±0.52 points could not be told from zero")
+    assert (row["outcome"], row["ci_low"], row["ci_high"], row["n_seeds"], row["metric"]) == \
+        ("reproduced", 0.95, 1.90, 10, "acc")
+    g = V.Finding("inconclusive", effect=0.12, ci=(-0.40, 0.64), p=0.6, mde=0.74, n_seeds=(1, 8), n_items=2100)
+    assert g.text() == ("inconclusive: +0.12 points [-0.40, +0.64], p = 0.600, n = 1 vs 8 seeds x 2,100 items; "
+                        "CI half-width ±0.52 points: effects under about 0.74 points would be missed more often "
+                        "than not (80% power)")
     assert g.as_dict()["n_seeds"] == "1 vs 8"
     with pytest.raises(CalibError, match="unknown outcome 'yes'"):
         V.Finding("yes")
 
 
-def test_outcome_rules_and_combine():
-    assert V.outcome_of((0.1, 2.0)) == "reproduced"
-    assert V.outcome_of((0.1, 2.0), direction=-1) == "contradicted"
-    assert V.outcome_of((-2.0, -0.1)) == "contradicted"
-    assert V.outcome_of((-2.0, -0.1), direction=-1) == "reproduced"
-    assert V.outcome_of((-0.1, 2.0)) == "inconclusive"
-    yes = V.Finding("reproduced", effect=1.0, ci=(0.5, 1.5), n_seeds=5, n_items=300, label="wanda")
-    maybe = V.Finding("inconclusive", effect=0.2, ci=(-0.3, 0.7), n_seeds=5, n_items=300, label="owl")
-    both = V.combine([yes, maybe], claim="all methods")
-    assert both.outcome == "partly" and both.parts == (yes, maybe)
-    assert both.text() == ("partly: wanda: reproduced +1.00 points [+0.50, +1.50]; "
-                           "owl: inconclusive +0.20 points [-0.30, +0.70]")
-    assert V.combine([yes, yes]).outcome == "reproduced"
-    with pytest.raises(CalibError):
-        V.combine([])
+def _part(outcome, p, metric="acc", effect=1.0, label=""):
+    return V.Finding(outcome, effect=effect, ci=(effect - 1, effect + 1), p=p, metric=metric, label=label)
 
 
-# ------------------------------------------------------------------ paired contrasts
-def test_reproduced_and_contradicted():
-    df = simulate({"a": 3.0, "b": 0.0}, seeds=8, n=200)
-    f = contrast(df, claim="a beats b")
-    assert f.outcome == "reproduced" and f.ci[0] > 0 and f.n_seeds == 8 and f.n_items == 600
-    # the effect is exactly the difference of the arms' mean avg, as the tables show it
-    means = df.groupby("source")["avg"].mean()
-    assert f.effect == pytest.approx(means["a"] - means["b"], abs=1e-9)
-    assert abs(f.effect - 3.0) < 2 * f.half_width
-    assert contrast(df, direction=-1).outcome == "contradicted"
-    assert V.paired_contrast(df, "source", "b", "a", n_resamples=FAST).outcome == "contradicted"
+def test_defect_1_partly_needs_a_reproduced_part_and_the_headline_decides():
+    """'Partly' only when some part is reproduced and the headline is not contradicted; the old
+    rule said 'partly' for any disagreement, {inconclusive, contradicted} included."""
+    inc, con, rep = _part("inconclusive", 0.4), _part("contradicted", 0.001, effect=-2), _part("reproduced", 0.001)
+    assert V.combine([inc, con]).outcomes == {"acc": "mixed"}
+    assert V.combine([con, rep]).outcomes == {"acc": "contradicted"}  # the headline decides
+    assert V.combine([inc, rep]).outcomes == {"acc": "partly"}
+    assert V.combine([rep, inc]).outcomes == {"acc": "partly"}
+    assert V.combine([rep, rep]).outcomes == {"acc": "reproduced"}
+    assert set(V.CHAPTER_OUTCOMES) == {"reproduced", "contradicted", "inconclusive", "partly", "mixed"}
+
+
+def test_defect_2_secondary_parts_are_holm_adjusted():
+    """Three secondary parts at p = 0.02, 0.03, 0.04 each pass 0.05 alone; Holm keeps none. The
+    headline is not adjusted, metrics are families of their own, and an adjusted part's CI is widened
+    to the level its adjusted p implies, so it still excludes zero exactly when the part is decided."""
+    spread = V.Spread([0.0], [2], 0.25, 1000)
+    def t_part(effect, label, metric="acc"):
+        from calib.book.inference import _t_finding
+        return _t_finding(effect, spread, 1, label=label, metric=metric)
+    head = t_part(1.5, "head")
+    secondary = [t_part(e, f"s{i}") for i, e in enumerate((1.16, 1.085, 1.03))]
+    assert all(p.outcome == "reproduced" for p in secondary) and all(p.p < 0.05 for p in secondary)
+    v = V.combine([head, *secondary, t_part(1.03, "other metric", "logscore")])
+    adj = [p for p in v.parts if p.label.startswith("s")]
+    assert [round(p.p, 3) for p in adj] == pytest.approx(
+        [round(q, 3) for q in V.holm([p.p for p in secondary])], abs=1e-3)
+    assert all(p.outcome == "inconclusive" and p.adjusted == "Holm, 3 parts" for p in adj)
+    assert all(p.ci[0] < 0 < p.ci[1] and p.level > 0.95 for p in adj)
+    assert v.parts[0].outcome == "reproduced" and v.parts[-1].outcome == "reproduced"  # headlines: not adjusted
+    assert v.outcomes == {"acc": "partly", "logscore": "reproduced"}
+    assert V.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+
+
+def test_reproduced_and_contradicted_on_both_metrics():
+    df = simulate({"a": 8.0, "b": 0.0}, rng=1)
+    for m in ("acc", "logscore"):
+        f = contrast(df, metric=m)
+        assert f.outcome == "reproduced" and f.ci[0] > 0 and f.n_seeds == 6 and f.metric == m
+        assert f.n_items == 360 and f.n_facts == 120
+        g = contrast(df, metric=m, direction=-1)
+        assert g.outcome == "contradicted"
+    assert contrast(df).effect == pytest.approx(df[df.source == "a"].avg.mean() - df[df.source == "b"].avg.mean())
 
 
 def test_inconclusive_when_the_arms_are_the_same_jobs_reshuffled():
-    df = simulate({"a": 0.0}, seeds=6, n=80, seed_sd=2.0)
-    b = df.copy()
-    b["source"], b["seed"] = "b", np.roll(b["seed"].to_numpy(), 1)   # every job again, under another seed
-    f = contrast(pd.concat([df, b], ignore_index=True))
-    assert f.effect == pytest.approx(0, abs=1e-9) and f.outcome == "inconclusive"
-    assert f.ci[0] < 0 < f.ci[1]
-    assert f"about ±{f.half_width:.2f} points" in f.text()
+    df = simulate({"a": 0.0}, seeds=6, rng=2)
+    twin = df.copy()
+    twin["source"] = "b"
+    f = V.paired_contrast(pd.concat([df, twin]), "source", "a", "b", n_resamples=FAST)
+    assert f.outcome == "inconclusive" and f.effect == 0 and f.p == 1.0
 
 
-def test_seed_only_ci_excludes_zero_by_chance_the_two_level_ci_does_not():
-    # 20 items per task: a wins 2 items and loses 1 in every seed, with a little seed noise
-    rng = np.random.default_rng(3)
-    lines = []
-    for s in range(5):
-        items_a, items_b = {}, {}
-        for t in range(3):
-            base = (rng.uniform(size=20) < 0.5).astype(np.int8)
-            base[:3] = [0, 0, 1]
-            a = base.copy()
-            a[:3] = [1, 1, 0]
-            flip = rng.integers(3, 20)
-            a[flip] = 1 - a[flip]
-            items_a[f"task{t}"], items_b[f"task{t}"] = a, base
-        lines += [{"source": "a", "seed": s, "items": items_a}, {"source": "b", "seed": s, "items": items_b}]
-    df = pd.DataFrame(lines)
-    seeds_only = contrast(df, resample=["seeds"])
-    two_level = contrast(df)
-    assert seeds_only.effect == two_level.effect
-    assert seeds_only.outcome == "reproduced"       # "certain", from 2 items against 1
-    assert two_level.outcome == "inconclusive"
-    assert two_level.half_width > 3 * seeds_only.half_width
+def test_the_log_score_resolves_what_accuracy_cannot():
+    """A small shift moves every item's log-score but flips few items: on the same jobs the
+    log-score's contrast is decided while accuracy's is not (the world's case, issue 21)."""
+    df = simulate({"a": 1.0, "b": 0.0}, seeds=4, seed_sd=0.05, shared_sd=0.05, facts=200, flip=0.0, rng=3)
+    acc, log = contrast(df, metric="acc"), contrast(df, metric="logscore")
+    assert log.outcome == "reproduced" and abs(log.effect / log.detail["se"]) > 2 * abs(acc.effect / acc.detail["se"])
+
+
+def _coverage(make, runs: int, **kw) -> float:
+    hits = 0
+    for r in range(runs):
+        f = make(r)
+        hits += f.ci[0] > 0 or f.ci[1] < 0
+    return hits / runs
+
+
+def test_defect_4_two_seeds_get_a_seed_term_with_one_degree_of_freedom():
+    """With 2 seeds and seed noise dominating, a bootstrap over the 2 seeds (3 distinct draws) is
+    far too narrow (the old CI excluded a zero effect in 53% of 60 such runs); the seed term with
+    S - 1 = 1 degree of freedom keeps it near 95% (8.7% of 150 runs: Satterthwaite's df is a little
+    generous when the one-df term happens to come out small; at the world's designs, where the facts
+    dominate, it is not)."""
+    def make(r):
+        df = simulate({"a": 0.0, "b": 0.0}, seeds=2, seed_sd=4.0, shared_sd=0.0, flip=0.0, facts=200, rng=100 + r)
+        return V.paired_contrast(df, "source", "a", "b", n_resamples=99)
+    assert _coverage(make, 80) <= 0.15
+    f = make(0)
+    assert f.detail["df"] < 3  # the seed term's single degree of freedom dominates
+
+
+def test_defect_5_facts_not_items_are_the_units():
+    """Calibration sets that differ persistently on some facts (zero on average), each fact with 4
+    items: items as independent units make a zero effect look decided far too often; facts do not.
+    The fact bootstrap is also wider than an item bootstrap would be."""
+    def make(r, per_fact=4):
+        df = simulate({"a": 0.0, "b": 0.0}, seeds=4, seed_sd=0.1, shared_sd=0.0, fact_arm_sd=0.5, flip=0.0,
+                      facts=60, per_fact=per_fact, rng=200 + r)
+        return V.paired_contrast(df, "source", "a", "b", n_resamples=199)
+    assert _coverage(make, 40) <= 0.12
+    df = simulate({"a": 0.0, "b": 0.0}, seeds=4, fact_arm_sd=0.5, flip=0.0, facts=60, per_fact=4, rng=7)
+    by_fact = contrast(df)
+    as_items = df.assign(records=[{t: {**r, "fact": np.array([f"{t}/{i}" for i in range(len(r["fact"]))])}
+                                   for t, r in rec.items()} for rec in df.records])
+    by_item = contrast(as_items)
+    assert by_fact.detail["fact_var"] > 1.5 * by_item.detail["fact_var"] and by_item.n_facts == 240
+
+
+def test_what_it_would_take_is_capped_by_the_facts():
+    """Items beyond the facts a knowledge base holds add nothing: the answer says so."""
+    spread = V.Spread([0.01], [4], 1.0, 1000)      # half-width ~2 points, nearly all from the facts
+    free = V.needed(spread, 4, 500, 0.5)
+    assert free.seeds is not None and free.items_per_task > 500
+    capped = V.needed(spread, 4, 500, 0.5, fact_pool=1400)
+    assert capped.seeds is None and capped.capped_by_facts and "knowledge base has 1,400 facts" in capped.text()
+    assert V.needed(V.Spread([0.01], [4], 0.01, 1000), 4, 500, 0.5, fact_pool=1400).seeds == 4
 
 
 def test_pairing_by_seed_narrows_the_ci_when_seed_noise_is_shared():
-    kw = dict(seeds=8, n=150, shared_sd=3.0, seed_sd=0.3, rng=5)
-    paired = contrast(simulate({"a": 1.0, "b": 0.0}, **kw))
-    unpaired_df = simulate({"a": 1.0, "b": 0.0}, seed_labels={"b": range(100, 108)}, **kw)
-    unpaired = contrast(unpaired_df)
-    assert paired.n_seeds == 8 and unpaired.n_seeds == (8, 8)
-    assert unpaired.effect == pytest.approx(paired.effect)   # same jobs, other seed labels
-    assert unpaired.half_width > 1.5 * paired.half_width
+    df = simulate({"a": 3.0, "b": 0.0}, shared_sd=3.0, seed_sd=0.2, rng=5)
+    paired = contrast(df)
+    unpaired = V.paired_contrast(df.assign(seed=[f"{a}{s}" for a, s in zip(df.source, df.seed)]), "source", "a", "b",
+                                 n_resamples=FAST)
+    assert paired.n_seeds == 6 and unpaired.n_seeds == (6, 6)
+    assert paired.half_width < 0.8 * unpaired.half_width
 
 
-def test_single_seed_arm_stays_fixed():
-    wanda = simulate({"wanda": 0.0}, seeds=8, n=100, arm="method")
-    magnitude = simulate({"magnitude": -4.0}, seeds=1, n=100, arm="method", rng=1)
-    magnitude["seed"] = np.nan                       # magnitude pruning uses no calibration data
-    df = pd.concat([wanda, magnitude], ignore_index=True)
-    f = V.paired_contrast(df, "method", "wanda", "magnitude", n_resamples=FAST)
-    assert f.n_seeds == (8, 1)
-    twice = pd.concat([df, magnitude.assign(setting="2:4")], ignore_index=True)
-    with pytest.raises(CalibError, match="several jobs for method='magnitude'.*differ in \\['setting'\\]"):
-        V.paired_contrast(twice, "method", "wanda", "magnitude")
-    assert f.effect == pytest.approx(wanda["avg"].mean() - magnitude["avg"].iloc[0])
-    assert f.ci[0] < f.effect < f.ci[1]
+def test_single_seed_arm_adds_no_seed_term():
+    df = simulate({"a": 2.0, "b": 0.0}, seeds=4, rng=6)
+    one = pd.concat([df[df.source == "a"], df[(df.source == "b") & (df.seed == 0)].assign(seed=None)])
+    f = V.paired_contrast(one, "source", "a", "b", n_resamples=FAST)
+    assert f.n_seeds == (4, 1) and len(f.detail["spread"].seed_var) == 1
 
 
 def test_averaged_over_strata_and_weighted():
-    parts = []
-    for i, (method, gap) in enumerate([("wanda", 2.0), ("dsnot", 0.0), ("owl", 4.0)]):
-        parts.append(simulate({"a": gap, "b": 0.0}, seeds=6, n=100, rng=10 + i, method=method))
-    df = pd.concat(parts, ignore_index=True)
-    f = contrast(df, by=["method"])
-    gaps = df.groupby(["method", "source"])["avg"].mean().unstack()
-    assert f.effect == pytest.approx((gaps["a"] - gaps["b"]).mean())
-    g = contrast(df, by=["method"], weights={"owl": 1.0, "dsnot": -1.0})   # a difference-in-differences
-    assert g.effect == pytest.approx((gaps["a"] - gaps["b"])["owl"] - (gaps["a"] - gaps["b"])["dsnot"])
-    with pytest.raises(CalibError, match="unknown stratum"):
-        contrast(df, by=["method"], weights={"sparsegpt": 1.0})
-    with pytest.raises(CalibError, match="several jobs"):
-        contrast(df)                                   # three jobs per seed: not told how to pair them
+    a = simulate({"a": 4.0, "b": 0.0}, rng=8, method="wanda")
+    b = simulate({"a": 0.0, "b": 0.0}, rng=9, method="owl")
+    df = pd.concat([a, b], ignore_index=True)
+    f = V.paired_contrast(df, "source", "a", "b", by=["method"], n_resamples=FAST)
+    per = [V.paired_contrast(df[df.method == m], "source", "a", "b", n_resamples=FAST).effect for m in ("wanda", "owl")]
+    assert f.effect == pytest.approx(np.mean(per))
+    w = V.paired_contrast(df, "source", "a", "b", by=["method"], weights={"wanda": 1.0}, n_resamples=FAST)
+    assert w.effect == pytest.approx(per[0])
 
 
-def test_self_generated_minus_original_averaged_over_sources():
-    parts = []
-    for i, (source, gain) in enumerate([("c4", 1.0), ("wiki", 3.0)]):
-        df = simulate({True: gain, False: 0.0}, seeds=6, n=100, rng=30 + i, arm="synthetic", source=source)
-        df["prefix_len"] = np.where(df.synthetic, 1.0, np.nan)   # NaN for the original sets
-        df["filter_rate"] = np.nan
-        parts.append(df)
-    df = pd.concat(parts, ignore_index=True)
-    # NaN strata keys pair up (no stratum per row)
-    f = V.paired_contrast(df, "synthetic", True, False, by=["source", "filter_rate"], n_resamples=FAST)
-    gains = df.groupby(["source", "synthetic"])["avg"].mean().unstack()
-    assert f.effect == pytest.approx((gains[True] - gains[False]).mean()) and f.n_seeds == 6
-    with pytest.raises(CalibError, match="they differ in \\['source'"):
-        V.paired_contrast(df, "synthetic", True, False)
+def test_per_task_effects_for_both_metrics():
+    df = simulate({"a": 6.0, "b": 0.0}, rng=10)
+    t = V.per_task(df, "source", "a", "b", n_resamples=FAST)
+    assert len(t) == 6 and set(t.metric) == {"acc", "logscore"} and set(t.task) == {"task0", "task1", "task2"}
+    assert (t.ci_low <= t.effect).all() and (t.effect <= t.ci_high).all()
+    whole = contrast(df)
+    assert t[t.metric == "acc"].effect.mean() == pytest.approx(whole.effect)
 
 
-def test_deterministic_and_seeded():
-    df = simulate({"a": 1.0, "b": 0.0})
-    assert contrast(df) == contrast(df)
-    assert contrast(df, rng=1).ci != contrast(df).ci
+def test_job_contrast_of_a_per_job_measure_pairs_by_seed():
+    df = simulate({"a": 0.0, "b": 0.0}, seeds=5, rng=11)
+    g = np.random.default_rng(0)
+    shared = g.normal(0, 1, 5)
+    df["alpaca_ppl"] = [10 + shared[s] + (-0.5 if v == "a" else 0) + g.normal(0, 0.05) for v, s in zip(df.source, df.seed)]
+    f = V.job_contrast(df, "source", "a", "b", "alpaca_ppl", direction=-1, unit="perplexity")
+    assert f.outcome == "reproduced" and f.effect == pytest.approx(-0.5, abs=0.1) and f.detail["df"] == pytest.approx(4)
+    assert "perplexity" in f.text()
 
 
-def test_zero_effect_cis_exclude_zero_rarely():
-    effects, excluded, hws, predicted = [], 0, [], []
-    for r in range(60):
-        df = simulate({"a": 0.0, "b": 0.0}, seeds=5, n=60, rng=100 + r)
-        f = V.paired_contrast(df, "source", "a", "b", n_resamples=499, rng=r)
-        effects.append(f.effect)
-        excluded += f.outcome != "inconclusive"
-        hws.append(f.half_width)
-        predicted.append(V.variance_components(df, "source", "a", "b").half_width(5, sampling=True))
-    assert excluded <= 6                               # nominal 5%; the CI errs on the wide side
-    spread = 1.96 * np.std(effects)                    # the half-width the true sampling variance gives
-    assert spread < np.mean(hws) < 2 * spread
-    assert 0.75 * spread < np.mean(predicted) < 1.3 * spread
+def test_defect_8_independent_streams_and_detectable_effects():
+    """Every part draws its own random stream (the old default was rng=0 for all), and a Finding
+    says its CI half-width and the smallest effect found with 80% power."""
+    df = simulate({"a": 1.0, "b": 0.0}, rng=12)
+    x, y = contrast(df, label="x"), contrast(df, label="y")
+    assert x.effect == y.effect and x.detail["fact_var"] != y.detail["fact_var"]
+    assert contrast(df, label="x").detail["fact_var"] == x.detail["fact_var"]  # reproducible
+    assert V.stream("x", "acc") != V.stream("x", "logscore")
+    assert x.mde == pytest.approx(x.detail["spread"].mde()) and x.mde > x.half_width
 
 
-# ------------------------------------------------------------------ power analysis
-def test_power_prediction_matches_the_bootstrap():
-    kw = dict(seed_sd=1.5, flip=0.15)
-    pilot = simulate({"a": 1.0, "b": 0.0}, seeds=8, n=150, rng=21, **kw)
-    comp = V.variance_components(pilot, "source", "a", "b")
-    assert comp.n_seeds == 8 and comp.n_items == {"task0": 150, "task1": 150, "task2": 150}
-    assert comp.seed > 0 and all(v > 0 for v in comp.residual.values())
-    assert comp.half_width(8) == pytest.approx(contrast(pilot).half_width, rel=0.1)
-    bigger = simulate({"a": 1.0, "b": 0.0}, seeds=16, n=400, rng=22, **kw)
-    assert comp.half_width(16, 400) == pytest.approx(contrast(bigger).half_width, rel=0.2)
-    assert comp.half_width(16, 400, sampling=True) < comp.half_width(16, 400)
-    s = comp.seeds_needed(target=1.0, items=400)
-    assert comp.half_width(s, 400) <= 1.0 < comp.half_width(s - 1, 400)
-    assert comp.seeds_needed(target=0.01, items=20, most=50) is None
-    with pytest.raises(CalibError, match="paired pilot"):
-        V.variance_components(simulate({"a": 0, "b": 0}, seed_labels={"b": [7, 8, 9, 10, 11, 12]}),
-                              "source", "a", "b")
+def test_defect_7_one_rule_for_p_and_ci():
+    """Whatever the test, p < 0.05 exactly when the 95% CI excludes zero (the old correlation took
+    its outcome from a bootstrap CI and its p from a permutation test)."""
+    g = np.random.default_rng(13)
+    for r in range(12):
+        x = g.normal(size=24)
+        y = 0.25 * r / 6 * x + g.normal(size=24)
+        for f in (V.correlation(x, y, n_resamples=499, rng=r), V.mean_difference(x + 0.1 * r, y, n_resamples=499, rng=r),
+                  contrast(simulate({"a": 0.4 * r, "b": 0.0}, seeds=3, rng=r))):
+            assert (f.p < 0.05) == (f.ci[0] > 0 or f.ci[1] < 0), (r, f.p, f.ci)
+            assert (f.outcome != "inconclusive") == (f.p < 0.05)
 
 
-# ------------------------------------------------------------------ ranges
-SOURCES = ["c4", "wiki", "slim", "dclm"]
+def test_defect_6_a_correlation_resamples_cells_not_jobs():
+    """Eight cells of four jobs, x and y independent between cells and nearly constant within:
+    treating 32 jobs as independent finds correlations that are not there; cells do not."""
+    def make(r):
+        g = np.random.default_rng(300 + r)
+        cx, cy = g.normal(size=8), g.normal(size=8)
+        cells_of = np.repeat(np.arange(8), 4)
+        x = cx[cells_of] + g.normal(0, 0.05, 32)
+        y = cy[cells_of] + g.normal(0, 0.05, 32)
+        return V.correlation(x, y, cells_of, n_resamples=499, rng=r), V.correlation(x, y, n_resamples=499, rng=r)
+    by_cell = sum(f.outcome != "inconclusive" for f, _ in map(make, range(30)))
+    by_job = sum(f.outcome != "inconclusive" for _, f in map(make, range(30)))
+    assert by_cell <= 4 and by_job >= 2 * by_cell + 4
 
 
 def test_range_null_no_effect_is_mostly_inconclusive_strong_effect_reproduced():
-    calls = [V.range_test(simulate(dict.fromkeys(SOURCES, 0.0), seeds=5, n=60, rng=200 + r),
-                          n_resamples=499, rng=r) for r in range(20)]
-    assert sum(f.outcome == "reproduced" for f in calls) <= 3
-    assert all(f.effect > 0 and f.ci[0] > 0 for f in calls)   # why a CI proves nothing for a range
-    strong = simulate(dict(zip(SOURCES, [0.0, 0.0, 4.0, 8.0])), seeds=6, n=200, rng=7)
-    f = V.range_test(strong, n_resamples=FAST, claim="the source matters")
-    assert f.outcome == "reproduced" and f.p < 0.05 and f.effect > f.null95
-    assert f.detail["p_seeds"] < 0.05 and f.detail["p_items"] < 0.05
-    assert f.text().startswith(f"reproduced: range {f.effect:.2f} points [")
-    assert "noise-only null: 95th percentile" in f.text()
-    means = strong.groupby("source")["avg"].mean()
-    assert f.effect == pytest.approx(means.max() - means.min())
+    four = {"a": 0.0, "b": 0.0, "c": 0.0, "d": 0.0}
+    nulls = [V.range_test(simulate(four, seeds=4, rng=400 + r), n_resamples=299).outcome for r in range(8)]
+    assert nulls.count("reproduced") <= 1
+    strong = V.range_test(simulate({"a": 10.0, "b": 0.0, "c": 5.0, "d": 0.0}, seeds=4, rng=14), n_resamples=FAST)
+    assert strong.outcome == "reproduced" and strong.descriptive_ci and strong.p < 0.05 and strong.measure == "range"
 
 
-def test_range_seed_null_is_fooled_by_items_the_two_level_null_is_not():
-    # every source has its own persistent winners and losers among 20 items per task, mean zero
-    g = np.random.default_rng(4)
-    base = {t: (g.uniform(size=20) < 0.5).astype(np.int8) for t in range(3)}
-    lines = []
-    for src in SOURCES:
-        own = {t: np.where(g.uniform(size=20) < 0.4, 1 - base[t], base[t]) for t in base}
-        for s in range(6):
-            items = {}
-            for t in base:
-                x = own[t].copy()
-                i = g.integers(20)
-                x[i] = 1 - x[i]                      # a little seed noise
-                items[f"task{t}"] = x
-            lines.append({"source": src, "seed": s, "items": items})
-    f = V.range_test(pd.DataFrame(lines), n_resamples=FAST)
-    assert f.detail["p_seeds"] < 0.05 and f.detail["p_items"] >= 0.05
-    assert f.outcome == "inconclusive" and "could not be told from noise" in f.text()
+def test_range_trend_growing_gap():
+    low = simulate({"a": 0.0, "b": 0.0}, rng=15, sparsity=0.3)
+    high = simulate({"a": 6.0, "b": 0.0}, rng=16, sparsity=0.6)
+    f = V.range_trend(pd.concat([low, high], ignore_index=True), "a", "b", x="sparsity", n_resamples=FAST)
+    assert f.outcome == "reproduced" and f.effect > 3
 
 
-def test_range_by_strata_averages_the_ranges():
-    df = pd.concat([simulate(dict(zip(SOURCES, [0, 1, 2, 3.0])), rng=1, method="wanda"),
-                    simulate(dict(zip(SOURCES, [0, 0, 0, 0.0])), rng=2, method="owl")], ignore_index=True)
-    f = V.range_test(df, by=["method"], n_resamples=199)
-    per = df.groupby(["method", "source"])["avg"].mean().groupby("method").agg(lambda x: x.max() - x.min())
-    assert f.effect == pytest.approx(per.mean())
-    with pytest.raises(CalibError, match="different seeds"):
-        V.range_test(simulate(dict.fromkeys(SOURCES, 0.0), seed_labels={"dclm": [9, 1, 2, 3, 4, 5]}))
-
-
-def test_range_trend_growing_gap_and_the_noise_bias_it_avoids():
-    def frame(gap_low, gap_high, noise_high, rng):
-        low = simulate({"dclm": gap_low, "wiki": 0.0, "c4": 0.0}, seeds=6, n=100, rng=rng, sparsity=0.3)
-        high = simulate({"dclm": gap_high, "wiki": 0.0, "c4": 0.0}, seeds=6, n=100, rng=rng + 1,
-                        seed_sd=noise_high, sparsity=0.6)
-        return pd.concat([low, high], ignore_index=True)
-
-    grows = V.range_trend(frame(0.0, 6.0, 0.5, 1), "dclm", "wiki", n_resamples=FAST)
-    assert grows.outcome == "reproduced" and grows.effect > 0
-    # the same gap at both sparsities, more seed noise at the higher one: the ranges still "grow"
-    raw, did = [], []
-    for r in range(12):
-        df = frame(1.0, 1.0, 4.0, 300 + 2 * r)
-        ranges = [V.range_test(df[df.sparsity == x], n_resamples=99).effect for x in (0.3, 0.6)]
-        raw.append(ranges[1] - ranges[0])
-        did.append(V.range_trend(df, "dclm", "wiki", n_resamples=499, rng=r).outcome)
-    assert sum(d > 0 for d in raw) >= 9
-    assert did.count("reproduced") <= 1
-    with pytest.raises(CalibError, match="two different levels"):
-        V.range_trend(frame(0, 1, 1, 0), "dclm", "wiki", low=0.6, high=0.6)
-
-
-# ------------------------------------------------------------------ correlations
-def test_correlation_outcomes():
-    g = np.random.default_rng(0)
-    x = np.arange(16.0)
-    y = x + g.normal(0, 2, 16)
-    f = V.correlation(x, y, n_resamples=FAST, label="distance")
-    assert f.outcome == "reproduced" and f.effect > 0.8 and f.p < 0.05 and f.n_points == 16
-    assert f.text().startswith("reproduced: rho +0.") and "n = 16 points" in f.text()
-    assert V.correlation(x, y, direction=-1, n_resamples=FAST).outcome == "contradicted"
-    x = np.arange(-6.0, 7.0)
-    flat = V.correlation(x, x ** 2, n_resamples=FAST)   # rho is exactly 0: up, then down
-    assert flat.effect == pytest.approx(0, abs=1e-12) and flat.outcome == "inconclusive"
-    with pytest.raises(CalibError, match="5\\+ finite"):
-        V.correlation([1, 2, 3], [1, 2, 3])
-    with pytest.raises(CalibError, match="constant"):
-        V.correlation([1, 2, 3, 4, 5], [1, 1, 1, 1, 1])
-
-
-# ------------------------------------------------------------------ bad input
 def test_clear_errors_for_bad_frames():
-    df = simulate({"a": 0.0, "b": 0.0}, seeds=3, n=20)
-    with pytest.raises(CalibError, match="unknown source value 'dclm'; valid choices: a, b"):
-        V.paired_contrast(df, "source", "a", "dclm")
-    with pytest.raises(CalibError, match="no column 'items'"):
-        V.paired_contrast(df.drop(columns="items"), "source", "a", "b")
-    with pytest.raises(CalibError, match="no column 'method'"):
-        V.paired_contrast(df, "method", "a", "b")
-    with pytest.raises(CalibError, match="same source value"):
+    df = simulate({"a": 1.0, "b": 0.0}, rng=17)
+    with pytest.raises(CalibError, match="the frame has no column 'records'"):
+        V.paired_contrast(df.drop(columns="records"), "source", "a", "b")
+    with pytest.raises(CalibError, match="a and b are the same source value 'a'"):
         V.paired_contrast(df, "source", "a", "a")
-    short = df.copy()
-    short.at[4, "items"] = {**short.at[4, "items"], "task1": short.at[4, "items"]["task1"][:15]}
-    with pytest.raises(CalibError, match="has 15 items for task 'task1'.*the first job has 20"):
-        V.paired_contrast(short, "source", "a", "b")
-    missing = df.copy()
-    missing.at[2, "items"] = {k: v for k, v in missing.at[2, "items"].items() if k != "task2"}
-    with pytest.raises(CalibError, match="has items for \\['task0', 'task1'\\]"):
-        V.paired_contrast(missing, "source", "a", "b")
-    wrong_avg = df.copy()
-    wrong_avg.loc[1, "avg"] += 0.5
-    with pytest.raises(CalibError, match="its items average"):
-        V.paired_contrast(wrong_avg, "source", "a", "b")
-    with pytest.raises(CalibError, match="no job for source='b'"):
-        V.paired_contrast(pd.concat([df, df.assign(method="owl")[df.source == "a"]]).fillna({"method": "wanda"}),
-                          "source", "a", "b", by=["method"])
-    one = simulate({"a": 0.0, "b": 0.0}, seeds=1, n=20)
-    with pytest.raises(CalibError, match="nothing to resample"):
-        V.paired_contrast(one, "source", "a", "b", resample=["seeds"])
-    with pytest.raises(CalibError, match="unknown resample level 'jobs'"):
-        V.paired_contrast(df, "source", "a", "b", resample=["jobs"])
-    with pytest.raises(CalibError, match="DataFrame"):
-        V.paired_contrast({"items": []}, "source", "a", "b")
+    old = df.copy()  # a row evaluated before log-scores were kept is named, not mixed in
+    old.at[3, "records"] = {t: {"acc": r["acc"]} for t, r in old.at[3, "records"].items()}
+    with pytest.raises(CalibError, match="has no per-item 'logscore' for task 'task0': it was evaluated before"):
+        V.paired_contrast(old, "source", "a", "b", metric="logscore")
+    moved = df.copy()
+    moved.at[4, "records"] = {**moved.at[4, "records"], "task1": {**moved.at[4, "records"]["task1"],
+                                                                  "fact": np.array(["x"] * 120, dtype=object)}}
+    with pytest.raises(CalibError, match="rests on other facts than the first job"):
+        V.paired_contrast(moved, "source", "a", "b")
+    with pytest.raises(CalibError, match="needs 4\\+ cells"):
+        V.correlation(np.arange(6.0), np.arange(6.0) ** 2, [0, 0, 1, 1, 2, 2])

@@ -1,8 +1,9 @@
 """calib.book.verdicts: each chapter's verdict on constructed tidy frames with known effects.
 
-Items are simulated as in a real store: every job answers the same items; an item is right
-when its difficulty is below the job's skill, so a better calibration set (higher skill) wins
-the same items in every seed, and a seed only nudges the skill.
+Items are simulated as in a real store: every job answers the same items, on facts shared by a few
+items; an item is right when its difficulty is below the job's skill, so a better calibration set
+(higher skill) wins the same items in every seed, and a seed only nudges the skill. The log-score
+is the log-probability of a logistic in skill minus difficulty.
 """
 from __future__ import annotations
 
@@ -17,18 +18,22 @@ N_ITEMS = 150
 S = profiles.settings("smoke")  # the world sources in the paper's roles
 PRE, WIKI, WEB, MIXED = "world/pretrain", "world/encyclopedia", "world/web", "world/mixed"
 DIFFICULTY = {t: np.random.default_rng([7, i]).random(N_ITEMS) for i, t in enumerate(TASKS)}
+FACTS = {t: np.array([f"f{(i * N_ITEMS + k) // 3}" for k in range(N_ITEMS)], dtype=object) for i, t in enumerate(TASKS)}
 
 
 def job(skill: float, seed: int, **params) -> dict:
     """One tidy line: ``skill`` in [0, 1] is the share of items the job gets right."""
     rng = np.random.default_rng([seed, int(1000 * skill)])
-    items = {t: (d < skill + rng.normal(0, 0.02)).astype(np.uint8) for t, d in DIFFICULTY.items()}
+    records = {}
+    for t, d in DIFFICULTY.items():
+        z = skill + rng.normal(0, 0.02) - d
+        records[t] = {"acc": (z > 0).astype(np.uint8), "logscore": -np.logaddexp(0, -8 * z), "fact": FACTS[t]}
     line = {"method": "wanda", "source": PRE, "setting": "60%", "sparsity": 0.6, "pattern": "unstructured",
             "nsamples": 64, "synthetic": False, "prefix_len": np.nan, "filter_rate": np.nan, "generator": None,
-            "heldout_nll": 1.0, "seed": seed, **params}
+            "heldout_nll": 1.0, "alpaca_ppl": 3.0 - skill, "seed": seed, **params}
     line["role"] = profiles.role(line["source"])
-    line["items"] = items
-    line["avg"] = 100 * float(np.mean([v.mean() for v in items.values()]))
+    line["records"] = records
+    line["avg"] = 100 * float(np.mean([r["acc"].mean() for r in records.values()]))
     return line
 
 
@@ -36,43 +41,56 @@ def frame(cells: list[tuple[dict, float]], seeds: int = 4) -> pd.DataFrame:
     return pd.DataFrame([job(skill, seed, **params) for params, skill in cells for seed in range(seeds)])
 
 
+def parts(v, metric="acc"):
+    return [p for p in v.parts if p.metric == metric]
+
+
 SOURCES_60 = lambda gap: [({"source": PRE}, 0.6 + gap), ({"source": WIKI}, 0.6),  # noqa: E731
                           ({"source": WEB}, 0.6 + gap / 2), ({"source": MIXED}, 0.6 + gap / 2)]
 
 
 @pytest.mark.parametrize("gap,outcome", [(0.15, "reproduced"), (0.0, "inconclusive"), (-0.15, "contradicted")])
-def test_fig1_headline_follows_the_sign_of_the_effect(gap, outcome):
-    df = frame(SOURCES_60(gap))
-    f = V.fig1(df, S)
-    assert f.parts[0].label == "fig1" and f.parts[0].outcome == outcome
-    assert f.parts[0].n_seeds == 4 and f.parts[0].n_items == 7 * N_ITEMS
+def test_fig1_headline_follows_the_sign_of_the_effect_on_both_metrics(gap, outcome):
+    v = V.fig1(frame(SOURCES_60(gap)), S)
+    for m in ("acc", "logscore"):
+        head = v.headline(m)
+        assert head.label == "fig1" and head.outcome == outcome and v.outcomes[m] == outcome
+        assert head.n_seeds == 4 and head.n_items == 7 * N_ITEMS and head.n_facts == 7 * N_ITEMS // 3
+    t = v.per_task  # the forest plot's numbers: every task, both metrics
+    assert len(t) == 14 and set(t.metric) == {"acc", "logscore"}
 
 
 def test_fig1_second_part_pairs_on_the_shared_seeds():
     df = pd.concat([frame(SOURCES_60(0.15), seeds=4), frame([({"method": "owl", "source": WIKI}, 0.65)], seeds=2)])
-    f = V.fig1(df, S)
-    assert [p.label for p in f.parts] == ["fig1", "fig1_data_vs_method"]
-    assert f.parts[1].n_seeds == 2 and f.parts[1].outcome == "reproduced"  # 0.75 vs 0.65
+    v = V.fig1(df, S)
+    assert [p.label for p in parts(v)] == ["fig1", "fig1_data_vs_method"]
+    assert parts(v)[1].n_seeds == 2 and parts(v)[1].outcome == "reproduced"  # 0.75 vs 0.65
 
 
 def test_fig2_range_against_noise_and_the_trend():
     strong = pd.concat([frame([({**p, "setting": st, "sparsity": sp}, 0.6 + (k if sp == 0.6 else 0) * (skill - 0.6) / 0.2)
                                for p, skill in SOURCES_60(0.2)]) for st, sp, k in [("60%", 0.6, 1), ("40%", 0.4, 0)]])
-    f = V.fig2(strong, S)
-    assert f.parts[0].outcome == "reproduced" and f.parts[0].p < 0.05
-    assert f.parts[1].label == "fig2_trend" and f.parts[1].outcome == "reproduced"
+    v = V.fig2(strong, S)
+    acc = parts(v)
+    assert acc[0].outcome == "reproduced" and acc[0].p < 0.05
+    assert acc[1].label == "fig2_trend" and acc[1].outcome == "reproduced"
     flat = frame([({"source": x}, 0.6) for x in (PRE, WIKI, WEB, MIXED)])
-    assert V.fig2(flat, S).parts[0].outcome == "inconclusive"
+    assert parts(V.fig2(flat, S))[0].outcome == "inconclusive"
 
 
-def test_table2_self_generated_minus_original_averaged_over_sources():
+def test_table2_self_generated_minus_original_averaged_over_sources_and_alpaca():
     cells = [({"source": x, "synthetic": syn}, 0.6 + (0.12 if syn else 0)) for x in (PRE, WIKI, WEB, MIXED)
              for syn in (False, True)]
-    f = V.table2(frame(cells), S)
-    assert f.parts[0].label == "table2" and f.parts[0].outcome == "reproduced"
-    assert f.parts[0].effect == pytest.approx(100 * np.mean([np.mean(DIFFICULTY[t] < 0.72) - np.mean(DIFFICULTY[t] < 0.6)
-                                                             for t in TASKS]), abs=2)
-    assert f.parts[-1].label == "table2_pretrain"
+    v = V.table2(frame(cells), S)
+    acc = parts(v)
+    assert acc[0].label == "table2" and acc[0].outcome == "reproduced"
+    assert acc[0].effect == pytest.approx(100 * np.mean([np.mean(DIFFICULTY[t] < 0.72) - np.mean(DIFFICULTY[t] < 0.6)
+                                                         for t in TASKS]), abs=2)
+    assert acc[-1].label == "table2_pretrain"
+    alpaca = parts(v, "alpaca_ppl")
+    assert len(alpaca) == 1 and alpaca[0].label == "table2_alpaca" and alpaca[0].effect == pytest.approx(-0.12)
+    assert alpaca[0].direction == -1 and alpaca[0].outcome == "reproduced"  # lower perplexity, as the paper's
+    assert set(v.outcomes) == {"acc", "logscore", "alpaca_ppl"}
 
 
 def test_table3_and_table4_and_fig4_run_on_their_own_frames():
@@ -80,16 +98,16 @@ def test_table3_and_table4_and_fig4_run_on_their_own_frames():
     t3 = frame([({"source": x, "synthetic": syn, "setting": st}, 0.6 + (0.1 if syn else 0))
                 for st in ("50%", "2:4") for x, syn in [(c4, False), (PRE, False), (c4, True)]])
     f3 = V.table3(t3, S)
-    assert [p.label for p in f3.parts] == ["table3", "table3_vs_pretrain"] and f3.outcome == "reproduced"
+    assert [p.label for p in parts(f3)] == ["table3", "table3_vs_pretrain"] and f3.outcome == "reproduced"
     t4 = frame([({"source": x, "synthetic": True, "filter_rate": r}, 0.6 + (0.1 if r == 20 else 0.05))
                 for x in (c4, WIKI) for r in (0, 20)] + [({"source": x}, 0.6) for x in (c4, WIKI)])
     f4 = V.table4(t4, S)
-    assert f4.parts[0].outcome == "reproduced" and f4.parts[1].label == "table4_filter"
-    assert f4.parts[1].outcome == "reproduced"  # filtered (0.7) beats unfiltered (0.65)
+    assert parts(f4)[0].outcome == "reproduced" and parts(f4)[1].label == "table4_filter"
+    assert parts(f4)[1].outcome == "reproduced"  # filtered (0.7) beats unfiltered (0.65)
     p4 = frame([({"source": x, "synthetic": True, "prefix_len": p}, 0.7 if p <= 4 else 0.6)
                 for x in (c4, WIKI) for p in (1, 2, 4, 64)] + [({"source": x}, 0.62) for x in (c4, WIKI)])
     g4 = V.fig4(p4, S)
-    assert [p.outcome for p in g4.parts] == ["reproduced", "reproduced"]
+    assert [p.outcome for p in parts(g4)] == ["reproduced", "reproduced"]
 
 
 def test_partly_when_parts_disagree_and_the_summary_says_what_it_would_take():
@@ -97,15 +115,33 @@ def test_partly_when_parts_disagree_and_the_summary_says_what_it_would_take():
              for syn in (False, True)]
     cells += [({"method": "owl", "source": x, "synthetic": syn}, 0.6 + (0.004 if syn else 0))
               for x in (PRE, WIKI, WEB, MIXED) for syn in (False, True)]
-    f = V.table2(frame(cells), S)
-    assert f.outcome == "partly"
-    t = V.summary(f)
-    assert list(t.columns[:4]) == ["comparison", "effect", "95% CI", "± (detectable)"]
-    owl = t[t.comparison.str.startswith("OWL")].iloc[0]
-    assert owl["outcome"] == "Inconclusive" and owl["paper"] == pytest.approx(V.paper_effects()["table2_owl"])
+    v = V.table2(frame(cells), S)
+    assert v.outcomes["acc"] == "partly"
+    t = V.summary(v)
+    assert list(t.columns[:6]) == ["comparison", "metric", "effect", "CI", "CI half-width", "MDE (80% power)"]
+    owl = t[t.comparison.str.startswith("OWL") & (t.metric == "accuracy")].iloc[0]
+    assert owl["outcome"].startswith("Inconclusive (p = ") and "Holm" in owl["outcome"]
+    assert owl["paper"] == pytest.approx(V.paper_effects()["table2_owl"])
+    assert owl["MDE (80% power)"] > owl["CI half-width"] > 0
     # 4 seeds x 150 items per task cannot reach ±0.5: the table says what would
-    assert "seeds x" in owl["for ±0.5 it would take"] and "items per task" in owl["for ±0.5 it would take"]
-    assert "**Partly reproduced in the world.**" in V.headline(f)
+    assert "seeds x" in owl["for ±0.5 points it would take"] and "items per task" in owl["for ±0.5 points it would take"]
+    text = V.headline(v)
+    assert text.startswith("**Accuracy (the paper's measure): Partly reproduced. Log-score: ")
+    assert t[t.metric == "log-score"].paper.eq("").all()  # the paper's effects are accuracies
+
+
+def test_fig5_and_the_predictors_have_their_own_metric():
+    g = np.random.default_rng(0)
+    scores = pd.DataFrame({"data": ["syn"] * 50 + ["web"] * 50 + ["wiki"] * 50,
+                           "score": np.r_[g.normal(1, 1, 50), g.normal(0, 1, 50), g.normal(0.8, 1, 50)]})
+    v = V.fig5(scores, "syn")
+    assert list(v.outcomes) == ["Min-50%++"] and v.parts[1].adjusted == ""  # one secondary part: nothing to adjust
+    d = frame([({"source": x, "synthetic": syn}, 0.6 + 0.05 * k + (0.05 if syn else 0))
+               for k, x in enumerate((PRE, WIKI, WEB, MIXED)) for syn in (False, True)])
+    d["logscore"] = [100 * np.mean([r["logscore"].mean() for r in rec.values()]) for rec in d.records]
+    d["score"] = d.avg + g.normal(0, 0.1, len(d))
+    p = V.predictors(d, ["score"], {"score": 1})
+    assert list(p.outcomes) == ["acc", "logscore"] and p.parts[0].detail["cells"] == 8
 
 
 def test_dsnot_note_pairs_dsnot_with_wanda():
@@ -121,6 +157,7 @@ def test_paper_effects_come_from_the_published_tables():
     assert e["fig1"] == pytest.approx(64.37 - 62.12, abs=0.01)       # Table 2, Wanda, DCLM - Wikipedia
     assert e["table1"] == pytest.approx((1.85 + 1.77 + 1.37) / 3, abs=0.01)
     assert e["table2_pretrain"] == pytest.approx(0.37, abs=0.01)
+    assert e["table2_alpaca"] == pytest.approx(np.mean([9.40 - 9.99, 9.57 - 9.67, 9.58 - 9.76, 9.59 - 9.54]), abs=0.01)
 
 
 def test_the_paper_column_prints_effects_signed_and_words_as_they_are():

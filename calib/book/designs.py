@@ -89,9 +89,9 @@ def item_matrix(df, metric: str = "acc") -> tuple[np.ndarray, Items]:
             raise CalibError(f"job ({describe(r)}) has records for {got}; the first job has {sorted(sizes)}")
         cols, fs = [], []
         for t, n in sizes.items():
-            for need in (metric, "fact"):
-                if need not in rec[t]:
-                    raise CalibError(f"job ({describe(r)}) has no per-item {need!r} for task {t!r}: it was "
+            for field in (metric, "fact"):
+                if field not in rec[t]:
+                    raise CalibError(f"job ({describe(r)}) has no per-item {field!r} for task {t!r}: it was "
                                      f"evaluated before calib kept them; run it again (a new store, or --force)")
             v = np.asarray(rec[t][metric], dtype=float)
             if v.ndim != 1 or v.size != n:

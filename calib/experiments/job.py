@@ -26,7 +26,7 @@ GENERATORS = ("dense", "pruned")
 CALIBRATION = {"source": "world/pretrain", "mode": None, "nsamples": data.NSAMPLES, "seqlen": None, "seed": 0,
                "pool": None}
 SYNTHETIC = {"generator": "dense", "n_docs": synth.N_DOCS, "prefix_len": synth.PREFIX_LEN,
-             "max_new_tokens": synth.MAX_NEW_TOKENS, "gen_seed": 0, "filter_rate": filters.FILTER_RATE,
+             "max_new_tokens": synth.MAX_NEW_TOKENS, "gen_seed": None, "filter_rate": filters.FILTER_RATE,
              "batch_size": synth.BATCH_SIZE, "sampling": {}}
 # how a job runs, not what it computes: recorded, not part of the key (the scorers agree item for item)
 EXECUTION = {"prune_batch_size": methods.BATCH_SIZE, "eval_batch_size": evaluate.BATCH_SIZE, "device": None,
@@ -92,6 +92,8 @@ class Job:
 
         if self.synthetic is not None and self.synthetic is not False:
             self.synthetic = self._synthetic(self.synthetic)
+            if self.synthetic["gen_seed"] is None:  # each calibration seed its own generated corpus
+                self.synthetic["gen_seed"] = c["seed"]
         else:
             self.synthetic = None
         self._evaluation = evaluate.Suite.of(self.suite)
@@ -115,7 +117,7 @@ class Job:
         integer("synthetic.prefix_len", s["prefix_len"], 0, synth.MAX_PREFIX_LEN)
         integer("synthetic.n_docs", s["n_docs"], 1)
         integer("synthetic.max_new_tokens", s["max_new_tokens"], 1)
-        integer("synthetic.gen_seed", s["gen_seed"], 0)
+        integer("synthetic.gen_seed", s["gen_seed"], 0, none=True)
         integer("synthetic.batch_size", s["batch_size"], 1)
         k = s["filter_rate"]
         if isinstance(k, bool) or not isinstance(k, (int, float)) or not 0 <= k < 100:

@@ -78,6 +78,20 @@ def fact(entity: dict, attribute: str) -> str:
     return f"{attribute}:{entity['name']}"
 
 
+# the facts the item makers ask about: entity kind -> attributes (``fact(entity, attribute)``)
+ASKED = {"cities": ("region", "food", "river", "trade"), "people": ("city", "occupation", "animal", "tool", "food"),
+         "animals": ("habitat",), "tools": ("material", "purpose"), "foods": ("ingredient",), "festivals": ("city",)}
+
+
+@lru_cache(maxsize=1)
+def fact_pool() -> frozenset:
+    """Every fact an item could rest on: what more items could ask about (the task makers draw
+    their items from these)."""
+    from calib.world.sources import kb
+    k = kb()
+    return frozenset(fact(e, a) for kind, attrs in ASKED.items() for e in getattr(k, kind) for a in attrs)
+
+
 class _Maker:
     def __init__(self, seed: int):
         from calib.world.sources import kb
