@@ -2,7 +2,8 @@
 
 finding.py    ``Finding`` and ``Verdict``: outcome rules, Holm's adjustment, the text
 designs.py    what is resampled: calibration seeds and the facts evaluation items rest on
-inference.py  the tests: paired contrasts, per-task effects, ranges, trends, correlations
+inference.py  contrasts: paired (per-item metrics), per task, per-job measures, trends of a gap
+comparisons.py  tests against a null: ranges across sources, correlations, two samples' means
 power.py      what a design could resolve, and what a target half-width would take
 
 Every function takes the tidy frame (``calib.book.frames.tidy``): one line per job, parameter
@@ -14,10 +15,8 @@ from calib.book.finding import (
     ALPHA, CHAPTER_OUTCOMES, LEVEL, METRICS, OUTCOMES, PAPER_METRIC, POWER, UNITS, Finding, Verdict,
     chapter_outcome, combine, holm, outcome_of,
 )
-from calib.book.inference import (
-    N_RESAMPLES, RNG, Spread, correlation, job_contrast, mean_difference, paired_contrast, per_task, range_test,
-    range_trend, stream,
-)
+from calib.book.comparisons import correlation, mean_difference, range_test
+from calib.book.inference import N_RESAMPLES, RNG, Spread, job_contrast, paired_contrast, per_task, range_trend, stream
 from calib.book.power import Need, needed
 
 __all__ = [

@@ -35,12 +35,12 @@ _OPTION_FLAGS = {
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
-        "prune", help="prune a model layer by layer (magnitude, wanda, sparsegpt, dsnot, owl)",
+        "prune", help=f"prune a model layer by layer ({', '.join(methods.METHODS)})",
         description="Prune a decoder-only Hugging Face model (LLaMA, Mistral, Qwen2/3) layer by layer "
                     "and save it with dense weights and exact zeros, plus prune_report.json.",
     )
     p.add_argument("--model", required=True, help="model folder (save_pretrained layout) or alias world | world-qwen")
-    p.add_argument("--method", default="wanda", help="magnitude | wanda | sparsegpt | dsnot | owl")
+    p.add_argument("--method", default="wanda", help=" | ".join(methods.METHODS))
     p.add_argument("--sparsity", type=float, default=None,
                    help="unstructured sparsity in [0, 1) (default 0.5); implied by N:M patterns")
     p.add_argument("--pattern", default="unstructured", help="unstructured | 2:4 | 4:8 | N:M")
