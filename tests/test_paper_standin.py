@@ -200,7 +200,7 @@ def test_local_copies_in_the_hub_schemas_are_read(tmp_path, monkeypatch):
     from calib import data
     paths = standin.write_sources(tmp_path, n=6)
     monkeypatch.setenv("CALIB_SOURCES", standin.sources_env(paths))
-    for name in ("c4", "wikipedia", "slimpajama", "dclm", "alpaca"):
+    for name in ("c4", "wikipedia", "slimpajama", "dclm", "alpaca", "olmo-mix-dclm", "olmo-mix-wiki"):
         texts = data.load_texts(name, pool=4)
         assert len(texts) == 4 and all(isinstance(t, str) and t for t in texts), name
     assert data.load_texts("alpaca", pool=1)[0].startswith("Below is an instruction")
