@@ -452,8 +452,13 @@ def test_openlm_without_open_lm_says_what_to_install(tmp_path, capsys):
 
 def test_openlm_is_pruned_but_not_self_generated_from(open_lm_here, tmp_path):
     from calib import synth
+    from calib.experiments import Job
     from calib.models import context_length
     model = tiny("openlm")
     assert context_length(model.config) == 64  # OpenLM's seq_len
     with pytest.raises(CalibError, match="self-generation does not run on 'openlm' models"):
         synth.generate(model, None, ["a b c"], tmp_path / "g.jsonl")
+    d = _config_dir(tmp_path, {"model_type": "openlm", "n_layers": 2, "seq_len": 64})
+    assert Job(model=str(d), method="wanda").model == str(d.resolve())  # a grid's job takes it
+    with pytest.raises(CalibError, match="model .*openlm: self-generation does not run on 'openlm'"):
+        Job(model=str(d), method="wanda", synthetic=True)

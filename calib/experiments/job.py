@@ -129,6 +129,8 @@ class Job:
 
         if self.synthetic is not None and self.synthetic is not False:
             self.synthetic = self._synthetic(self.synthetic)
+            with at(f"model {self.model}"):  # the job's model (dense or pruned) writes the texts
+                methods.check_architecture(config, "generate")
         else:
             self.synthetic = None
         self.suite = self._suite(self.suite)
