@@ -56,8 +56,8 @@ def openlm_available() -> bool:
 
 def check_architecture(config, use: str = "prune") -> str:
     """The model_type of a supported decoder (a transformers config or its config.json as a
-    dict), else a one-line CalibError naming the supported ones. ``use`` is prune, score or
-    generate: an OpenLM model is pruned (with open_lm installed) but not self-generated from."""
+    dict), else a one-line CalibError naming the supported ones. With ``use="generate"`` an
+    OpenLM model is refused too: it is pruned (with open_lm installed), not self-generated from."""
     mt = _model_type(config)
     if mt in ARCHITECTURES:
         return mt

@@ -325,11 +325,12 @@ def generate(model, tokenizer, texts: list[str], out_path: str | Path, prefix_le
     prompts = build_prompts(tokenizer, texts, prefix_len, skip_short)
     eos, pad = tokenizer.eos_token_id, pad_token(tokenizer)
     # past a longrope / dynamic RoPE switch the cached keys would hold the other frequency set
-    limit = rope_switch(model.config) or getattr(model.config, "max_position_embeddings", None)
+    switch = rope_switch(model.config)
+    limit = switch or getattr(model.config, "max_position_embeddings", None)
     longest = max(len(p) for _, p in prompts)
     if limit and longest + max_new_tokens > limit:
-        log.warning("max_new_tokens %d cut to %d: the model has %d positions", max_new_tokens,
-                    limit - longest, limit)
+        log.warning("max_new_tokens %d cut to %d: the model has %d positions%s", max_new_tokens,
+                    limit - longest, limit, " before its RoPE switches frequencies" if switch else "")
         max_new_tokens = limit - longest
         if max_new_tokens < 1:
             raise CalibError(f"prefixes of {longest} tokens leave no room in the model's {limit} positions")

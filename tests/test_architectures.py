@@ -405,6 +405,21 @@ def test_self_generation_runs_and_batching_does_not_change_it(arch, tiny_tokeniz
     assert len(rows) == len(docs) and all(r["text"].startswith(r["prefix"]) for r in rows)
 
 
+def test_self_generation_stops_at_a_longrope_switch(tiny_tokenizer, tmp_path, caplog):
+    """Past original_max_position_embeddings longrope would switch frequencies mid-generation,
+    with the cached keys still rotated by the short ones: generation stops there."""
+    from calib import synth
+    from calib.world.sources import documents
+    rope = {"rope_type": "longrope", "rope_theta": 10000.0, "short_factor": [1.0] * 4, "long_factor": [4.0] * 4,
+            "original_max_position_embeddings": 24}
+    model = tiny_model("phi3", tokenizer=tiny_tokenizer, ctx=256, hidden=32, intermediate=64,
+                       rope_parameters=rope, original_max_position_embeddings=24)
+    rows = synth.generate(model, tiny_tokenizer, documents("world/pretrain", 3, split="train"), tmp_path / "g.jsonl",
+                          max_new_tokens=100, progress=False)
+    assert "before its RoPE switches frequencies" in caplog.text
+    assert max(r["new_tokens"] for r in rows) <= 24 - 3  # BOS + 2 prefix tokens
+
+
 # ------------------------------------------------------------------ what is not supported
 def _config_dir(tmp_path, config):
     d = tmp_path / config["model_type"]

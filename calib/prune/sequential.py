@@ -19,7 +19,6 @@ from contextlib import contextmanager
 
 import torch
 import torch.nn as nn
-
 import torch.nn.functional as F
 
 from calib.errors import CalibError
