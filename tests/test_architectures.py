@@ -12,7 +12,6 @@ different masks.
 from __future__ import annotations
 
 import json
-import math
 from types import SimpleNamespace
 
 import pytest
