@@ -36,6 +36,9 @@ HUB_SOURCES = {
     "slimpajama": (dict(path="DKYoon/SlimPajama-6B", split="train"), "text", "document"),
     "dclm": (dict(path="robbiegwaldd/dclm-micro", split="train"), "text", "document"),
     "alpaca": (dict(path="tatsu-lab/alpaca", split="train"), "text", "concat"),
+    # OLMo-2-1124's own pretraining mix (profile paper-olmo2): its DCLM-Baseline part and its Wikipedia
+    "olmo-mix-dclm": (dict(path="allenai/olmo-mix-1124", name="dclm", split="train"), "text", "document"),
+    "olmo-mix-wiki": (dict(path="allenai/olmo-mix-1124", name="wiki", split="train"), "text", "concat"),
 }
 LOCAL_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".txt": "text"}
 SYNTH_GENERATOR = "calib.synth"  # value of the "generator" field in rows written by calib.synth

@@ -1,10 +1,11 @@
 """The hub's datasets as calibration sources: local copies, and one-line errors instead of
 network tracebacks.
 
-A hub source (``c4``, ``wikipedia``, ``slimpajama``, ``dclm``, ``alpaca``: ``data.HUB_SOURCES``)
-is read from the Hugging Face hub unless env ``CALIB_SOURCES`` points it at a local copy:
+A hub source (``c4``, ``wikipedia``, ``slimpajama``, ``dclm``, ``alpaca``, and OLMo-2's mix
+``olmo-mix-dclm``, ``olmo-mix-wiki``: ``data.HUB_SOURCES``) is read from the Hugging Face hub
+unless env ``CALIB_SOURCES`` points it at a local copy:
 
-    CALIB_SOURCES="c4=/data/c4/en,wikipedia=/data/wikipedia/20231101.en"
+    CALIB_SOURCES="c4=/data/c4/en,wikipedia=/data/wikipedia/20231101.en,olmo-mix-dclm=/data/olmo-mix-1124/dclm"
     CALIB_SOURCES=/data/sources.yaml        # a YAML mapping, e.g. {c4: /data/c4/en}
 
 A copy is one data file (.jsonl, .json, .json.gz, .jsonl.gz, .parquet, .txt) or a folder of

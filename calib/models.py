@@ -1,5 +1,6 @@
-"""Which model: the packaged world models' aliases, loading any causal-LM folder
-with clear errors, the model's identity (a hash of its files), its context and device.
+"""Which model: the packaged world models' aliases, the decoder architectures calib
+supports, loading any causal-LM folder with clear errors, the model's identity (a hash
+of its files), its context and device.
 
 Every interface (CLI, grids, notebooks) resolves a model through ``model_path`` and
 loads it through ``load``, so ``world`` means the same thing everywhere. Knows
@@ -19,6 +20,79 @@ from calib.io import atomic_write
 
 MODEL_ALIASES = ("world", "world-qwen")  # the packaged world models (`calib world build [--arch qwen2]`)
 DTYPES = ("float32", "bfloat16", "float16")
+
+# ----------------------------------------------------------------------- architectures
+# The one list of decoders the pruner (prune/sequential.py walks their blocks), the fast scorer
+# and self-generation handle, by config model_type. Each is a transformers causal LM whose blocks
+# are an nn.ModuleList of nn.Linear projections, whose forward takes position_ids and a padded 2D
+# attention mask over a DynamicCache, and whose logits are lm_head(final hidden state), soft-capped
+# when the config has final_logit_softcapping (Gemma 2/3; the fast scorer applies it as they do).
+ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3", "olmo2", "gemma2", "gemma3_text", "phi3")
+# DCLM-7B's OpenLM format: pruned through open_lm's own HF classes when open_lm is installed;
+# its HF wrapper takes neither position_ids nor a DynamicCache, so it is scored by HFLM, and
+# self-generation (left-padded batches) does not run on it.
+OPENLM = "openlm"
+OPENLM_INSTALL = "pip install git+https://github.com/mlfoundations/open_lm.git"
+# a linear's first name part in its block -> the part DSnoT's skip_layer names (open_lm's names)
+BLOCK_PARTS = {"attention": "self_attn", "feed_forward": "mlp"}
+
+
+def _model_type(config) -> str | None:
+    return config.get("model_type") if isinstance(config, dict) else getattr(config, "model_type", None)
+
+
+def supported() -> str:
+    return f"{', '.join(ARCHITECTURES)}, and {OPENLM} (DCLM-7B) with open_lm installed"
+
+
+def openlm_available() -> bool:
+    """open_lm importable; importing its hf module registers OpenLM's classes with the Auto* factories."""
+    try:
+        import open_lm.hf  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def check_architecture(config, use: str = "prune") -> str:
+    """The model_type of a supported decoder (a transformers config or its config.json as a
+    dict), else a one-line CalibError naming the supported ones. With ``use="generate"`` an
+    OpenLM model is refused too: it is pruned (with open_lm installed), not self-generated from."""
+    mt = _model_type(config)
+    if mt in ARCHITECTURES:
+        return mt
+    if mt == OPENLM:
+        if not openlm_available():
+            raise CalibError(f"model_type {OPENLM!r} (DCLM-7B's OpenLM format) needs the open_lm package, "
+                             f"which is not installed: run `{OPENLM_INSTALL}`")
+        if use == "generate":
+            raise CalibError(f"self-generation does not run on {OPENLM!r} models: open_lm's HF wrapper takes no "
+                             f"position_ids, so left-padded batches would get wrong positions; supported: "
+                             f"{', '.join(ARCHITECTURES)}")
+        return mt
+    if mt == "gemma3":
+        raise CalibError("model_type 'gemma3' is the multimodal Gemma 3 (Gemma3ForConditionalGeneration); calib "
+                         "prunes text decoders: use a text-only checkpoint (model_type 'gemma3_text', "
+                         f"Gemma3ForCausalLM, e.g. google/gemma-3-1b-pt); supported: {supported()}")
+    raise CalibError(f"unsupported architecture {mt!r}; supported: {supported()}")
+
+
+def rope_switch(config) -> int | None:
+    """The input length past which the RoPE frequencies of a forward pass depend on its longest
+    position (longrope as in Phi-3-128k, dynamic NTK), or None. Beyond it one input's scores depend
+    on how it is batched or split over passes, so the fast scorer hands such inputs to HFLM and
+    self-generation stops there."""
+    cfg = config.get_text_config() if hasattr(config, "get_text_config") else config
+    rope = getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None) or {}
+    if not isinstance(rope, dict) or rope.get("rope_type", rope.get("type")) not in ("longrope", "dynamic"):
+        return None
+    return rope.get("original_max_position_embeddings") or getattr(cfg, "original_max_position_embeddings", None) \
+        or cfg.max_position_embeddings
+
+
+def num_layers(config) -> int:
+    """Decoder blocks of a config object (OpenLM's config calls them n_layers)."""
+    return getattr(config, "num_hidden_layers", None) or getattr(config, "n_layers")
 
 
 def model_path(model: str | Path) -> Path:
@@ -55,9 +129,11 @@ def check_causal_lm(model: str | Path) -> dict:
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
     config = model_config(model)
     path, mt = model_path(model), config["model_type"]
-    if mt not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+    if mt == OPENLM:
+        check_architecture(config)  # open_lm installed, or what to install
+    elif mt not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
         raise CalibError(f"the model at {path} is a {mt!r} model, not a causal language model; valid: a "
-                         f"decoder-only causal LM (calib prunes llama, mistral, qwen2 and qwen3)")
+                         f"decoder-only causal LM (calib prunes {supported()})")
     return config
 
 
@@ -70,9 +146,10 @@ def _read_config(path: str, mtime_ns: int, size: int) -> dict:
 
 
 def context_length(config) -> int | None:
-    """Positions the model can attend over (``max_position_embeddings``), from a config object or dict."""
+    """Positions the model can attend over (``max_position_embeddings``; OpenLM's ``seq_len``),
+    from a config object or dict."""
     get = config.get if isinstance(config, dict) else lambda k, d=None: getattr(config, k, d)
-    return get("max_position_embeddings", None)
+    return get("max_position_embeddings", None) or (get("seq_len", None) if _model_type(config) == OPENLM else None)
 
 
 # ------------------------------------------------------------------------- identity

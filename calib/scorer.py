@@ -17,8 +17,9 @@ Where HFLM spends its time, and what is done instead:
 * the bookkeeping is numpy over whole arrays, not Python per token.
 
 ``plan`` is the pure part (which tokens run in which pass, what is read where); ``FastLM`` runs a
-plan. Models this does not cover (seq2seq, architectures outside ``FAST_MODEL_TYPES``) fall back
-to HFLM's own code, which is exact by definition.
+plan. Models this does not cover (seq2seq, architectures outside ``calib.models.ARCHITECTURES``
+such as OpenLM, and inputs past the point where a position-dependent RoPE (longrope, dynamic) changes
+its frequencies) fall back to HFLM's own code, which is exact by definition.
 """
 from __future__ import annotations
 
@@ -33,10 +34,10 @@ import torch.nn.functional as F
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
+from calib.models import ARCHITECTURES as FAST_MODEL_TYPES  # the one architecture list (calib.models)
+from calib.models import rope_switch
+
 MODEL_NAME = "calib-fast"
-# Architectures whose causal-LM logits are exactly lm_head(final hidden state), honouring
-# position_ids and a padded 2D attention mask over past keys (those `calib prune` supports).
-FAST_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 PASS_TOKENS = 1024  # new tokens per forward pass, padding included
 KV_BUDGET_MB = 1024  # keys/values kept at once (pool + one batch's gathered past)
 ENCODED_MAX = 200_000  # memoised encodings per process (a world evaluation has about 13,000)
@@ -236,6 +237,11 @@ class FastLM(HFLM):
     def _fast_ok(self) -> bool:
         return self.backend == "causal" and getattr(self.config, "model_type", None) in FAST_MODEL_TYPES
 
+    def _final_softcap(self) -> float | None:
+        """Gemma 2/3 soft-cap their logits after the LM head: cap * tanh(logits / cap)."""
+        cfg = self.config.get_text_config() if hasattr(self.config, "get_text_config") else self.config
+        return getattr(cfg, "final_logit_softcapping", None)
+
     def _kv_bytes_per_token(self) -> int:
         cfg = self.config.get_text_config() if hasattr(self.config, "get_text_config") else self.config
         heads = cfg.num_attention_heads
@@ -256,14 +262,21 @@ class FastLM(HFLM):
                     past_tokens=max(self.max_length, budget // 2),
                     budget_tokens=max(self.max_length, budget // 2), share=self.share)
 
+    def _fast_path(self, requests) -> bool:
+        """Whether the fast path scores these requests (else HFLM's own code does)."""
+        if not self._fast_ok():
+            return False
+        switch = rope_switch(self.config)  # longrope / dynamic RoPE: one frequency set per pass
+        return switch is None or max(min(len(c) + len(t) - 1, self.max_length) for _, c, t in requests) <= switch
+
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs=None):
         if self.plan_only:  # request_tokens: the plan's counts, no model run
-            self.stats = self._plan(requests).stats if requests else {}
+            self.stats = {**self._plan(requests).stats, "fast_path": self._fast_path(requests)} if requests else {}
             return [(0.0, False)] * len(requests)
-        if not self._fast_ok():
-            return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
         if not requests:
             return []
+        if not self._fast_path(requests):
+            return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
         for _, ctx, cont in requests:  # HFLM's own preconditions
             assert len(ctx) > 0 and len(cont) > 0 and len(cont) <= self.max_length
         p = self._plan(requests)
@@ -285,7 +298,7 @@ class FastLM(HFLM):
     def _run(self, p: Plan, disable_tqdm: bool):
         from tqdm.auto import tqdm
         model, dev = self.model, self.device
-        base, head = model.base_model, model.get_output_embeddings()
+        base, head, cap = model.base_model, model.get_output_embeddings(), self._final_softcap()
         # transformers >= 5.2x names the argument `cache`; older ones `past_key_values`
         cache_arg = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
         n_layers = model.config.get_text_config().num_hidden_layers \
@@ -359,6 +372,8 @@ class FastLM(HFLM):
                 with self._autocast():
                     logits = head(hidden[torch.as_tensor(sel, device=dev)])
                 heads += len(at)
+            if cap:
+                logits = torch.tanh(logits / cap) * cap
             logp = F.log_softmax(logits, dim=-1, dtype=self.softmax_dtype)
             greedy = logp.argmax(dim=-1)
             cnt = count[at]
@@ -378,8 +393,8 @@ class FastLM(HFLM):
 def request_tokens(config, tokenizer, groups) -> dict:
     """Forward tokens each scorer feeds for lm-eval's requests ``groups`` (``calib.evaluate.
     suite_requests``: one list per simple_evaluate call), without running a model: ``fast``, the
-    prefix tree FastLM runs (every token once; HFLM's count where the fast path does not cover the
-    architecture), and ``hflm``, every unique model input, as HFLM runs them. The requests are
+    prefix tree FastLM runs (every token once; HFLM's count where the fast path does not score them:
+    an architecture it does not cover, inputs past a longrope switch), and ``hflm``, every unique model input, as HFLM runs them. The requests are
     encoded by lm-eval's own code, on a model with no weights (the meta device) built from ``config``."""
     from transformers import AutoModelForCausalLM
     with torch.device("meta"):
@@ -392,5 +407,5 @@ def request_tokens(config, tokenizer, groups) -> dict:
         lm.loglikelihood(instances, disable_tqdm=True)
         if lm.stats:
             out["hflm"] += lm.stats["unique_input_tokens"]
-            out["fast"] += lm.stats["tree_tokens"] if lm._fast_ok() else lm.stats["unique_input_tokens"]
+            out["fast"] += lm.stats["tree_tokens"] if lm.stats["fast_path"] else lm.stats["unique_input_tokens"]
     return out

@@ -316,17 +316,21 @@ def generate(model, tokenizer, texts: list[str], out_path: str | Path, prefix_le
     import torch
     from tqdm.auto import tqdm
 
+    from calib.models import check_architecture, rope_switch
+    check_architecture(model.config, "generate")
     sampling = check_options(prefix_len, max_new_tokens, batch_size, seed, sampling)
     out_path, mp = Path(out_path), meta_path(out_path)
     check_output(out_path, "output")
     check_output(mp, "output")
     prompts = build_prompts(tokenizer, texts, prefix_len, skip_short)
     eos, pad = tokenizer.eos_token_id, pad_token(tokenizer)
-    limit = getattr(model.config, "max_position_embeddings", None)
+    # past a longrope / dynamic RoPE switch the cached keys would hold the other frequency set
+    switch = rope_switch(model.config)
+    limit = switch or getattr(model.config, "max_position_embeddings", None)
     longest = max(len(p) for _, p in prompts)
     if limit and longest + max_new_tokens > limit:
-        log.warning("max_new_tokens %d cut to %d: the model has %d positions", max_new_tokens,
-                    limit - longest, limit)
+        log.warning("max_new_tokens %d cut to %d: the model has %d positions%s", max_new_tokens,
+                    limit - longest, limit, " before its RoPE switches frequencies" if switch else "")
         max_new_tokens = limit - longest
         if max_new_tokens < 1:
             raise CalibError(f"prefixes of {longest} tokens leave no room in the model's {limit} positions")

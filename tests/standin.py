@@ -7,8 +7,9 @@ their real formats, small enough for CPU, written to local folders.
 * ``llama3_model`` / ``qwen25_model``: random-init models with the real configs' fields
   (LLaMA-3.1: GQA, llama3 rope scaling, rope_theta 5e5, untied embeddings; Qwen2.5: GQA, qkv
   bias, rope_theta 1e6, untied), scaled down to a few narrow layers, saved in bf16;
-* ``write_sources``: C4, Wikipedia, SlimPajama, DCLM and Alpaca as data files in each hub
-  dataset's own schema and file layout, with world texts in the ``text`` field;
+* ``write_sources``: C4, Wikipedia, SlimPajama, DCLM and Alpaca, and olmo-mix-1124's dclm and
+  wiki parts, as data files in each hub dataset's own schema and file layout, with world texts in
+  the ``text`` field;
 * ``write_tasks``: tests/paper_tasks.py's tasks under the real names, in the real splits;
 * ``book_settings``: the paper profile's overrides that point at all of these.
 """
@@ -117,7 +118,7 @@ def _parquet(path: Path, rows: list[dict]) -> Path:
 
 
 def write_sources(folder, n: int = 60) -> dict[str, str]:
-    """The five hub sources as local copies in their datasets' schemas and layouts; returns
+    """The hub sources (the paper's five, OLMo-2's mix parts) as local copies in their datasets' schemas and layouts; returns
     source -> path for CALIB_SOURCES (a config folder of shards, or one file)."""
     from calib.world import sources
     from calib.world.tasks import alpaca_texts
@@ -160,8 +161,18 @@ def write_sources(folder, n: int = 60) -> dict[str, str]:
                              f"completes the request.\n\n### Instruction:\n{instruction}\n\n### Response:\n"
                              f"{output or instruction}"})
     alpaca = _parquet(root / "alpaca" / "data" / "train-00000-of-00001-a09b74b3ef9c3b56.parquet", rows)
+    # allenai/olmo-mix-1124's dclm and wiki parts: dolma records (id, text, source, ...) in .json.gz shards
+    mix = {}
+    for name, part, role in (("olmo-mix-dclm", "dclm", "dclm"), ("olmo-mix-wiki", "wiki", "wikipedia")):
+        folder = root / "olmo-mix-1124" / "data" / part
+        folder.mkdir(parents=True, exist_ok=True)
+        with gzip.open(folder / f"{part}-0000.json.gz", "wt", encoding="utf-8") as f:
+            for i, t in enumerate(docs[role]):
+                f.write(json.dumps({"id": f"{part}-{i}", "text": t, "source": part, "added": "2024-11-01",
+                                    "metadata": {"length": len(t)}}) + "\n")
+        mix[name] = str(folder)
     return {"c4": str(c4), "wikipedia": str(wiki.parent), "slimpajama": str(root / "slimpajama"),
-            "dclm": str(dclm), "alpaca": str(alpaca.parent)}
+            "dclm": str(dclm), "alpaca": str(alpaca.parent), **mix}
 
 
 def sources_env(paths: dict[str, str]) -> str:

@@ -130,6 +130,30 @@ def test_plan_of_the_paper_profile_from_config_only_folders(tmp_path, capsys, mo
     assert f"all {hours:.3g} h" in text and "6.89B parameters" in text
 
 
+def test_plan_of_the_paper_olmo2_profile(tmp_path, capsys, monkeypatch):
+    """OLMo-2-1124-7B with its own mix's DCLM and Wikipedia parts in those roles: the paper's grid,
+    planned from config-only folders, with hours from a token cost."""
+    from calib.book.profiles import by_role, label
+    from calib.experiments import plan as P
+    monkeypatch.setenv("CALIB_CACHE", str(tmp_path / "cache"))
+    over = {"model": _config_only(tmp_path / "olmo2", ROOT / "examples/plan-configs/OLMo-2-1124-7B/config.json"),
+            "second_model": _config_only(tmp_path / "qwen", ROOT / "examples/plan-configs/Qwen2.5-7B/config.json"),
+            "store": str(tmp_path / "none.db")}
+    s = runner.settings("paper-olmo2", **over)
+    assert (by_role(s, "dclm"), by_role(s, "wikipedia")) == ("olmo-mix-dclm", "olmo-mix-wiki")
+    assert label("olmo-mix-dclm") == "OLMo-mix dclm (DCLM)"
+    jobs = runner.chapter_jobs(s, ["fig1_methods"])["fig1_methods"]
+    assert {j.calibration["source"] for j in jobs} == {"c4", "olmo-mix-wiki", "slimpajama", "olmo-mix-dclm"}
+    total = runner.print_plan("paper-olmo2", over=over, cost=P.parse_cost("1e-6"))
+    text = capsys.readouterr().out
+    assert "cannot be pruned" not in text and "7.3B parameters" in text
+    lines = {line.split()[0] for line in text.splitlines() if line and line.split()[0] in runner.CHAPTERS}
+    assert lines == set(runner.CHAPTERS) - {"world"}
+    assert total["jobs"] == int(text.split("book (distinct)")[1].split()[0]) > 2000
+    hours = sum(total["tokens"].values()) * 1e-6 / 3600
+    assert f"all {hours:.3g} h" in text
+
+
 def test_plan_without_a_model_says_what_to_pass(capsys):
     assert runner.main(["--profile", "paper", "--plan"]) == 2
     err = capsys.readouterr().err
@@ -180,7 +204,7 @@ def test_local_copies_in_the_hub_schemas_are_read(tmp_path, monkeypatch):
     from calib import data
     paths = standin.write_sources(tmp_path, n=6)
     monkeypatch.setenv("CALIB_SOURCES", standin.sources_env(paths))
-    for name in ("c4", "wikipedia", "slimpajama", "dclm", "alpaca"):
+    for name in ("c4", "wikipedia", "slimpajama", "dclm", "alpaca", "olmo-mix-dclm", "olmo-mix-wiki"):
         texts = data.load_texts(name, pool=4)
         assert len(texts) == 4 and all(isinstance(t, str) and t for t in texts), name
     assert data.load_texts("alpaca", pool=1)[0].startswith("Below is an instruction")

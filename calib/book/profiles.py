@@ -1,5 +1,5 @@
-"""The book's profiles (smoke for CI, toy for `make book`, paper for GPU clusters) and the
-roles the world's sources play for the paper's corpora.
+"""The book's profiles (smoke for CI, toy for `make book`, paper and paper-olmo2 for GPU
+clusters) and the roles the world's sources, and OLMo-2's own mix, play for the paper's corpora.
 
 A chapter's notebook calls ``settings(profile, **overrides)`` with its papermill
 parameters; every other book module reads the returned dict. Nothing here runs.
@@ -16,7 +16,11 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 # The paper's four calibration sources, in its order, and their roles in the world.
 PAPER_SOURCES = ["c4", "wikipedia", "slimpajama", "dclm"]
 WORLD_SOURCES = ["world/web", "world/encyclopedia", "world/mixed", "world/pretrain"]
-ROLE = dict(zip(WORLD_SOURCES, PAPER_SOURCES)) | {s: s for s in PAPER_SOURCES}
+# OLMo-2-1124's pretraining mix (allenai/olmo-mix-1124): its DCLM-Baseline and Wikipedia parts
+OLMO2_SOURCES = ["c4", "olmo-mix-wiki", "slimpajama", "olmo-mix-dclm"]
+MIX_NAMES = {"olmo-mix-dclm": "OLMo-mix dclm", "olmo-mix-wiki": "OLMo-mix wiki"}
+ROLE = dict(zip(WORLD_SOURCES, PAPER_SOURCES)) | {s: s for s in PAPER_SOURCES} \
+    | {"olmo-mix-dclm": "dclm", "olmo-mix-wiki": "wikipedia"}
 NAMES = {"c4": "C4", "wikipedia": "Wikipedia", "slimpajama": "SlimPajama", "dclm": "DCLM"}
 METHOD_NAMES = {"magnitude": "Magnitude", "sparsegpt": "SparseGPT", "wanda": "Wanda", "dsnot": "DSnoT",
                 "owl": "OWL"}
@@ -55,6 +59,10 @@ PROFILES = {
         prefix_lens=[0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024], filter_rates=[0, 10, 20, 30, 40, 50],
         stat_docs=1000, second_model="/models/Qwen2.5-7B", executor="ray", store="runs/book-paper.db"),
 }
+# The paper's settings on OLMo-2-1124-7B (loads natively in transformers), with the DCLM and
+# Wikipedia roles played by the DCLM-Baseline and Wikipedia parts of its own pretraining mix
+PROFILES["paper-olmo2"] = dict(PROFILES["paper"], model="/models/OLMo-2-1124-7B", sources=OLMO2_SOURCES,
+                               store="runs/book-paper-olmo2.db")
 PROFILE_NAMES = tuple(PROFILES)
 
 
@@ -96,8 +104,10 @@ def by_role(s: dict, r: str, fallback: int | None = None) -> str:
 
 
 def label(source: str) -> str:
-    """'web (C4)' for a world source, 'C4' for a paper source."""
+    """'web (C4)' for a world source, 'C4' for a paper source, 'OLMo-mix dclm (DCLM)' for OLMo-2's mix."""
     r = ROLE.get(source)
     if r is None:
         return source
-    return NAMES[r] if r == source else f"{source.split('/', 1)[1]} ({NAMES[r]})"
+    if r == source:
+        return NAMES[r]
+    return f"{MIX_NAMES.get(source) or source.split('/', 1)[1]} ({NAMES[r]})"

@@ -36,7 +36,8 @@ _OPTION_FLAGS = {
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "prune", help=f"prune a model layer by layer ({', '.join(methods.METHODS)})",
-        description="Prune a decoder-only Hugging Face model (LLaMA, Mistral, Qwen2/3) layer by layer "
+        description="Prune a decoder-only Hugging Face model (LLaMA, Mistral, Qwen2/3, OLMo-2, Gemma 2/3, "
+                    "Phi-3; DCLM-7B's OpenLM with open_lm installed) layer by layer "
                     "and save it with dense weights and exact zeros, plus prune_report.json.",
     )
     p.add_argument("--model", required=True, help="model folder (save_pretrained layout) or alias world | world-qwen")

@@ -94,6 +94,8 @@ class Job:
             self.synthetic = self._synthetic(self.synthetic)
             if self.synthetic["gen_seed"] is None:  # each calibration seed its own generated corpus
                 self.synthetic["gen_seed"] = c["seed"]
+            with at(f"model {self.model}"):  # the job's model (dense or pruned) writes the texts
+                methods.check_architecture(config, "generate")
         else:
             self.synthetic = None
         self._evaluation = evaluate.Suite.of(self.suite)

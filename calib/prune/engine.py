@@ -17,7 +17,7 @@ from calib.errors import CalibError
 from calib.prune import methods
 from calib.prune.masks import wanda_score
 from calib.prune.owl import outlier_ratio
-from calib.prune.sequential import Sequential, check_calib, check_widths
+from calib.prune.sequential import Sequential, check_calib, check_widths, find_linears
 
 @dataclass
 class PruneResult:
@@ -128,6 +128,7 @@ def prune(
         raise CalibError(f"batch_size {batch_size} must be >= 1")
     seq = Sequential(model, int(batch_size), device, offload)
     check_widths(seq.blocks, setting.nm)
+    methods.check_sub_layer(setting.method, setting.options, find_linears(seq.blocks[0]))
     if not setting.data_free:
         if calib_ids is None:
             raise CalibError(f"method {setting.method!r} needs calibration ids")

@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass
 
 from calib.errors import CalibError, at, check_choice
+from calib.models import ARCHITECTURES as SUPPORTED_ARCHS  # noqa: F401 - the one list, kept importable
+from calib.models import BLOCK_PARTS, check_architecture  # noqa: F401 - re-exported
 
 METHODS = ("magnitude", "wanda", "sparsegpt", "dsnot", "owl")
 
@@ -34,23 +36,22 @@ OPTIONS = {
 DSNOT_INITIAL = ("wanda", "sparsegpt", "magnitude")
 OWL_BASES = ("wanda", "sparsegpt", "magnitude")
 DSNOT_SKIP_LAYERS = ("no_skip", "mlp", "self_attn")  # the first part of a linear's name in its block
-DSNOT_SKIP_SUB_LAYERS = ("no_skip", "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# the second part of a linear's name: LLaMA-style names, Phi-3's fused ones, open_lm's (DCLM-7B)
+DSNOT_SKIP_SUB_LAYERS = ("no_skip", "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
+                         "qkv_proj", "gate_up_proj", "in_proj", "out_proj", "w12", "w3")
 DEFAULT_SPARSITY = 0.5
 BATCH_SIZE = 8  # calibration samples per block forward (memory, not results)
 
 
-SUPPORTED_ARCHS = ("llama", "mistral", "qwen2", "qwen3")  # decoders whose blocks sequential.py can walk
-
-
 # ------------------------------------------------------------------ validation
-def check_architecture(config):
-    """``config``: a transformers config or its config.json as a dict."""
-    mt = config.get("model_type") if isinstance(config, dict) else getattr(config, "model_type", None)
-    if mt not in SUPPORTED_ARCHS:
-        raise CalibError(
-            f"unsupported architecture {mt!r}; supported: {', '.join(SUPPORTED_ARCHS)} "
-            f"(decoder-only models with nn.Linear projections)"
-        )
+def check_sub_layer(method: str, opts: dict, names) -> None:
+    """DSnoT's skip_sub_layer must name a linear the model has (``names``: one block's linears):
+    Phi-3 fuses q/k/v into qkv_proj and gate/up into gate_up_proj, so q_proj there would skip nothing."""
+    sub = opts.get("skip_sub_layer", "no_skip") if method == "dsnot" else "no_skip"
+    have = sorted({n.split(".")[1] for n in names if "." in n})
+    if sub != "no_skip" and sub not in have:
+        raise CalibError(f"DSnoT skip_sub_layer {sub!r} names no linear of this model; valid here: "
+                         f"no_skip, {', '.join(have)}")
 
 
 def parse_pattern(pattern: str):
@@ -209,7 +210,7 @@ def dsnot_skips(name: str, opts: dict) -> bool:
     """DSnoT leaves the initial mask alone for the skipped layer type (``mlp`` by
     default, matched on the first part of the linear's name) and sub-layer."""
     parts = name.split(".")
-    return bool(opts["without_dsnot"] or parts[0] == opts["skip_layer"]
+    return bool(opts["without_dsnot"] or BLOCK_PARTS.get(parts[0], parts[0]) == opts["skip_layer"]
                 or (len(parts) > 1 and parts[1] == opts["skip_sub_layer"]))
 
 

@@ -19,11 +19,12 @@ from contextlib import contextmanager
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from calib.errors import CalibError
-from calib.models import context_length
+from calib.models import OPENLM, check_architecture, context_length, num_layers
 from calib.models import device as resolve_device
-from calib.prune.methods import SUPPORTED_ARCHS, check_architecture  # noqa: F401 - re-exported
+from calib.prune.methods import SUPPORTED_ARCHS  # noqa: F401 - re-exported
 from calib.prune.stats import BlockStats
 
 
@@ -46,7 +47,7 @@ def check_calib(calib_ids, config):
 def find_blocks(model):
     """(dotted name, ModuleList) of the decoder blocks."""
     check_architecture(model.config)
-    n = model.config.num_hidden_layers
+    n = num_layers(model.config)
     for name, mod in model.named_modules():
         if (isinstance(mod, nn.ModuleList) and len(mod) == n and n > 0
                 and all(type(b) is type(mod[0]) for b in mod)
@@ -79,13 +80,14 @@ class _Stop(Exception):
 class _Recorder(nn.Module):
     """Stands in for a decoder block during capture: records its call, passes x through."""
 
-    def __init__(self, block):
+    def __init__(self, block, pair: bool = False):
         super().__init__()
         # Not a submodule: moving the model must not move the real block.
         object.__setattr__(self, "_inner", block)
         self.stop = False
         self.call = None
         self.hidden = None
+        self.pair = pair  # the model unpacks (hidden, past key/value) from each block (open_lm)
 
     def __getattr__(self, name):  # e.g. attention_type, read by some models
         try:
@@ -99,7 +101,30 @@ class _Recorder(nn.Module):
         self.hidden = hidden_states
         if self.stop:
             raise _Stop
-        return hidden_states
+        return (hidden_states, None) if self.pair else hidden_states
+
+
+def _swiglu_by_linears(ff, x):
+    """xformers' SwiGLU (open_lm's ffn_type swiglu) as calls of its own w12 and w3 linears, so
+    their input hooks fire: silu(first half of w12 x) * second half, then w3; the same math as its
+    fused op and as open_lm's swiglu_torch."""
+    gate, up = ff.w12(x).chunk(2, dim=-1)
+    return ff.w3(F.silu(gate) * up)
+
+
+@contextmanager
+def linears_called(blocks):
+    """Blocks whose feed-forward reads its linears' weights in a fused op (xformers' SwiGLU in
+    open_lm) call them as modules while calib walks the blocks, then get their forward back."""
+    fused = [b.feed_forward for b in blocks if type(getattr(b, "feed_forward", None)).__name__ == "SwiGLU"
+             and getattr(b.feed_forward, "w12", None) is not None and hasattr(b.feed_forward, "w3")]
+    for ff in fused:
+        ff.forward = _swiglu_by_linears.__get__(ff)
+    try:
+        yield
+    finally:
+        for ff in fused:
+            del ff.forward
 
 
 @contextmanager
@@ -128,6 +153,7 @@ class Sequential:
         self.model, self.batch_size, self.offload = model, batch_size, offload
         self.dev = torch.device(resolve_device(device))
         self.blocks_name, self.blocks = find_blocks(model)
+        self.pair = model.config.model_type == OPENLM
         self.calls = None
         self.timings = {"capture_s": 0.0, "stats_pass_s": 0.0, "masks_s": 0.0, "output_pass_s": 0.0}
 
@@ -143,7 +169,7 @@ class Sequential:
         """Block-0 inputs of every sample (one buffer) and each block's call arguments."""
         t0 = time.perf_counter()
         real = list(self.blocks)
-        recs = [_Recorder(b) for b in real]
+        recs = [_Recorder(b, self.pair) for b in real]
         act_dev = torch.device("cpu") if self.offload else self.dev
         buf = None
         try:
@@ -220,32 +246,34 @@ class Sequential:
         stats)`` masks the block in place, then the pruned block's outputs feed block i+1."""
         buf = self.capture(ids) if needs else None
         last = len(self.blocks) - 1
-        for i, block in enumerate(self._bar(self.blocks, desc, progress)):
-            self.load(block)
-            linears = find_linears(block)
-            stats = self.gather_stats(i, block, buf, linears, write=False, **needs) if needs else {}
-            t0 = time.perf_counter()
-            with serial_on_cpu(self.dev):
-                mask_block(i, linears, stats)
-            del stats
-            self.timings["masks_s"] += time.perf_counter() - t0
-            if needs and i < last:
+        with linears_called(self.blocks):
+            for i, block in enumerate(self._bar(self.blocks, desc, progress)):
+                self.load(block)
+                linears = find_linears(block)
+                stats = self.gather_stats(i, block, buf, linears, write=False, **needs) if needs else {}
                 t0 = time.perf_counter()
-                self.forward(i, block, buf, write=True)
-                self.timings["output_pass_s"] += time.perf_counter() - t0
-            self.park(block)
+                with serial_on_cpu(self.dev):
+                    mask_block(i, linears, stats)
+                del stats
+                self.timings["masks_s"] += time.perf_counter() - t0
+                if needs and i < last:
+                    t0 = time.perf_counter()
+                    self.forward(i, block, buf, write=True)
+                    self.timings["output_pass_s"] += time.perf_counter() - t0
+                self.park(block)
 
     def dense_pass(self, ids, per_block, progress: bool = False, desc: str = "", **needs):
         """One dense layer-wise pass (outputs stay dense): ``per_block(i, linears, stats)``
         for every block, returned as a list."""
         buf = self.capture(ids)
         out = []
-        for i, block in enumerate(self._bar(self.blocks, desc, progress)):
-            self.load(block)
-            linears = find_linears(block)
-            stats = self.gather_stats(i, block, buf, linears, write=i < len(self.blocks) - 1, **needs)
-            out.append(per_block(i, linears, stats))
-            self.park(block)
+        with linears_called(self.blocks):
+            for i, block in enumerate(self._bar(self.blocks, desc, progress)):
+                self.load(block)
+                linears = find_linears(block)
+                stats = self.gather_stats(i, block, buf, linears, write=i < len(self.blocks) - 1, **needs)
+                out.append(per_block(i, linears, stats))
+                self.park(block)
         return out
 
     @staticmethod
