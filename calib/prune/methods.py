@@ -22,7 +22,7 @@ OPTIONS = {
     "dsnot": {
         "initial_method": "wanda", "max_cycle_time": 50, "update_threshold": 0.1,
         "pow_of_var_regrowing": 1.0, "skip_layer": "mlp", "skip_sub_layer": "no_skip",
-        "without_dsnot": False, "same_sign": None, "percdamp": 0.01,
+        "without_dsnot": False, "same_sign": None, "percdamp": 0.01, "walk": "guarded",
     },
     "owl": {
         "base": "wanda", "owl_m": 5.0, "owl_lambda": 0.08, "use_variant": False,
@@ -30,6 +30,7 @@ OPTIONS = {
     },
 }
 DSNOT_INITIAL = ("wanda", "sparsegpt", "magnitude")
+DSNOT_WALKS = ("guarded", "original")  # calib's fixed walk, or the original loop (dsnot.py, docs/pruning.md)
 OWL_BASES = ("wanda", "sparsegpt", "magnitude")
 DSNOT_SKIP_LAYERS = ("no_skip", "mlp", "self_attn")  # the first part of a linear's name in its block
 DSNOT_SKIP_SUB_LAYERS = ("no_skip", "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -103,6 +104,7 @@ def resolve_options(method: str, options: dict) -> dict:
         check_choice("DSnoT initial method", opts["initial_method"], DSNOT_INITIAL)
         check_choice("DSnoT skip_layer", opts["skip_layer"], DSNOT_SKIP_LAYERS)
         check_choice("DSnoT skip_sub_layer", opts["skip_sub_layer"], DSNOT_SKIP_SUB_LAYERS)
+        check_choice("DSnoT walk", opts["walk"], DSNOT_WALKS)
         if opts["max_cycle_time"] < 0:
             raise CalibError(f"max_cycle_time {opts['max_cycle_time']} must be >= 0")
         if opts["update_threshold"] < 0:
@@ -212,7 +214,7 @@ def mask(method: str, name: str, lin, st, s: float, nm, opts: dict, hinv: Invers
         initial = saliency(Wf, U)
     skip = dsnot_skips(name, opts)
     cycles = dict(max_cycle_time=int(opts["max_cycle_time"]), update_threshold=float(opts["update_threshold"]),
-                  pow_of_var_regrowing=float(opts["pow_of_var_regrowing"]))
+                  pow_of_var_regrowing=float(opts["pow_of_var_regrowing"]), walk=opts["walk"])
     if nm:
         if skip:
             return nm_mask(initial, *nm)
