@@ -11,7 +11,8 @@ loop runs until every row has stopped or the cycles are spent; a pointer past a
 list's end raises (torch.gather). Nothing here is guarded against that: a test
 that gets an error or a broken pattern from it is outside the original's range.
 
-after_cycle(cycle, mask), if given, sees the mask after every cycle.
+after_cycle(cycle, mask, r, p), if given, sees the mask after every cycle and the
+columns each row took as its regrow (r) and prune (p) candidates in it.
 """
 from __future__ import annotations
 
@@ -93,7 +94,7 @@ def original_unstructured(metric, initial, wanda, var, sparsity, max_cycle_time=
             update = update & (sign0 == torch.sign(after))
         _write(mask, p, r, update, err, p_val, r_val)
         if after_cycle is not None:
-            after_cycle(cycle, mask)
+            after_cycle(cycle, mask, r, p)
     return mask
 
 
@@ -130,5 +131,5 @@ def original_nm(metric, initial, var, n, m, max_cycle_time=50, update_threshold=
         _write(mask, p, r, update, err, p_val, r_val)
         g_at.scatter_(1, which, g_at.gather(1, which) + g_step.gather(1, which))
         if after_cycle is not None:
-            after_cycle(cycle - 1, mask)
+            after_cycle(cycle - 1, mask, r, p)
     return mask
