@@ -33,30 +33,36 @@ from factory import tiny_model
 CYCLES = (1, 10, 25, 50)
 
 
-def layer(rows, cols, positive, seed, init):
+def layer(rows, cols, positive, seed, init, dead=0.0):
     """dsnot_metric, initial score, Wanda score and input variance of a random layer
     whose weights (and so metrics: the mean inputs are positive) are positive with
-    probability `positive`: the sign split."""
+    probability `positive`: the sign split. A `dead` share of the inputs has mean 0
+    (metric 0), half of them also no variance and no energy (0/0 regrow scores)."""
     g = torch.Generator().manual_seed(seed)
     W = torch.randn(rows, cols, generator=g).abs()
     W = torch.where(torch.rand(rows, cols, generator=g) < positive, W, -W)
     mean = torch.rand(cols, generator=g) + 0.2
     sq = torch.rand(cols, generator=g) + 0.5
     var = torch.rand(cols, generator=g) + 0.3
+    off = torch.rand(cols, generator=g)
+    mean[off < dead] = 0
+    sq[off < dead / 2] = 0
+    var[off < dead / 2] = 0
     wanda = W.abs() * sq.sqrt()
     initial = {"wanda": wanda, "magnitude": W.abs(), "other": torch.rand(rows, cols, generator=g)}[init]
     return W * mean, initial, wanda, var
 
 
-def configs(mode, cycles, count=120):
+def configs(mode, cycles, count=120, dead=False):
     """Random settings: widths, sign splits (balanced to skewed), thresholds, one row
-    to many, sparsities or N:M patterns, regrowth by variance or not."""
-    rng = random.Random(f"{mode}-{cycles}")
+    to many, sparsities or N:M patterns, regrowth by variance or not; dead: some
+    layers with dead inputs too."""
+    rng = random.Random(f"{mode}-{cycles}-{dead}")
     for i in range(count):
         c = {"mode": mode, "cycles": cycles, "rows": rng.choice([1, 1, 4, 16, 32]),
              "positive": rng.choice([0.5, 0.3, 0.1, 0.02]), "threshold": rng.choice([0.0, 0.1, 1.0, 4.0]),
              "pow": rng.choice([0.0, 1.0]), "init": rng.choice(["wanda", "wanda", "magnitude", "other"]),
-             "seed": 1000 * cycles + i}
+             "dead": rng.choice([0.0, 0.1, 0.3]) if dead else 0.0, "seed": 1000 * cycles + i}
         if mode == "unstructured":
             c.update(cols=rng.choice([8, 16, 32, 64, 128, 256]), sparsity=rng.choice([0.5, 0.6, 0.7]),
                      same_sign=rng.choice([False, True]))
@@ -72,7 +78,7 @@ class Case:
     def __init__(self, c):
         self.c = c
         self.metric, self.initial, self.wanda, self.var = layer(c["rows"], c["cols"], c["positive"], c["seed"],
-                                                                c["init"])
+                                                                c["init"], c["dead"])
 
     def calib(self, walk, cycles=None, on_cycle=None):
         c = self.c
@@ -118,8 +124,8 @@ class Case:
         return mask, log
 
 
-def cases(mode, cycles=CYCLES):
-    return [Case(c) for cy in cycles for c in configs(mode, cy)]
+def cases(mode, cycles=CYCLES, dead=False):
+    return [Case(c) for cy in cycles for c in configs(mode, cy, dead=dead)]
 
 
 # ------------------------------------------------------------ walk="original" is the original loop
@@ -128,7 +134,7 @@ def cases(mode, cycles=CYCLES):
 @pytest.mark.parametrize("mode", ["unstructured", "nm"])
 def test_original_walk_is_the_transcription(mode, cycles):
     tally = {"in_range": 0, "guard_mattered": 0, "raised": 0, "broke_pattern": 0}
-    for case in cases(mode, [cycles]):
+    for case in cases(mode, [cycles]) + cases(mode, [cycles], dead=True):
         want, bad, seen = case.transcribe()
         got = case.calib("original")
         if want is not None and bad is None:
