@@ -256,10 +256,10 @@ def _walk_original(mask, dsnot_metric, err, sign0, regrow_order, prune_order, av
             p_pos = torch.where(prune_top, p_hi, p_lo)
             off_list = off_list | (p_pos < 0) | (p_pos >= n_kept)
             p_idx = prune_order.gather(1, p_pos.clamp(0, n_kept - 1))
-        else:  # the kept weight of lowest initial score not yet used, in the regrown weight's group
+        else:  # lowest initial score in the regrown weight's group, used ones at inf (ties: topk's pick)
             start = r_idx - r_idx % m
             p_idx = start + torch.topk(avail.gather(1, start + offsets), 1, dim=1, largest=False)[1]
-        off_list = off_list & ~frozen  # the original raises an IndexError here
+        off_list = off_list & ~frozen  # the original stops with an index error here
         frozen = frozen | off_list
         r_val = dsnot_metric.gather(1, r_idx)
         p_val = dsnot_metric.gather(1, p_idx)
