@@ -1,4 +1,6 @@
-"""Issue 16: why DSnoT at its published settings raises the world model's loss.
+"""Issues 16 and 22: why DSnoT at its published settings raises the world model's
+loss, and its two walks (walk="guarded", calib's default, and walk="original",
+the original code's loop; calib/prune/dsnot.py).
 
 On the world model (calib.world.model.load()), Wanda's mask at --sparsity, the
 calibration set of the issue (--nsamples x --seqlen tokens of world/pretrain,
@@ -7,10 +9,13 @@ calibration set of the issue (--nsamples x --seqlen tokens of world/pretrain,
 
 1. held-out loss (nats/token) of Wanda and of DSnoT at several settings, each
    with a 95% paired bootstrap interval of its difference to Wanda over the
-   documents, both for calib and for the reference code's behaviour (calib
-   without its stop at candidates of the wrong sign: reference_walk);
-2. the curve of held-out loss over max_cycle_time;
-3. per linear layer and per cycle, on the inputs that layer actually reads in the
+   documents, for both walks;
+2. the curve of held-out loss over max_cycle_time, both walks;
+3. per linear layer, in the runs at 1, 10 and 50 cycles: how many rows the guard
+   (the wrong-sign stop of walk guarded) ends, at which cycle, against the row's
+   number of kept weights of each sign; and how many rows walk original freezes
+   where the original code would fail (an index past its list, a broken pattern);
+4. per linear layer and per cycle, on the inputs that layer actually reads in the
    sequential run: the true relative reconstruction error ||WX - W'X||^2/||WX||^2
    of Wanda's mask (cycle 0) and after every cycle, split into its mean part (what
    DSnoT's surrogate err sees) and its covariance part, DSnoT's mean |err|, the
@@ -18,8 +23,8 @@ calibration set of the issue (--nsamples x --seqlen tokens of world/pretrain,
    (pow_of_var_regrowing 0) on the same inputs.
 
 Writes <out>.json (everything, per cycle) and <out>.md (the tables). Default run,
-about 17 minutes on one thread of a busy 2-core machine (load average 2.5 to 8):
-    python bench/dsnot_diagnosis.py
+about 20 minutes on one thread of a busy 2-core machine:
+    OMP_NUM_THREADS=1 nice python bench/dsnot_diagnosis.py
 """
 from __future__ import annotations
 
@@ -36,7 +41,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-TABLE = [  # the issue's table: (label, method, options)
+WALKS = ("guarded", "original")
+TABLE = [  # the issue's table: (label, method, options), each DSnoT row with both walks
     ("Wanda", "wanda", {}),
     ("DSnoT max_cycle_time 1", "dsnot", {"max_cycle_time": 1}),
     ("DSnoT max_cycle_time 10", "dsnot", {"max_cycle_time": 10}),
@@ -44,14 +50,20 @@ TABLE = [  # the issue's table: (label, method, options)
     ("DSnoT 50, skip_layer no_skip", "dsnot", {"skip_layer": "no_skip"}),
     ("DSnoT without_dsnot", "dsnot", {"without_dsnot": True}),
 ]
-ABLATIONS = [  # at the paper's 50 cycles, calib only
+CENSUS = [  # per-layer stops: (label, options) of unstructured DSnoT runs
+    ("max_cycle_time 1", {"max_cycle_time": 1}),
+    ("max_cycle_time 10", {"max_cycle_time": 10}),
+    ("max_cycle_time 50", {}),
+    ("max_cycle_time 50, no_skip", {"skip_layer": "no_skip"}),
+]
+ABLATIONS = [  # at the paper's 50 cycles, walk guarded
     ("pow_of_var_regrowing 0", {"pow_of_var_regrowing": 0.0}),
     ("same_sign True", {"same_sign": True}),
 ]
-TRACES = [  # per-layer traces: (label, options, reference walk)
-    ("paper settings, reference code", {}, True),
-    ("paper settings, calib", {}, False),
-    ("skip_layer no_skip, calib", {"skip_layer": "no_skip"}, False),
+TRACES = [  # per-layer traces: (label, options)
+    ("paper settings, walk original", {"walk": "original"}),
+    ("paper settings, walk guarded", {}),
+    ("skip_layer no_skip, walk guarded", {"skip_layer": "no_skip"}),
 ]
 
 
@@ -82,7 +94,7 @@ class Bench:
         cs = data.sample("world/pretrain", self.tok, args.nsamples, args.seqlen, seed=args.seed)
         self.ids, self.calib_hash = cs.input_ids, cs.hash
         self.texts = heldout_texts(args.heldout_docs)
-        self.runs = {}
+        self.runs, self.recorded = {}, {}
 
     def doc_nll(self):
         """(summed nll, token count) per held-out document."""
@@ -90,28 +102,29 @@ class Bench:
         nll = token_nll(self.model, self.tok, self.texts)
         return np.array([n.sum() for n in nll]), np.array([len(n) for n in nll])
 
-    def run(self, method, options, pattern="unstructured", walk=False, record=False):
+    def run(self, method, options, pattern="unstructured", record=False):
         """Prune a fresh copy of the dense weights; held-out loss (cached per setting)."""
-        from calib.prune import prune
-        from calib.prune.reconstruction import InputRecorder, reference_walk
-        key = json.dumps([method, options, pattern, walk], sort_keys=True)
-        if key in self.runs and not record:
-            return self.runs[key]
+        from calib.prune import prune, resolve_options
+        from calib.prune.reconstruction import InputRecorder
+        key = json.dumps([method, resolve_options(method, options), pattern], sort_keys=True)
+        if key in (self.recorded if record else self.runs):
+            return self.recorded[key] if record else self.runs[key]
         self.model.load_state_dict(self.dense)
         sparsity = self.args.sparsity if pattern == "unstructured" else None
         recorder = InputRecorder(self.model)
         t0 = time.perf_counter()
-        with reference_walk() if walk else nullcontext(), recorder if record else nullcontext():
+        with recorder if record else nullcontext():
             res = prune(self.model, self.ids, method=method, sparsity=sparsity, pattern=pattern,
                         keep_masks=record, **options)
         prune_s = time.perf_counter() - t0
         sums, counts = self.doc_nll()
-        out = {"method": method, "options": options, "pattern": pattern, "reference_walk": walk,
+        out = {"method": method, "options": options, "pattern": pattern,
                "loss": float(sums.sum() / counts.sum()), "mask_hash": res.mask_hash,
                "prune_s": round(prune_s, 2), "_sums": sums, "_counts": counts}
         self.runs[key] = out
-        if record:
-            return out, res, recorder
+        if record:  # kept: the census and the traces replay the same runs
+            self.recorded[key] = out, res, recorder
+            return self.recorded[key]
         return out
 
 
@@ -134,16 +147,69 @@ def public(run):
 
 # ---------------------------------------------------------------- per-layer traces
 
-def trace_layers(bench, options, walk):
+def _cycle_options(options):
+    from calib.prune.methods import OPTIONS
+    opts = {**OPTIONS["dsnot"], **options}
+    cyc = {k: opts[k] for k in ("max_cycle_time", "update_threshold", "pow_of_var_regrowing", "walk")}
+    cyc["same_sign"] = bool(opts["same_sign"])  # None: off in unstructured mode, as in the engine
+    return opts, cyc
+
+
+def census(bench, options):
+    """Per swapped linear of one recorded DSnoT run (replayed on the inputs it read):
+    rows, the rows each of calib's own stopping rules ended and at which cycle
+    (dsnot.dsnot_unstructured's on_cycle), and each row's kept weights per sign of
+    dsnot_metric in Wanda's initial mask."""
+    import torch
+
+    from calib.prune import dsnot as D
+    from calib.prune.reconstruction import dsnot_inputs
+    run, res, rec = bench.run("dsnot", options, record=True)
+    opts, cyc = _cycle_options(options)
+    layers = {}
+    for name, st in rec.stats.items():
+        short = name.split("layers.", 1)[1]
+        if short.split(".")[1] == opts["skip_layer"]:
+            continue
+        metric, initial, wanda, var = dsnot_inputs(bench.dense[name + ".weight"], st)
+        at = {}
+
+        def note(cycle, mask, err, active, stops):
+            for reason, rows in stops.items():
+                at.setdefault(reason, torch.zeros(metric.shape[0], dtype=torch.long))[rows[:, 0]] = cycle
+        mask = D.dsnot_unstructured(metric, initial, wanda, var, bench.args.sparsity, on_cycle=note, **cyc)
+        if not torch.equal(mask, res.masks[name]):
+            raise RuntimeError(f"replayed DSnoT mask of {name} differs from the engine's")
+        kept = ~D.dsnot_unstructured(metric, initial, wanda, var, bench.args.sparsity, max_cycle_time=0)
+        neg, pos = (kept & (metric < 0)).sum(1), (kept & (metric > 0)).sum(1)
+        layers[short] = {"rows": metric.shape[0], "kept": int(kept[0].sum()),
+                         "kept_neg": neg.tolist(), "kept_pos": pos.tolist(),
+                         "stopped": {k: v.tolist() for k, v in at.items()}}
+    return run, layers
+
+
+def census_row(layer, reason):
+    """One row of the stops table: rows a rule ended, their median cycle, and the
+    kept weights per sign (median over all rows; minimum of the two signs, median
+    over the rows ended and over all rows)."""
+    at = np.array(layer["stopped"].get(reason, [0] * layer["rows"]))
+    neg, pos = np.array(layer["kept_neg"]), np.array(layer["kept_pos"])
+    fewer = np.minimum(neg, pos)
+    hit = at > 0
+    return {"rows": layer["rows"], "kept": layer["kept"], "ended": int(hit.sum()),
+            "median_cycle": float(np.median(at[hit])) if hit.any() else None,
+            "kept_neg": float(np.median(neg)), "kept_pos": float(np.median(pos)),
+            "fewer_sign_ended": float(np.median(fewer[hit])) if hit.any() else None,
+            "fewer_sign_all": float(np.median(fewer))}
+
+
+def trace_layers(bench, options):
     """Per linear of one recorded DSnoT run: Wanda's error and DSnoT's cycles."""
     import torch
 
-    from calib.prune.methods import OPTIONS
-    from calib.prune.reconstruction import dsnot_trace, reference_walk, relative_error
-    run, res, rec = bench.run("dsnot", options, walk=walk, record=True)
-    opts = {**OPTIONS["dsnot"], **options}
-    cyc = {k: opts[k] for k in ("max_cycle_time", "update_threshold", "pow_of_var_regrowing")}
-    cyc["same_sign"] = bool(opts["same_sign"])  # None: off in unstructured mode, as in the engine
+    from calib.prune.reconstruction import dsnot_trace, relative_error
+    run, res, rec = bench.run("dsnot", options, record=True)
+    opts, cyc = _cycle_options(options)
     s, T = bench.args.sparsity, bench.args.seqlen
     layers = {}
     for name, st in rec.stats.items():
@@ -154,12 +220,11 @@ def trace_layers(bench, options, walk):
             err, mean_part = relative_error(W, res.masks[name], st, T)
             layers[short] = {"skipped": True, "error": [err], "mean_part": [mean_part]}
             continue
-        with reference_walk() if walk else nullcontext():
-            tr = dsnot_trace(W, st, s, T, **cyc)
-            no_var = dsnot_trace(W, st, s, T, **{**cyc, "pow_of_var_regrowing": 0.0})
+        tr = dsnot_trace(W, st, s, T, **cyc)
+        no_var = dsnot_trace(W, st, s, T, **{**cyc, "pow_of_var_regrowing": 0.0})
         if not torch.equal(tr["mask"], res.masks[name]):
             raise RuntimeError(f"replayed DSnoT mask of {name} differs from the engine's")
-        layers[short] = {"skipped": False, **{k: _g(v) for k, v in tr.items() if k != "mask"},
+        layers[short] = {"skipped": False, **{k: _g(v) for k, v in tr.items() if k not in ("mask", "stopped")},
                          "error_pow0": _g(no_var["error"])}
     return run, layers
 
@@ -197,37 +262,40 @@ def ci(v):
 def markdown(rep):
     a = rep["args"]
     lines = [
-        "# DSnoT on the world model (issue 16)", "",
+        "# DSnoT on the world model (issues 16 and 22)", "",
         f"Command: `{rep['command']}`  ",
         (f"World model, {a['sparsity']:.0%} unstructured unless noted, {a['nsamples']} x {a['seqlen']} calibration "
         f"tokens of world/pretrain (seed {a['seed']}, sha256 {rep['calibration_hash'][:12]}), held-out loss on "
         f"{a['heldout_docs']} world/pretrain documents ({rep['heldout_tokens']} tokens). "
         f"Dense model: {rep['dense_loss']:.3f} nats/token. Differences to Wanda: 95% paired bootstrap "
-        "interval over documents. 'reference code' = calib without its stop at candidates of the wrong sign "
-        "(the reference code's behaviour; calib before the fix)."), "",
+        "interval over documents. Two DSnoT walks: `walk=guarded` (calib's default: a row stops at its first "
+        "swap candidate of the wrong sign) and `walk=original` (the original code's loop; rows frozen only "
+        "where it would fail, see docs/pruning.md)."), "",
         "## The issue's table", "",
-        "| run | reference code | vs Wanda | calib | vs Wanda |", "|---|---|---|---|---|",
+        "| run | walk=original | vs Wanda | walk=guarded | vs Wanda |", "|---|---|---|---|---|",
     ]
     for row in rep["table"]:
-        lines.append(f"| {row['label']} | {row['reference']['loss']:.3f} | {ci(row['reference']['vs_wanda'])} "
-                     f"| {row['calib']['loss']:.3f} | {ci(row['calib']['vs_wanda'])} |")
+        lines.append(f"| {row['label']} | {row['original']['loss']:.3f} | {ci(row['original']['vs_wanda'])} "
+                     f"| {row['guarded']['loss']:.3f} | {ci(row['guarded']['vs_wanda'])} |")
     lines += ["", "## Held-out loss over max_cycle_time", "",
-              "| max_cycle_time | reference code | calib | calib vs Wanda | calib, no_skip | no_skip vs Wanda |",
-              "|---|---|---|---|---|---|"]
+              "| max_cycle_time | walk=original | vs Wanda | walk=guarded | vs Wanda | guarded, no_skip | vs Wanda |",
+              "|---|---|---|---|---|---|---|"]
     for row in rep["curve"]:
-        lines.append(f"| {row['max_cycle_time']} | {row['reference']['loss']:.3f} | {row['calib']['loss']:.3f} "
-                     f"| {ci(row['calib']['vs_wanda'])} | {row['no_skip']['loss']:.3f} "
-                     f"| {ci(row['no_skip']['vs_wanda'])} |")
-    lines += ["", "## Ablations at 50 cycles (calib)", "", "| run | loss | vs Wanda |", "|---|---|---|"]
+        lines.append(f"| {row['max_cycle_time']} | {row['original']['loss']:.3f} | {ci(row['original']['vs_wanda'])} "
+                     f"| {row['guarded']['loss']:.3f} | {ci(row['guarded']['vs_wanda'])} "
+                     f"| {row['no_skip']['loss']:.3f} | {ci(row['no_skip']['vs_wanda'])} |")
+    lines += census_markdown(rep["census"])
+    lines += ["", "## Ablations at 50 cycles (walk=guarded)", "", "| run | loss | vs Wanda |", "|---|---|---|"]
     for row in rep["ablations"]:
         lines.append(f"| {row['label']} | {row['loss']:.3f} | {ci(row['vs_wanda'])} |")
     if rep["patterns"]:
-        lines += ["", "## N:M patterns (calib)", "", "| pattern | Wanda | DSnoT 50 | vs Wanda | DSnoT 1 | vs Wanda |",
-                  "|---|---|---|---|---|---|"]
+        lines += ["", "## N:M patterns", "",
+                  "| pattern | Wanda | walk | DSnoT 50 | vs Wanda | DSnoT 1 | vs Wanda |", "|---|---|---|---|---|---|---|"]
         for row in rep["patterns"]:
-            lines.append(f"| {row['pattern']} | {row['wanda']:.3f} | {row['dsnot']['loss']:.3f} "
-                         f"| {ci(row['dsnot']['vs_wanda'])} | {row['dsnot_1']['loss']:.3f} "
-                         f"| {ci(row['dsnot_1']['vs_wanda'])} |")
+            for walk in WALKS:
+                d, d1 = row[walk]["dsnot"], row[walk]["dsnot_1"]
+                lines.append(f"| {row['pattern']} | {row['wanda']:.3f} | {walk} | {d['loss']:.3f} "
+                             f"| {ci(d['vs_wanda'])} | {d1['loss']:.3f} | {ci(d1['vs_wanda'])} |")
     for tr in rep["traces"]:
         lines += ["", f"## Per layer: {tr['label']} (held-out loss {tr['loss']:.3f})", "",
                   ("Relative error ||WX - W'X||^2/||WX||^2 on the inputs each layer reads in this run. "
@@ -253,6 +321,52 @@ def markdown(rep):
     return "\n".join(lines)
 
 
+def census_markdown(census):
+    """The per-layer table of the guard (walk guarded) and of walk original's frozen rows."""
+    labels = [c["label"] for c in census]
+    by = {c["label"]: c for c in census}
+    names = list(by[labels[-1]]["guarded"])  # the no_skip run has every layer
+    lines = ["", "## The guard per layer", "",
+             ("Rows of each linear that the guard (walk=guarded's stop at a candidate of the wrong sign) ended, "
+              "as `rows (median cycle)`, in the runs at each setting; `kept -/+`: median over rows of the kept "
+              "weights with negative / positive dsnot_metric in Wanda's mask; `fewer`: median over rows of the "
+              "smaller of the two, over all rows / over the rows the guard ended at 50 cycles. "
+              "`original frozen`: rows walk=original froze where the original code would fail "
+              "(index past its list + broken sparsity), at 1 / 10 / 50 cycles."), "",
+             "| layer | rows | kept | kept -/+ | fewer (all / ended at 50) | " + " | ".join(labels)
+             + " | original frozen |",
+             "|---|---|---|---|---|" + "---|" * len(labels) + "---|"]
+    for name in names:
+        at50 = by["max_cycle_time 50"]["guarded"].get(name) or by[labels[-1]]["guarded"][name]
+        base = r50 = census_row(at50, "wrong_sign")
+        cells = []
+        for lb in labels:
+            layer = by[lb]["guarded"].get(name)
+            if layer is None:
+                cells.append("skipped")
+                continue
+            r = census_row(layer, "wrong_sign")
+            cells.append(f"{r['ended']}" + (f" ({r['median_cycle']:.0f})" if r["ended"] else ""))
+        frozen = []
+        for lb in ("max_cycle_time 1", "max_cycle_time 10", "max_cycle_time 50"):
+            layer = by[lb]["original"].get(name)
+            frozen.append("-" if layer is None else
+                          str(census_row(layer, "off_list")["ended"] + census_row(layer, "pattern")["ended"]))
+        lines.append(f"| {name} | {base['rows']} | {base['kept']} | {base['kept_neg']:.0f} / {base['kept_pos']:.0f} "
+                     f"| {base['fewer_sign_all']:.0f} / "
+                     f"{'' if r50['fewer_sign_ended'] is None else format(r50['fewer_sign_ended'], '.0f')} "
+                     f"| " + " | ".join(cells) + f" | {' / '.join(frozen)} |")
+    totals = []
+    for lb in labels:
+        layers = by[lb]["guarded"].values()
+        ended = sum(census_row(x, "wrong_sign")["ended"] for x in layers)
+        totals.append(f"{ended} of {sum(x['rows'] for x in layers)}")
+    frozen = [sum(census_row(x, k)["ended"] for x in by[lb]["original"].values() for k in ("off_list", "pattern"))
+              for lb in ("max_cycle_time 1", "max_cycle_time 10", "max_cycle_time 50")]
+    lines.append("| all swapped layers | | | | | " + " | ".join(totals) + f" | {' / '.join(map(str, frozen))} |")
+    return lines
+
+
 def main(argv=None):
     args = parse(argv)
     import os
@@ -266,12 +380,23 @@ def main(argv=None):
     wanda = bench.run("wanda", {})
 
     def both(options, method="dsnot"):
-        return {side: bench.run(method, options, walk=(side == "reference"))
-                for side in ("reference", "calib")}
+        if method != "dsnot":
+            run = bench.run(method, options)
+            return {walk: run for walk in WALKS}
+        return {walk: bench.run(method, {**options, "walk": walk}) for walk in WALKS}
 
     def with_vs(run):
         return {**public(run), "vs_wanda": versus(run, wanda)}
 
+    # The census runs first: recorded runs fill the loss cache the tables read.
+    census_runs = []
+    for label, options in CENSUS:
+        entry = {"label": label, "options": options}
+        for walk in WALKS:
+            if walk == "original" and "skip_layer" in options:
+                continue
+            entry[walk] = census(bench, {**options, "walk": walk})[1]
+        census_runs.append(entry)
     table = []
     for label, method, options in TABLE:
         b = both(options, method)
@@ -279,29 +404,33 @@ def main(argv=None):
     curve = []
     for c in [int(x) for x in args.cycles.split(",")]:
         b = both({"max_cycle_time": c})
-        ns = bench.run("dsnot", {"max_cycle_time": c, "skip_layer": "no_skip"})
+        ns = bench.run("dsnot", {"max_cycle_time": c, "skip_layer": "no_skip", "walk": "guarded"})
         curve.append({"max_cycle_time": c, **{k: with_vs(v) for k, v in b.items()}, "no_skip": with_vs(ns)})
-    ablations = [{"label": label, **with_vs(bench.run("dsnot", o))} for label, o in ABLATIONS]
+    ablations = [{"label": label, **with_vs(bench.run("dsnot", {**o, "walk": "guarded"}))} for label, o in ABLATIONS]
     patterns = []
     for pat in [p for p in args.patterns.split(",") if p]:
         w = bench.run("wanda", {}, pattern=pat)
-        d = bench.run("dsnot", {}, pattern=pat)
-        d1 = bench.run("dsnot", {"max_cycle_time": 1}, pattern=pat)
-        patterns.append({"pattern": pat, "wanda": w["loss"], "dsnot": {**public(d), "vs_wanda": versus(d, w)},
-                         "dsnot_1": {**public(d1), "vs_wanda": versus(d1, w)}})
+        row = {"pattern": pat, "wanda": w["loss"]}
+        for walk in WALKS:
+            d = bench.run("dsnot", {"walk": walk}, pattern=pat)
+            d1 = bench.run("dsnot", {"max_cycle_time": 1, "walk": walk}, pattern=pat)
+            row[walk] = {"dsnot": {**public(d), "vs_wanda": versus(d, w)},
+                         "dsnot_1": {**public(d1), "vs_wanda": versus(d1, w)}}
+        patterns.append(row)
     traces = []
-    for label, options, walk in TRACES:
-        run, layers = trace_layers(bench, options, walk)
-        traces.append({"label": label, "options": options, "reference_walk": walk, "loss": run["loss"],
+    for label, options in TRACES:
+        run, layers = trace_layers(bench, {"walk": "guarded", **options})
+        traces.append({"label": label, "options": options, "loss": run["loss"],
                        "summary": {k: summarise(v) for k, v in layers.items()}, "layers": layers})
 
     rep = {
-        "command": "python bench/dsnot_diagnosis.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "OMP_NUM_THREADS=1 nice python bench/dsnot_diagnosis.py "
+                   + " ".join(argv if argv is not None else sys.argv[1:]),
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "calibration_hash": bench.calib_hash, "heldout_tokens": int(counts.sum()),
         "dense_loss": float(sums.sum() / counts.sum()),
-        "table": table, "curve": curve, "ablations": ablations, "patterns": patterns, "traces": traces,
-        "threads": args.threads, "load": load, "wall_s": time.perf_counter() - t_start,
+        "table": table, "curve": curve, "census": census_runs, "ablations": ablations, "patterns": patterns,
+        "traces": traces, "threads": args.threads, "load": load, "wall_s": time.perf_counter() - t_start,
         "versions": {"torch": torch.__version__, "python": platform.python_version()},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

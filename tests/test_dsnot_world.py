@@ -1,21 +1,21 @@
-"""DSnoT at narrow widths (issue 16; docs/pruning.md "DSnoT on narrow layers").
+"""DSnoT at narrow widths (issues 16 and 22; docs/pruning.md "DSnoT on narrow layers").
 
-The fix: a row stops once its swap candidates of the needed sign are used up,
-where the reference code walks on into the wrong-signed ones. Then, on the world
-model at a small calibration set: DSnoT no longer raises its own objective, while
-its true reconstruction error and the held-out loss still rise with the cycles
-(the method's own behaviour, pinned here).
+The fix (walk="guarded", the default): a row stops once its swap candidates of
+the needed sign are used up, where the original code (walk="original") walks on
+into the wrong-signed ones. Then, on the world model at a small calibration set:
+guarded DSnoT no longer raises its own objective, while its true reconstruction
+error and the held-out loss still rise with the cycles (the method's own
+behaviour, pinned here). tests/test_dsnot_original.py pins walk="original" to a
+transcription of the original loop.
 """
 from __future__ import annotations
-
-from contextlib import nullcontext
 
 import pytest
 import torch
 
 from calib.prune import dsnot as D
 from calib.prune import prune
-from calib.prune.reconstruction import InputRecorder, dsnot_trace, reference_walk, relative_error
+from calib.prune.reconstruction import InputRecorder, dsnot_trace, relative_error
 
 
 def pruned_cols(mask):
@@ -29,11 +29,10 @@ def test_unstructured_row_stops_when_its_negative_kept_weights_run_out():
     var = torch.ones(5)
     args = (metric, wanda, wanda, var, 0.6)
     # Cycle 1 regrows col 0 and prunes col 3 (err 6). Cycle 2 has no negative kept
-    # weight left: calib stops; the reference prunes col 4, the row's most important
+    # weight left: guarded stops; the original prunes col 4, the row's most important
     # weight, which moves err away from zero (6 -> 8).
     assert pruned_cols(D.dsnot_unstructured(*args, update_threshold=0.01)) == [1, 2, 3]
-    with reference_walk():
-        assert pruned_cols(D.dsnot_unstructured(*args, update_threshold=0.01)) == [2, 3, 4]
+    assert pruned_cols(D.dsnot_unstructured(*args, update_threshold=0.01, walk="original")) == [2, 3, 4]
 
 
 def test_nm_row_stops_when_its_positive_candidates_run_out():
@@ -41,11 +40,12 @@ def test_nm_row_stops_when_its_positive_candidates_run_out():
     metric = torch.tensor([[3.0, -1.0, 2.0, 0.5]])
     initial = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
     var = torch.ones(4)
-    # Cycle 1 regrows col 0, prunes col 2 (err 1). Cycle 2's only candidate, col 1,
-    # would raise err (1 -> 2.5): calib stops; the reference swaps it for col 3.
+    # Cycle 1 regrows col 0, prunes col 2 (err 1). Cycle 2's only pruned candidate,
+    # col 1, would raise err (1 -> 2.5): guarded stops. The original's regrow list
+    # reaches the kept col 3 instead (a no-op), then breaks the 2:4 pattern in cycle 3,
+    # where walk="original" freezes the row: the same mask here.
     assert pruned_cols(D.dsnot_nm(metric, initial, var, 2, 4, update_threshold=0.01)) == [1, 2]
-    with reference_walk():
-        assert pruned_cols(D.dsnot_nm(metric, initial, var, 2, 4, update_threshold=0.01)) == [2, 3]
+    assert pruned_cols(D.dsnot_nm(metric, initial, var, 2, 4, update_threshold=0.01, walk="original")) == [1, 2]
 
 
 # ------------------------------------------------------------ the world model
@@ -68,24 +68,23 @@ def traced(world, walk):
     """{layer: trace} of every DSnoT-swapped linear of one paper-settings run."""
     model, _, dense, ids, _ = world
     model.load_state_dict(dense)
-    with reference_walk() if walk else nullcontext(), InputRecorder(model) as rec:
-        res = prune(model, ids, method="dsnot", sparsity=SPARSITY, keep_masks=True)
+    with InputRecorder(model) as rec:
+        res = prune(model, ids, method="dsnot", sparsity=SPARSITY, keep_masks=True, walk=walk)
     out = {}
     for name, st in rec.stats.items():
         if ".mlp." in name:  # skip_layer="mlp": they keep Wanda's mask
             continue
-        with reference_walk() if walk else nullcontext():
-            tr = dsnot_trace(dense[name + ".weight"], st, SPARSITY, SEQLEN)
+        tr = dsnot_trace(dense[name + ".weight"], st, SPARSITY, SEQLEN, walk=walk)
         assert torch.equal(tr["mask"], res.masks[name]), name  # the replay is what the engine did
         out[name] = tr
     return out
 
 
 def test_world_dsnot_lowers_its_objective_but_raises_the_true_error(world):
-    fixed, ref = traced(world, walk=False), traced(world, walk=True)
+    fixed, ref = traced(world, "guarded"), traced(world, "original")
     assert len(fixed) == 6 * 4
     # The fix: no layer ends with a larger mean error (DSnoT's objective) than Wanda's;
-    # the reference code's walk raises it in some.
+    # the original walk raises it in some.
     assert all(t["mean_part"][-1] <= t["mean_part"][0] for t in fixed.values())
     assert any(t["mean_part"][-1] > t["mean_part"][0] for t in ref.values())
     # The method: the mean part is a small share of Wanda's error here, and the
@@ -117,17 +116,17 @@ def test_world_relative_error_splits_exactly(world):
 
 def test_world_loss_ordering(world):
     """Pins the measured ordering (bench/results/dsnot.md has the full curve):
-    Wanda < DSnoT at the paper's 50 cycles < the reference code at 50 cycles,
+    Wanda < DSnoT guarded at the paper's 50 cycles < DSnoT original at 50 cycles,
     and one cycle is no worse than 50."""
     from calib.evaluate import perplexity
     model, tok, dense, ids, texts = world
 
-    def loss(method, walk=False, **opts):
+    def loss(method, **opts):
         model.load_state_dict(dense)
-        with reference_walk() if walk else nullcontext():
-            prune(model, ids, method=method, sparsity=SPARSITY, **opts)
+        prune(model, ids, method=method, sparsity=SPARSITY, **opts)
         return perplexity(model, tok, texts)["nll_per_token"]
 
-    wanda, d1, d50, ref50 = loss("wanda"), loss("dsnot", max_cycle_time=1), loss("dsnot"), loss("dsnot", walk=True)
+    wanda, d1, d50 = loss("wanda"), loss("dsnot", max_cycle_time=1), loss("dsnot")
+    ref50 = loss("dsnot", walk="original")
     assert wanda < d50 < ref50
     assert d1 < d50

@@ -53,6 +53,7 @@ def _run(model_dir, out, *extra):
     ("wanda", ["--sparsity", "0.6"]),
     ("sparsegpt", ["--pattern", "2:4"]),
     ("dsnot", ["--pattern", "4:8", "--update-threshold", "0.001"]),
+    ("dsnot", ["--sparsity", "0.6", "--dsnot-walk", "original", "--skip-layer", "no_skip"]),
     ("owl", ["--sparsity", "0.6", "--owl-base", "wanda"]),
     ("magnitude", ["--sparsity", "0.5"]),
 ])
@@ -65,6 +66,8 @@ def test_prune_writes_model_and_report(shim, model_dir, tmp_path, method, extra)
     assert _run(model_dir, out, "--method", method, *extra) == 0
     rep = json.loads((out / "prune_report.json").read_text())
     assert rep["method"] == method and rep["seed"] == 0
+    if method == "dsnot":  # the walk is recorded: guarded unless asked
+        assert rep["options"]["walk"] == ("original" if "--dsnot-walk" in extra else "guarded")
     assert set(rep["versions"]) >= {"torch", "transformers", "calib"}
     assert {"load_s", "prune_s", "save_s", "total_s"} <= set(rep["timings"])
     ids = _shim_ids("x", None, 4, 16)

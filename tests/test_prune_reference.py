@@ -3,7 +3,9 @@
 The references below follow the original implementations' structure: one
 calibration sample at a time through each block, running statistics updated
 per sample exactly as the original wrappers do, and per-row Python loops for
-the mask rules. They share no code with calib.prune.
+the mask rules. They share no code with calib.prune. DSnoT's reference is calib's
+default walk (walk="guarded"), not the original loop: that one is pinned by
+tests/test_dsnot_original.py.
 """
 from __future__ import annotations
 
@@ -165,7 +167,14 @@ def _row_setup(D, r, P, K, var, pw):
     return err, np.sign(err), ratio.tolist(), D[r].numpy()
 
 
+# The two DSnoT references below pin calib's default walk, walk="guarded": they
+# contain its fixes (regrow candidates are the pruned weights only, stopped rows
+# leave the mask alone, and the stop at a candidate of the wrong sign), so they are
+# not the original loop. tests/dsnot_transcription.py transcribes the original, and
+# tests/test_dsnot_original.py pins walk="original" to it.
+
 def ref_dsnot_unstructured(D, init, wanda, var, s, cycles=50, thr=0.1, pw=1.0, same_sign=False):
+    """calib's guarded walk, one row at a time."""
     rows, cols = D.shape
     k = int(cols * s)
     thr = np.float32(thr)
@@ -192,7 +201,7 @@ def ref_dsnot_unstructured(D, init, wanda, var, s, cycles=50, thr=0.1, pw=1.0, s
             pj = order_p[phi] if ptop else order_p[plo]
             if not abs(err) > thr:
                 break
-            # calib's fix: stop once the candidates of the needed sign are used up
+            # calib's guard: stop once the candidates of the needed sign are used up
             # (the original walks on into the wrong-signed ones).
             if d[rj] * np.sign(err) < 0 or d[pj] * np.sign(err) > 0:
                 break
@@ -207,6 +216,7 @@ def ref_dsnot_unstructured(D, init, wanda, var, s, cycles=50, thr=0.1, pw=1.0, s
 
 
 def ref_dsnot_nm(D, init, var, n, m, cycles=50, thr=0.1, pw=1.0, same_sign=True):
+    """calib's guarded walk in N:M mode, one row at a time."""
     rows, cols = D.shape
     thr = np.float32(thr)
     mask = torch.zeros(D.shape, dtype=torch.bool)
@@ -233,7 +243,7 @@ def ref_dsnot_nm(D, init, var, n, m, cycles=50, thr=0.1, pw=1.0, same_sign=True)
             pj = min(cands, key=lambda j: (avail[j], j))
             if not abs(err) > thr:
                 break
-            if d[rj] * np.sign(err) < 0:  # calib's fix, as in the unstructured reference
+            if d[rj] * np.sign(err) < 0:  # calib's guard, as in the unstructured reference
                 break
             if same_sign and np.sign(err + d[pj] - d[rj]) != sign0:
                 break

@@ -356,9 +356,11 @@ def dsnot_note(df) -> str:
     if both.empty:
         return ""
     settings = ", ".join(sorted(set(both.index.get_level_values("setting"))))
-    return (f"DSnoT at these settings ({settings}; {len(both)} paired runs): held-out loss "
-            f"{both['dsnot'].mean():.3f} nats/token against {both['wanda'].mean():.3f} for Wanda "
-            f"on the same calibration sets (see docs/pruning.md, DSnoT in the world).")
+    return (f"DSnoT at these settings ({settings}; {len(both)} paired runs), with calib's default walk "
+            f"(walk=guarded: a row stops at its first swap candidate of the wrong sign, where the original "
+            f"code walks on): held-out loss {both['dsnot'].mean():.3f} nats/token against "
+            f"{both['wanda'].mean():.3f} for Wanda on the same calibration sets (see docs/pruning.md, "
+            f"DSnoT on narrow layers).")
 
 
 # ------------------------------------------------------------------ rendering

@@ -27,6 +27,7 @@ _OPTION_FLAGS = {
     "skip_sub_layer": "--skip-sub-layer",
     "without_dsnot": "--without-dsnot",
     "same_sign": "--same-sign",
+    "walk": "--dsnot-walk",
     "base": "--owl-base",
     "owl_m": "--owl-m",
     "owl_lambda": "--owl-lambda",
@@ -74,6 +75,8 @@ def add_parser(sub) -> None:
                    help="dsnot: initial mask only")
     g.add_argument("--same-sign", default=None, choices=["true", "false"],
                    help="dsnot: require err to keep its sign (default: false unstructured, true N:M, as upstream)")
+    g.add_argument("--dsnot-walk", dest="walk", default=None,
+                   help="dsnot: guarded (calib's fixed walk) | original (the published loop) (guarded)")
     g.add_argument("--owl-base", dest="base", default=None, help="owl: wanda | sparsegpt | magnitude")
     g.add_argument("--owl-m", type=float, default=None, help="owl: outlier threshold M (5)")
     g.add_argument("--owl-lambda", type=float, default=None, help="owl: lambda (0.08)")

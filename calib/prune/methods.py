@@ -26,7 +26,7 @@ OPTIONS = {
     "dsnot": {
         "initial_method": "wanda", "max_cycle_time": 50, "update_threshold": 0.1,
         "pow_of_var_regrowing": 1.0, "skip_layer": "mlp", "skip_sub_layer": "no_skip",
-        "without_dsnot": False, "same_sign": None, "percdamp": 0.01,
+        "without_dsnot": False, "same_sign": None, "percdamp": 0.01, "walk": "guarded",
     },
     "owl": {
         "base": "wanda", "owl_m": 5.0, "owl_lambda": 0.08, "use_variant": False,
@@ -34,6 +34,7 @@ OPTIONS = {
     },
 }
 DSNOT_INITIAL = ("wanda", "sparsegpt", "magnitude")
+DSNOT_WALKS = ("guarded", "original")  # calib's fixed walk, or the original loop (dsnot.py, docs/pruning.md)
 OWL_BASES = ("wanda", "sparsegpt", "magnitude")
 DSNOT_SKIP_LAYERS = ("no_skip", "mlp", "self_attn")  # the first part of a linear's name in its block
 # the second part of a linear's name: LLaMA-style names, Phi-3's fused ones, open_lm's (DCLM-7B)
@@ -106,6 +107,7 @@ def resolve_options(method: str, options: dict) -> dict:
         check_choice("DSnoT initial method", opts["initial_method"], DSNOT_INITIAL)
         check_choice("DSnoT skip_layer", opts["skip_layer"], DSNOT_SKIP_LAYERS)
         check_choice("DSnoT skip_sub_layer", opts["skip_sub_layer"], DSNOT_SKIP_SUB_LAYERS)
+        check_choice("DSnoT walk", opts["walk"], DSNOT_WALKS)
         if opts["max_cycle_time"] < 0:
             raise CalibError(f"max_cycle_time {opts['max_cycle_time']} must be >= 0")
         if opts["update_threshold"] < 0:
@@ -273,7 +275,7 @@ def mask(method: str, name: str, lin, st, s: float, nm, opts: dict, hinv: Invers
         initial = saliency(Wf, U)
     skip = dsnot_skips(name, opts)
     cycles = dict(max_cycle_time=int(opts["max_cycle_time"]), update_threshold=float(opts["update_threshold"]),
-                  pow_of_var_regrowing=float(opts["pow_of_var_regrowing"]))
+                  pow_of_var_regrowing=float(opts["pow_of_var_regrowing"]), walk=opts["walk"])
     if nm:
         if skip:
             return nm_mask(initial, *nm)

@@ -9,12 +9,9 @@ with D = W on the pruned entries, mu the mean input over tokens, S the covarianc
 
 InputRecorder captures what each linear reads in a sequential pruning run: the
 engine's statistics pass of its block, while the weight is still dense.
-reference_walk() switches DSnoT back to the reference code's behaviour once a
-row's candidates of the needed sign are used up, to measure what calib fixes.
+dsnot_trace replays either DSnoT walk (walk="guarded" or "original").
 """
 from __future__ import annotations
-
-from contextlib import contextmanager
 
 import torch
 import torch.nn as nn
@@ -88,11 +85,14 @@ def dsnot_trace(W, st: InputStats, sparsity: float, seqlen: int, **options) -> d
     """Run unstructured DSnoT (Wanda start) on one linear and record, for cycle 0
     (Wanda's mask) and after every cycle: the relative error and its mean part,
     DSnoT's own mean |err| over rows, and how many rows are still swapping.
-    Cycles after every row has stopped repeat the last values."""
+    Cycles after every row has stopped repeat the last values. "stopped" maps each
+    of calib's own stopping rules (dsnot.dsnot_unstructured's on_cycle) to the
+    cycle at which it ended each row, 0 where it did not."""
     metric, initial, wanda, var = dsnot_inputs(W, st)
     energy = output_energy(W, st)
     cycles = int(options.get("max_cycle_time", 50))
     out = {k: [] for k in ("error", "mean_part", "abs_err", "active")}
+    stopped = {}
 
     def note(mask, err, active):
         total, mean_part = relative_error(W, mask, st, seqlen, energy)
@@ -101,24 +101,17 @@ def dsnot_trace(W, st: InputStats, sparsity: float, seqlen: int, **options) -> d
         out["abs_err"].append(float(err.abs().mean()))
         out["active"].append(int(active.sum()))
 
+    def on_cycle(cycle, mask, err, active, stops):
+        note(mask, err, active)
+        for reason, rows in stops.items():
+            at = stopped.setdefault(reason, torch.zeros(W.shape[0], dtype=torch.long))
+            at[rows[:, 0]] = cycle
+
     start = _dsnot.dsnot_unstructured(metric, initial, wanda, var, sparsity, max_cycle_time=0)
     note(start, (metric * start).sum(dim=1), torch.ones(W.shape[0], dtype=torch.bool))
-    mask = _dsnot.dsnot_unstructured(metric, initial, wanda, var, sparsity,
-                                     on_cycle=lambda c, m, e, a: note(m, e, a), **options)
+    mask = _dsnot.dsnot_unstructured(metric, initial, wanda, var, sparsity, on_cycle=on_cycle, **options)
     for v in out.values():  # rows all stopped early: the mask stays as it is
         v.extend([v[-1]] * (cycles + 1 - len(v)))
     out["mask"] = mask
+    out["stopped"] = stopped
     return out
-
-
-@contextmanager
-def reference_walk():
-    """Inside the block, DSnoT rows keep swapping after their candidates of the
-    needed sign are used up, as in the reference code (diagnostics and tests only;
-    it patches calib.prune.dsnot for the whole process while it lasts)."""
-    saved = _dsnot._towards_zero
-    _dsnot._towards_zero = lambda err, r_val, p_val: torch.ones_like(err, dtype=torch.bool)
-    try:
-        yield
-    finally:
-        _dsnot._towards_zero = saved
