@@ -220,3 +220,15 @@ def write_paper_tasks(path: str | Path, n: int = 20, tasks=tuple(PAPER_SHOTS), s
         data = dump(task, [make(i) for i in range(n)])
         (path / f"{task}.yaml").write_text(_task_yaml(task, {"test": data}, _FORMATS[task]))
     return path
+
+
+def built_requests(include_path, shots: dict, limit=None) -> list:
+    """The requests lm-eval builds for ``shots`` (task -> num_fewshot; all None: the world's own
+    tasks), flattened: calib.evaluate.suite_requests of the suite they make."""
+    from calib.evaluate import Suite, suite_requests
+    if all(v is None for v in shots.values()):
+        suite = Suite.of({"name": "world", "tasks": list(shots), "limit": limit})
+    else:
+        suite = Suite.of({"name": "paper", "tasks": list(shots), "shots": shots, "limit": limit,
+                          "include_path": str(include_path)})
+    return [i for _, group in suite_requests(suite) for i in group]

@@ -314,7 +314,7 @@ def test_fast_scorer_equals_hflm(arch, tiny_tokenizer, paper_dir, monkeypatch):
     applied (without it the scores would differ) and its embedding scale is the model's own."""
     from paper_tasks import PAPER_SHOTS
 
-    from calib.evaluate import built_requests
+    from paper_tasks import built_requests
     from calib.scorer import FastLM
     model = _scorer_model(arch, tiny_tokenizer)
     fast, hf = _lms(model, tiny_tokenizer)
@@ -336,7 +336,7 @@ def test_fast_scorer_equals_hflm(arch, tiny_tokenizer, paper_dir, monkeypatch):
 def test_longrope_inputs_past_the_switch_go_to_hflm(tiny_tokenizer, paper_dir):
     """Phi-3-128k's longrope picks its frequencies by the longest position of a forward pass;
     inputs longer than original_max_position_embeddings are scored by HFLM's own code."""
-    from calib.evaluate import built_requests
+    from paper_tasks import built_requests
     rope = {"rope_type": "longrope", "rope_theta": 10000.0, "short_factor": [1.0] * 4, "long_factor": [4.0] * 4,
             "original_max_position_embeddings": 256}
     model = _scorer_model("phi3", tiny_tokenizer, rope_parameters=rope, original_max_position_embeddings=256)

@@ -51,9 +51,10 @@ def test_plan_deduplicates_and_reads_the_store_and_cache(cache_env, tmp_path):
                         "synthetic": [None, {"n_docs": 4, "max_new_tokens": 8, "filter_rate": [0, 20]}]})
     p = P.plan(jobs + jobs[:3])
     assert p.jobs == 12 and p.calibration_sets == 6  # seeds x synthetic variants: the sparsity changes none
-    assert p.generations == 1 and p.dense_evaluations == 1 and p.evaluations == 13
+    # one generated corpus per calibration seed (its filter rates share it), whatever the sparsity
+    assert p.generations == 2 and p.dense_evaluations == 1 and p.evaluations == 13
     ev = P.evaluation_tokens(jobs[0])[0]
-    assert p.tokens == {"prune": sum(P.prune_tokens(j) for j in jobs), "generate": P.generation_tokens(jobs[-1]),
+    assert p.tokens == {"prune": sum(P.prune_tokens(j) for j in jobs), "generate": 2 * P.generation_tokens(jobs[-1]),
                         "evaluate": 13 * ev}
     with Store(tmp_path / "s.db") as store:
         store.put({"key": jobs[0].key, "status": "done", "params": {}})

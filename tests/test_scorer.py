@@ -11,21 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from paper_tasks import PAPER_SHOTS, write_paper_tasks
-
-from calib.evaluate import Suite, suite_requests
+from paper_tasks import PAPER_SHOTS, built_requests, write_paper_tasks
 
 TOL = 1e-4
-
-
-def built_requests(include_path, shots: dict, limit=None) -> list:
-    """The requests lm-eval builds for ``shots`` (task -> num_fewshot; None: the world's own tasks)."""
-    if all(v is None for v in shots.values()):
-        suite = Suite.of({"name": "world", "tasks": list(shots), "limit": limit})
-    else:
-        suite = Suite.of({"name": "paper", "tasks": list(shots), "shots": shots, "limit": limit,
-                          "include_path": str(include_path)})
-    return [i for _, group in suite_requests(suite) for i in group]
 
 
 def same_records(a: dict, b: dict) -> bool:

@@ -34,8 +34,7 @@ import torch
 
 from calib.errors import check_choice
 from calib.prune.masks import nm_groups_order
-
-WALKS = ("guarded", "original")
+from calib.prune.methods import DSNOT_WALKS as WALKS  # the method table owns the option's choices
 
 
 def _regrow_order(dsnot_metric, pruned_idx, kept_idx, var, pow_of_var, whole_row=False):
