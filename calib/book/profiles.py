@@ -52,7 +52,7 @@ PROFILES = {
     # GPU machines with hub access, on Ray: the paper's own settings (not run here)
     "paper": dict(
         model="/models/DCLM-7B", dtype="bfloat16", sources=PAPER_SOURCES, seeds=20, headline_seeds=20,
-        nsamples=128, seqlen=2048, suite={"name": "paper", "shots": {"mmlu": 5}, "n_alpaca": 1000},
+        nsamples=128, seqlen=2048, suite={"name": "paper", "shots": {"mmlu": 5}},
         methods=["wanda", "dsnot", "owl"], figure_methods=["dsnot", "owl"], sparsities=[0.3, 0.4, 0.5, 0.6],
         patterns=["4:8", "2:4"], amounts=[64, 128, 256, 512, 1024, 2048], table3_settings=[0.5, 0.65, "4:8", "2:4"],
         synthetic={"n_docs": 5000, "max_new_tokens": 2048, "batch_size": 32},
