@@ -15,8 +15,18 @@ from calib.errors import CalibError
 MODULES = ("calib.cli.world", "calib.cli.data", "calib.cli.prune", "calib.cli.evaluate", "calib.cli.experiments")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's parser with its errors (a bad type, a missing argument, an unknown choice) on
+    one line, as calib's own: ``calib prune: error: ...``, exit code 2, no usage block.
+    Sub-command parsers are made of the same class (argparse uses the parent's)."""
+
+    def error(self, message):
+        print(f"{self.prog}: error: {message}; see {self.prog} --help", file=sys.stderr)
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="calib",
         description="Calibration data for pruning LLMs (Ji et al., ICLR 2025), reproduced.",
     )
