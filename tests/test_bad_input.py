@@ -497,7 +497,7 @@ GRID_EXPECT = {
     "top_field": ["nosuch", "unknown field"], "range": ["[1, 2, 3]"], "axis_empty": ["method", "empty list"],
     "pattern_width": ["pattern", "2:3", "width 32", "M=3", "2, 4, 8, 16, 32"],
     "pattern_width_axis": ["pattern", "1:6", "M=6"],
-    "world_2_5": ["pattern (model world)", "2:5", "width 192", "hidden_size", "M=5", "2, 4, 8, 16, 32, 64"],
+    "world_2_5": ["model world: pattern 2:5", "2:5", "width 192", "hidden_size", "M=5", "2, 4, 8, 16, 32, 64"],
     "world_3_8": ["grids[2]", "1:3", "width 512", "intermediate_size", "M=3"],
 }
 CASES += [(f"run {{W}}/grids/{name}.yaml --store {{W}}/g.db", GRID_EXPECT[name]) for name in GRIDS if name != "ok"]

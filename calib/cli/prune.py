@@ -118,7 +118,7 @@ def handler(args) -> int:
         raise CalibError(f"--batch-size {args.batch_size} must be >= 1")
     check_choice("dtype", args.dtype, ["auto", *DTYPES])
     data.check_seed(args.seed, "--seed")
-    device(args.device)
+    dev = device(args.device)
     # the calibration source and mode are checked for every method, magnitude too
     mode = args.calib_mode or data.default_mode(args.calib)
     check_choice("sampling mode", mode, data.MODES)
@@ -145,9 +145,11 @@ def handler(args) -> int:
     ids = None
     if setting.data_free:  # magnitude (or nothing to prune) needs no data
         mode = None
-    else:  # the activation buffer [nsamples, seqlen, hidden] (float32 at most) sits in host memory
-        data.check_memory(args.nsamples, seqlen, 16 + 4 * input_widths(config).get("hidden_size", 0),
-                          "its token ids and the activation buffer")
+    else:  # the ids, and the activation buffer [nsamples, seqlen, hidden] where it sits in host memory
+        dtype = args.dtype if args.dtype != "auto" else config.get("dtype") or config.get("torch_dtype")
+        on_host = not args.no_offload or dev == "cpu"
+        buffer = (2 if dtype in ("bfloat16", "float16") else 4) * input_widths(config).get("hidden_size", 0)
+        data.check_memory(args.nsamples, seqlen, 16 + buffer * on_host, "its token ids and the activation buffer")
         # the calibration set before the weights: a bad source fails before a large model loads
         t = time.perf_counter()
         ids = data.calibration_tensor(args.calib, load_tokenizer(args.model), nsamples=args.nsamples,

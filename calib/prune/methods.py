@@ -177,10 +177,11 @@ class Setting:
         widths = input_widths(config)
         for what, w in widths.items():
             if w % m:
-                g = math.gcd(*widths.values())
+                distinct = sorted(set(widths.values()))
+                g = math.gcd(*distinct)
                 valid = ", ".join(str(d) for d in range(2, g + 1) if g % d == 0) or "none"
                 raise CalibError(f"pattern {n}:{m}: width {w} ({what}) is not divisible by M={m}; "
-                                 f"valid M for this model (dividing {', '.join(map(str, widths.values()))}): {valid}")
+                                 f"valid M for this model (dividing {' and '.join(map(str, distinct))}): {valid}")
 
     @property
     def data_free(self) -> bool:
