@@ -20,6 +20,10 @@ class Parser(argparse.ArgumentParser):
     one line, as calib's own: ``calib prune: error: ...``, exit code 2, no usage block.
     Sub-command parsers are made of the same class (argparse uses the parent's)."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.set_defaults(_parser=self)  # the deepest sub-command's parser wins: it names the command
+
     def error(self, message):
         print(f"{self.prog}: error: {message}; see {self.prog} --help", file=sys.stderr)
         sys.exit(2)
@@ -39,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # said by the sub-command that was given them, not by `calib`
+        args._parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         rc = args.func(args)
     except CalibError as e:  # one line, whatever the message carries
