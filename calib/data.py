@@ -217,6 +217,26 @@ def _check_sizes(nsamples: int, seqlen: int) -> None:
         raise CalibError(f"seqlen must be a positive integer, got {seqlen!r}")
 
 
+def check_memory(nsamples: int, seqlen: int, per_token: int = 16, what: str = "its token ids") -> None:
+    """A CalibError, before any work, unless ``per_token`` bytes for each of nsamples x seqlen
+    tokens fit in the memory this process can still use (default: the int64 ids tensor and
+    the Python rows it is built from)."""
+    from calib.models import host_memory
+    avail = host_memory()
+    need = nsamples * seqlen * per_token
+    if avail is not None and need > avail:
+        raise CalibError(f"nsamples {nsamples} x seqlen {seqlen} needs {need / 1e9:.3g} GB of memory for {what}; "
+                         f"{avail / 1e9:.3g} GB is available here; valid: nsamples <= "
+                         f"{avail // (seqlen * per_token)} at seqlen {seqlen}")
+
+
+def _too_many(nsamples: int, windows: int, seqlen: int, where: str):
+    """More windows than the source holds can only repeat windows: not more calibration data."""
+    if nsamples > windows:
+        raise CalibError(f"nsamples {nsamples} is more than the {windows} distinct windows of seqlen={seqlen} "
+                         f"tokens {where}; valid: nsamples <= {windows}, or a larger pool or a smaller seqlen")
+
+
 def document_windows(lengths: list[int], nsamples: int, seqlen: int, rng: np.random.Generator):
     """(doc, start) pairs: a uniform document among those with >= seqlen tokens (the same
     law as the original's rejection loop, but it cannot spin), then a uniform start."""
@@ -226,6 +246,8 @@ def document_windows(lengths: list[int], nsamples: int, seqlen: int, rng: np.ran
         raise CalibError(f"no document has seqlen={seqlen} tokens; the longest of {len(lengths)} "
                          f"has {lengths[longest]} tokens (document {longest}); use mode='concat', "
                          f"a smaller seqlen or a larger pool")
+    _too_many(nsamples, int(sum(lengths[d] - seqlen + 1 for d in eligible)), seqlen,
+              f"in the {len(eligible)} of {len(lengths)} documents that are that long")
     out = []
     for _ in range(nsamples):
         d = int(eligible[rng.integers(len(eligible))])
@@ -238,6 +260,7 @@ def concat_windows(total: int, nsamples: int, seqlen: int, rng: np.random.Genera
     if total < seqlen:
         raise CalibError(f"the concatenated source has {total} tokens, fewer than seqlen={seqlen}; "
                          f"use a smaller seqlen or a larger pool")
+    _too_many(nsamples, total - seqlen + 1, seqlen, f"in the concatenated source's {total} tokens")
     return [int(s) for s in rng.integers(0, total - seqlen + 1, size=nsamples)]
 
 
@@ -256,6 +279,7 @@ def sample(source: str, tokenizer, nsamples: int, seqlen: int, seed: int = 0, mo
     check_pool(pool)
     mode = default_mode(source) if mode is None else mode
     check_choice("sampling mode", mode, MODES)
+    check_memory(nsamples, seqlen)
     texts = load_texts(source, pool, text_field)
     rng = np.random.default_rng(seed)
     meta = dict(source=str(source), mode=mode, nsamples=nsamples, seqlen=seqlen, seed=seed,

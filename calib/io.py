@@ -51,9 +51,11 @@ def check_output(path: str | Path, what: str = "output", folder: bool = False) -
 
 
 def atomic_write(path: str | Path, data: str | bytes) -> None:
-    """Write to a hidden sibling, fsync, rename: readers see the old file or the new one."""
+    """Write to a hidden sibling (``.NAME.HOST-PID.tmp``), fsync, rename: readers see the old
+    file or the new one. The siblings that dead processes left are removed first."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{_tag()}.tmp")
+    clean_stale(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
@@ -109,24 +111,33 @@ def _tag() -> str:
 
 def clean_stale(out: str | Path) -> list[Path]:
     """Remove the hidden temporaries that dead processes on this host left next to
-    ``out`` (``.OUT.tmp-HOST-PID``); a stale ``.OUT.old-HOST-PID`` is the previous
-    ``out`` of a process killed mid-swap: it is put back when ``out`` is missing.
-    Returns what was removed or restored."""
+    ``out``: folders ``.OUT.tmp-HOST-PID`` (``atomic_folder``) and files ``.OUT.HOST-PID.tmp``
+    (``atomic_write``; ``.OUT.PID.tmp`` from older versions). A stale ``.OUT.old-HOST-PID``
+    is the previous ``out`` of a process killed mid-swap: it is put back when ``out`` is
+    missing. A tag without a host means this host. Returns what was removed or restored."""
     out = Path(out)
-    done = []
-    if not out.parent.is_dir():
+    done, prefix, stale = [], f".{out.name}.", []
+    try:
+        names = [e.name for e in os.scandir(out.parent) if e.name.startswith(prefix)]
+    except OSError:  # no folder yet, or not readable: nothing to clean
         return done
-    for kind in ("tmp", "old"):
-        for p in out.parent.glob(f".{out.name}.{kind}-*"):
-            tag = p.name[len(f".{out.name}.{kind}-"):]
-            host, _, pid = tag.rpartition("-")
-            if not pid.isdigit() or not owner_dead(f"{host or socket.gethostname()}:{pid}"):
-                continue
-            if kind == "old" and not out.exists():
-                p.rename(out)
-            else:
-                shutil.rmtree(p, ignore_errors=True)
-            done.append(p)
+    for name in names:
+        rest = name[len(prefix):]
+        kind = rest[:3] if rest[:4] in ("tmp-", "old-") else "file" if rest.endswith(".tmp") else None
+        if kind:
+            stale.append((out.parent / name, kind, rest[4:] if kind != "file" else rest[:-4]))
+    for p, kind, tag in stale:
+        host, _, pid = tag.rpartition("-")
+        if not pid.isdigit() or not owner_dead(f"{host or socket.gethostname()}:{pid}"):
+            continue
+        if kind == "old" and not out.exists():
+            p.rename(out)
+        elif kind == "file" or not p.is_dir():
+            with contextlib.suppress(FileNotFoundError):  # another process cleaned it first
+                p.unlink()
+        else:
+            shutil.rmtree(p, ignore_errors=True)
+        done.append(p)
     return done
 
 

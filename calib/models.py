@@ -152,6 +152,20 @@ def context_length(config) -> int | None:
     return get("max_position_embeddings", None) or (get("seq_len", None) if _model_type(config) == OPENLM else None)
 
 
+def input_widths(config) -> dict[str, int]:
+    """The input widths of a decoder block's linears, from a config object or dict, named by
+    what sets them: ``hidden_size`` (q/k/v and gate/up projections, phi3's fused qkv_proj and
+    gate_up_proj), ``num_attention_heads x head_dim`` (o_proj) and ``intermediate_size``
+    (down_proj). The same three for every decoder calib prunes (llama, mistral, qwen2/3; olmo2,
+    gemma2/3 and phi3 too), so an N:M pattern is checked before any weight is read."""
+    get = config.get if isinstance(config, dict) else lambda k, d=None: getattr(config, k, d)
+    hidden, heads = get("hidden_size"), get("num_attention_heads")
+    head_dim = get("head_dim") or (hidden // heads if hidden and heads else None)
+    widths = {"hidden_size": hidden, "num_attention_heads x head_dim": heads * head_dim if heads and head_dim else None,
+              "intermediate_size": get("intermediate_size")}
+    return {k: int(v) for k, v in widths.items() if isinstance(v, int) and not isinstance(v, bool)}
+
+
 # ------------------------------------------------------------------------- identity
 _ID_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".model")
 _IDS: dict[str, str] = {}
@@ -211,12 +225,14 @@ def load_tokenizer(model: str | Path):
 
 
 
-def load(model: str | Path | None = None, dtype: str = "float32"):
+def load(model: str | Path | None = None, dtype: str = "float32", progress: bool = True):
     """(model, tokenizer) of an alias or a causal-LM folder, in eval mode on the CPU, with a
     clear error and a rebuild hint when the folder is missing or corrupt. ``dtype`` is one
-    of DTYPES, or "auto" for the dtype the weights were saved in."""
+    of DTYPES, or "auto" for the dtype the weights were saved in. ``progress``: transformers'
+    "Loading weights" bar."""
     import torch
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
     from calib.world.model import MODEL_DIR
     path = model_path("world" if model is None else model)
@@ -232,11 +248,17 @@ def load(model: str | Path | None = None, dtype: str = "float32"):
         if path != MODEL_DIR:
             raise
         raise CalibError(f"{e}; {hint}") from e  # the packaged model can be rebuilt
+    bars = hf_logging.is_progress_bar_enabled()
+    if not progress:
+        hf_logging.disable_progress_bar()
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype="auto" if dtype == "auto" else getattr(torch, dtype))
     except Exception as e:  # corrupt weights, truncated safetensors, missing weight files ...
         first = (str(e).strip().splitlines() or [""])[0]
         raise CalibError(f"could not load the model at {path}: {type(e).__name__}: {first}; {hint}") from e
+    finally:
+        if bars and not progress:
+            hf_logging.enable_progress_bar()
     model.eval()
     return model, tok
 
@@ -271,3 +293,34 @@ def device(name=None) -> str:
             raise CalibError(f"device {name!r}: this machine has {n} GPU(s); valid choices: cpu, cuda, "
                              f"cuda:0 .. cuda:{n - 1}")
     return name
+
+
+def host_memory() -> int | None:
+    """Bytes this process can still allocate on the host: the least of the machine's available
+    memory, its cgroup's headroom and its address-space limit (``ulimit -v``); None where none
+    of them is known (not Linux)."""
+    import resource
+    known = []
+
+    def field(path, name):  # a "Name:  N kB" line of a /proc file, in bytes
+        try:
+            m = re.search(rf"^{name}:\s+(\d+) kB", Path(path).read_text(), re.M)
+        except OSError:
+            return None
+        return int(m.group(1)) * 1024 if m else None
+
+    if (avail := field("/proc/meminfo", "MemAvailable")) is not None:
+        known.append(avail)
+    for limit, usage in (("memory.max", "memory.current"),  # cgroup v2, then v1
+                         ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes")):
+        try:
+            lim = Path("/sys/fs/cgroup", limit).read_text().strip()
+            if lim != "max" and int(lim) < 1 << 60:  # v1 writes "no limit" as a huge number
+                known.append(int(lim) - int(Path("/sys/fs/cgroup", usage).read_text()))
+                break
+        except (OSError, ValueError):
+            continue
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft != resource.RLIM_INFINITY:
+        known.append(soft - (field("/proc/self/status", "VmSize") or 0))
+    return max(0, min(known)) if known else None

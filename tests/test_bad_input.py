@@ -1,10 +1,16 @@
 """Every bad input, through the real command line, is one line and exit code 2.
 
 Each case runs ``calib.cli.main([...])`` (a few run in subprocesses, as a user
-would), and asserts: the exit code is 2; there is no traceback; exactly one line
-says ``error:``, and it names the bad value; and nothing was left behind -- the
-work folder, which holds every input and every output path the cases name, is
-exactly as it was (no output file or folder, no store, no changed input).
+would), and asserts: the exit code is 2; there is no traceback; stderr is exactly
+one line, ``calib CMD: error: ...`` (no usage block, no progress bar before it), and
+it names the bad value; and nothing was left behind -- the work folder, which holds
+every input and every output path the cases name, is exactly as it was (no output
+file or folder, no store, no changed input).
+
+Fixtures reach the code they test: the broken models carry a good tokenizer (so the
+error is about their weights or config, not "no tokenizer"), and cases that must fail
+before the weights load use the truncated-weights model (``m_trunc``) or omit
+``--no-progress``, so a load first would show (a different error, or a progress bar).
 
 The classes: numeric ranges and types, unknown names (sources, methods, modes,
 devices, tasks, profiles), malformed files (jsonl lines, YAML, configs, weights,
@@ -30,6 +36,8 @@ CTX = 128  # the tiny model's positions
 
 PRUNE = "--nsamples 2 --seqlen 16 --no-progress --out {W}/pruned"
 GEN = "--out {W}/gen.jsonl --ndocs 2 --max-new-tokens 4 --model {M}"
+EVAL = "--suite ppl --ppl 2 --heldout 0"
+BIG = 10 ** 12  # windows no machine holds
 
 
 def _copy_model(src: Path, dst: Path, edit=None, drop=()):
@@ -81,6 +89,8 @@ def work(tiny_tokenizer, tmp_path_factory):
     (W / "afile").write_text("a regular file\n")
     (W / "adir").mkdir()
     (W / "adir" / "keep").write_text("x")  # a non-empty folder
+    (W / "meta.pt.json").mkdir()  # where `calib sample --out meta.pt` writes its meta
+    (W / "readonly").mkdir(mode=0o555)  # read-only, except to root (see test_read_only_output)
     words = " ".join(f"word{i}" for i in range(60))
     (W / "good.jsonl").write_text("".join(json.dumps({"text": f"{words} {i}"}) + "\n" for i in range(4)))
     (W / "bad.jsonl").write_text(json.dumps({"text": words}) + "\n{bad json\n")
@@ -130,8 +140,8 @@ def snapshot(root: Path) -> dict:
 def _check(rc, err, expect, where):
     assert rc == 2, (where, rc, err[-2000:])
     assert "Traceback" not in err, (where, err[-3000:])
-    lines = [line for line in err.splitlines() if "error:" in line]
-    assert len(lines) == 1, (where, err[-2000:])
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and ": error: " in lines[0], (where, err[-2000:])
     for s in expect:
         assert s in lines[0], (where, s, lines[0])
 
@@ -179,7 +189,7 @@ CASES = [
     ("generate world/pretrain " + GEN + " --top-k -5", ["top_k -5"]),
     ("generate world/pretrain " + GEN + " --repetition-penalty 0", ["repetition_penalty 0", "> 0"]),
     ("generate world/pretrain " + GEN + " --repetition-penalty -1.2", ["repetition_penalty -1.2"]),
-    ("generate world/pretrain " + GEN + " --ndocs 0", ["pool", "0"]),
+    ("generate world/pretrain " + GEN + " --ndocs 0", ["--ndocs", "0"]),
     ("generate world/pretrain " + GEN + " --prefix-len -1", ["prefix length", "-1"]),
     ("generate world/pretrain " + GEN + " --prefix-len 2000", ["2000", "1024"]),
     ("generate world/pretrain " + GEN + " --max-new-tokens 0", ["max_new_tokens", "0"]),
@@ -192,30 +202,31 @@ CASES = [
     ("generate {W}/body.jsonl " + GEN + " --text-field nosuch", ["'nosuch'"]),
     ("generate world/pretrain --out {W}/afile/g.jsonl --ndocs 2 --model {M}", ["afile", "is a file"]),
     ("generate world/pretrain --out {W}/adir --ndocs 2 --model {M}", ["adir", "folder"]),
-    ("generate world/pretrain --out {W}/other.jsonl --ndocs 2 --max-new-tokens 4 --model {M}",
+    ("generate world/pretrain --out {W}/other.jsonl --ndocs 2 --max-new-tokens 4 --model {M} --no-progress",
      ["other.jsonl", "other settings"]),
-    ("generate world/pretrain --out {W}/gen.jsonl --ndocs 2 --max-new-tokens 4 --model {W}/nan",
+    ("generate world/pretrain --out {W}/gen.jsonl --ndocs 2 --max-new-tokens 4 --model {W}/nan --no-progress",
      ["non-finite logits", "document 0"]),
     ("generate world/pretrain --out {W}/gen.jsonl --ndocs 2 --model {W}/m_trunc", ["m_trunc", "could not load"]),
-    ("generate world/pretrain --out {W}/gen.jsonl --ndocs 2 --model {W}/m_noweights", ["m_noweights"]),
+    ("generate world/pretrain --out {W}/gen.jsonl --ndocs 2 --model {W}/m_noweights",
+     ["m_noweights", "could not load the model", "no file named model.safetensors"]),
     ("generate world/pretrain --out {W}/gen.jsonl --ndocs 2 --model {W}/m_t5", ["'t5'"]),
     # filter
-    ("filter {W}/nosuch.jsonl --out {W}/f.jsonl --model {M}", ["nosuch.jsonl"]),
+    ("filter {W}/nosuch.jsonl --out {W}/f.jsonl --model {M}", ["no file at", "nosuch.jsonl"]),
     ("filter {W}/bad.jsonl --out {W}/f.jsonl --model {M}", ["bad.jsonl:2"]),
     ("filter {W}/body.jsonl --out {W}/f.jsonl --model {M}", ["body.jsonl:1", "'text'", "body"]),
     ("filter {W}/good.jsonl --out {W}/f.jsonl --model {M} --text-field nosuch", ["'nosuch'"]),
     ("filter {W}/numbers.jsonl --out {W}/f.jsonl --model {M}", ["numbers.jsonl:1", "int"]),
-    ("filter {W}/empty.jsonl --out {W}/f.jsonl --model {M}", ["empty.jsonl"]),
+    ("filter {W}/empty.jsonl --out {W}/f.jsonl --model {M}", ["empty.jsonl", "nothing to filter"]),
     ("filter {W}/good.jsonl --out {W}/f.jsonl --model {M} --k 0", ["k", "0"]),
     ("filter {W}/good.jsonl --out {W}/f.jsonl --model {M} --k 100", ["100"]),
     ("filter {W}/good.jsonl --out {W}/f.jsonl --model {M} --k -5", ["-5"]),
     ("filter {W}/good.jsonl --out {W}/f.jsonl --model {M} --batch-size 0", ["batch size", "0"]),
     ("filter {W}/good.jsonl --out {W}/afile/f.jsonl --model {M}", ["afile", "is a file"]),
     ("filter {W}/good.jsonl --out {W}/f.jsonl --model {M} --device tpu9", ["'tpu9'"]),
-    ("filter {W}/good.jsonl --out {W}/f.jsonl --model {W}/m_cfglist", ["m_cfglist"]),
-    ("filter {W}/good.jsonl --out {W}/f.jsonl --model {W}/nosuch", ["nosuch"]),
+    ("filter {W}/good.jsonl --out {W}/f.jsonl --model {W}/m_cfglist", ["m_cfglist/config.json", "list"]),
+    ("filter {W}/good.jsonl --out {W}/f.jsonl --model {W}/nosuch", ["nosuch", "config.json missing"]),
     # similarity
-    ("similarity world/web world/pretrain --ndocs 0", ["pool", "0"]),
+    ("similarity world/web world/pretrain --ndocs 0", ["--ndocs", "0"]),
     ("similarity world/web world/pretrain --ndocs 2 --n 0", ["n-gram", "0"]),
     ("similarity world/web world/pretrain --ndocs 2 --n -1", ["-1"]),
     ("similarity world/web world/pretrain --ndocs 2 --num-perm 0", ["num_perm", "0"]),
@@ -228,8 +239,8 @@ CASES = [
     ("similarity world/nosuch world/pretrain --ndocs 2", ["'world/nosuch'"]),
     ("similarity world/web {W}/bad.jsonl --ndocs 2", ["bad.jsonl:2"]),
     ("similarity {W}/short.jsonl {W}/short.jsonl --n 5", ["5-gram"]),
-    ("similarity world/web world/pretrain --ndocs 2 --out {W}/afile/s.json", ["afile"]),
-    ("similarity world/web world/pretrain --ndocs 2 --mink 50 --model {W}/m_cfglist", ["m_cfglist"]),
+    ("similarity world/web world/pretrain --ndocs 2 --out {W}/afile/s.json", ["afile", "is a file"]),
+    ("similarity world/web world/pretrain --ndocs 2 --mink 50 --model {W}/m_cfglist", ["m_cfglist/config.json"]),
     # prune
     ("prune --model {M} --method nosuch " + PRUNE, ["'nosuch'", "magnitude, wanda"]),
     ("prune --model {M} --sparsity 1.0 " + PRUNE, ["sparsity 1.0", "[0, 1)"]),
@@ -257,9 +268,9 @@ CASES = [
     ("prune --model {M} --nsamples 2 --seqlen 16 --out {W}/good.jsonl", ["good.jsonl", "not a folder"]),
     ("prune --model {W}/nosuch " + PRUNE, ["nosuch", "config.json"]),
     ("prune --model {W}/m_trunc " + PRUNE, ["m_trunc", "could not load"]),
-    ("prune --model {W}/m_noweights " + PRUNE, ["m_noweights"]),
+    ("prune --model {W}/m_noweights " + PRUNE, ["m_noweights", "could not load the model"]),
     ("prune --model {W}/m_bert " + PRUNE, ["'bert'", "llama, mistral, qwen2, qwen3"]),
-    ("prune --model {W}/m_cfgjson " + PRUNE, ["m_cfgjson/config.json"]),
+    ("prune --model {W}/m_cfgjson " + PRUNE, ["m_cfgjson/config.json", "not valid JSON"]),
     ("prune --model {W}/m_notype " + PRUNE, ["model_type"]),
     ("prune --model {W}/m_notok " + PRUNE, ["m_notok", "tokenizer"]),
     ("prune --model {W}/nan " + PRUNE, ["non-finite activations"]),
@@ -295,7 +306,7 @@ CASES = [
     ("results --store {W}/calib.db --status nosuch", ["'nosuch'", "done, failed, all"]),
     ("results --store {W}/calib.db --metrics nosuch", ["'nosuch'", "alpaca_ppl"]),
     ("results --store {W}/calib.db --over nosuch", ["'nosuch'"]),
-    ("results --store {W}/calib.db --csv {W}/afile/r.csv", ["afile"]),
+    ("results --store {W}/calib.db --csv {W}/afile/r.csv", ["afile", "is a file"]),
     # world
     ("world show world/nosuch", ["'world/nosuch'", "world/pretrain"]),
     ("world show world/pretrain --split nosuch", ["'nosuch'", "train, calib, eval"]),
@@ -305,11 +316,101 @@ CASES = [
     ("world build --retrain --model {W}/wm --no-report --device tpu9", ["'tpu9'"]),
     ("world build --retrain --model {W}/wm --no-report --steps 0", ["steps", "0"]),
     ("world build --retrain --model {W}/afile/wm --no-report --steps 1", ["afile"]),
-    ("world build --model {M} --report {W}/afile/r.json", ["afile"]),
+    ("world build --model {M} --report {W}/afile/r.json", ["afile", "is a file"]),
     ("world tasks --out {W}/afile/t", ["afile", "is a file"]),
+    # ---- issue 23: the last tracebacks, silent acceptances and leftovers
+    # evaluate: the device and --json before the model loads (m_trunc would fail to load)
+    ("evaluate --model {M} --device tpu9 " + EVAL, ["'tpu9'", "cpu, cuda, cuda:N"]),
+    ("evaluate --model {W}/m_trunc --device tpu9 " + EVAL, ["'tpu9'", "cuda:N"]),
+    ("evaluate --model {M} --device cuda:x " + EVAL, ["'cuda:x'"]),
+    ("evaluate --model {M} --json {W}/afile/r.json " + EVAL, ["--json", "afile", "is a file"]),
+    ("evaluate --model {W}/m_trunc --json {W}/afile/r.json " + EVAL, ["--json", "afile"]),
+    ("evaluate --model {M} --json {W}/adir " + EVAL, ["--json", "adir", "folder"]),
+    ("evaluate --model {M} --suite nosuch", ["'nosuch'", "world, paper, ppl"]),
+    ("evaluate --model {M} --tasks nosuch", ["'nosuch'", "world_boolq"]),
+    ("evaluate --model {M} --limit 0", ["--limit", "0"]),
+    ("evaluate --model {M} --ppl -1", ["--ppl", "-1"]),
+    ("evaluate --model {M} --heldout -1", ["--heldout", "-1"]),
+    ("evaluate --model {M} --batch-size 0 " + EVAL, ["--batch-size", "0"]),
+    ("evaluate --model {M} --dtype float8 " + EVAL, ["'float8'", "float32"]),
+    ("evaluate --model {M} --scorer nosuch " + EVAL, ["'nosuch'", "fast, hflm"]),
+    ("evaluate --model {W}/nosuch " + EVAL, ["nosuch", "config.json missing"]),
+    ("evaluate --model {W}/m_cfglist " + EVAL, ["m_cfglist/config.json"]),
+    ("evaluate --model {W}/m_t5 " + EVAL, ["'t5'", "not a causal language model"]),
+    ("evaluate --model {W}/m_notok " + EVAL, ["m_notok", "no tokenizer"]),
+    ("evaluate --model {W}/m_badtok " + EVAL, ["m_badtok", "could not load the tokenizer"]),
+    ("evaluate --model {W}/m_trunc " + EVAL, ["m_trunc", "could not load the model"]),
+    ("evaluate --model {M} --limit abc", ["--limit", "'abc'"]),
+    ("evaluate --model {M} --nosuch 1", ["calib evaluate: error: unrecognized arguments", "--nosuch"]),
+    ("evaluate --suite ppl", ["required", "--model"]),
+    # --device: the one check (calib.models.device) in every sub-command, before any work
+    ("sample world/pretrain --model {M} --device tpu9", ["'tpu9'", "cuda:N"]),
+    ("similarity world/web world/pretrain --ndocs 2 --device tpu9", ["'tpu9'", "cuda:N"]),
+    ("filter {W}/good.jsonl --out {W}/f.jsonl --model {W}/m_trunc --device tpu9", ["'tpu9'"]),
+    ("generate world/pretrain --out {W}/gen.jsonl --ndocs 2 --model {W}/m_trunc --device tpu9", ["'tpu9'"]),
+    ("prune --model {W}/m_trunc --device tpu9 " + PRUNE, ["'tpu9'"]),
+    ("world build --device foo --no-report", ["'foo'", "cpu, cuda, cuda:N"]),
+    ("world build --model {M} --no-report --device cuda:x", ["'cuda:x'"]),
+    ("world build --model {M} --device foo --report {W}/r.json", ["'foo'"]),
+    # sizes against memory and the source, before the work
+    (f"sample world/pretrain --model {{M}} --nsamples {BIG}", [f"nsamples {BIG}", "GB", "valid: nsamples <="]),
+    ("sample world/pretrain --model {M} --nsamples 10000000", ["nsamples 10000000", "valid: nsamples <="]),
+    ("sample world/pretrain --model {M} --seqlen 64 --pool 20 --nsamples 100000",
+     ["nsamples 100000", "distinct windows", "valid: nsamples <="]),
+    ("sample world/encyclopedia --model {M} --seqlen 64 --pool 5 --nsamples 100000",
+     ["nsamples 100000", "concatenated", "valid: nsamples <="]),
+    ("sample {W}/good.jsonl --model {M} --seqlen 16 --nsamples 100000", ["nsamples 100000", "distinct windows"]),
+    (f"prune --model {{M}} --nsamples {BIG} --seqlen 16 --out {{W}}/pruned",
+     [f"nsamples {BIG}", "activation buffer", "valid: nsamples <="]),
+    (f"prune --model {{W}}/m_trunc --nsamples {BIG} --seqlen 16 --out {{W}}/pruned", [f"nsamples {BIG}"]),
+    ("prune --model {M} --calib {W}/good.jsonl --nsamples 100000 --seqlen 16 --out {W}/pruned",
+     ["nsamples 100000", "distinct windows"]),
+    # N:M against config.json's widths, before the weights (no --no-progress: a load would show its bar)
+    ("prune --model {M} --pattern 2:5 --nsamples 2 --seqlen 16 --out {W}/pruned",
+     ["2:5", "width 32", "M=5", "2, 4, 8, 16, 32"]),
+    ("prune --model {W}/m_trunc --pattern 2:3 " + PRUNE, ["2:3", "M=3"]),
+    ("prune --model {W}/m_trunc --method magnitude --pattern 4:6 " + PRUNE, ["4:6", "M=6"]),
+    # a bad calibration file before the weights
+    ("prune --model {M} --calib {W}/bad.jsonl --nsamples 2 --seqlen 16 --out {W}/pruned", ["bad.jsonl:2"]),
+    ("prune --model {W}/m_trunc --calib {W}/bad.jsonl " + PRUNE, ["bad.jsonl:2", "not valid JSON"]),
+    ("prune --model {W}/m_trunc --calib {W}/body.jsonl " + PRUNE, ["'text'", "body"]),
+    ("prune --model {W}/m_trunc --calib {W}/empty.jsonl " + PRUNE, ["empty.jsonl", "empty"]),
+    ("prune --model {W}/m_trunc --calib {W}/good.jsonl --seqlen 4096 --nsamples 2 --no-progress --out {W}/pruned",
+     ["4096", f"{CTX} tokens"]),
+    # argparse's own errors: one line, for every sub-command
+    ("prune --model {M} --sparsity abc " + PRUNE, ["--sparsity", "'abc'", "calib prune --help"]),
+    ("prune --model {M} --nsamples abc --out {W}/pruned", ["--nsamples", "'abc'"]),
+    ("prune --model {M} --same-sign maybe " + PRUNE, ["--same-sign", "'maybe'", "true"]),
+    ("prune --out {W}/pruned", ["required", "--model"]),
+    ("prune --model {M} " + PRUNE + " --nosuch", ["calib prune: error: unrecognized arguments", "--nosuch"]),
+    ("generate world/pretrain " + GEN + " --top-k abc", ["--top-k", "'abc'"]),
+    ("generate world/pretrain --ndocs 2", ["required", "--out"]),
+    ("filter {W}/good.jsonl --out {W}/f.jsonl --k abc", ["--k", "'abc'"]),
+    ("similarity world/web world/pretrain --n abc", ["--n", "'abc'"]),
+    ("similarity world/web", ["required", "b"]),
+    ("run {W}/grids/ok.yaml --retries abc", ["--retries", "'abc'"]),
+    ("results --store {W}/calib.db --raw --nosuch", ["calib results: error: unrecognized", "--nosuch"]),
+    ("world sources --nosuch", ["calib world sources: error: unrecognized arguments", "--nosuch"]),
+    ("world build --steps abc", ["--steps", "'abc'"]),
+    ("world show world/pretrain -n abc", ["-n", "'abc'"]),
+    ("world nosuch", ["invalid choice", "'nosuch'", "build"]),
+    ("nosuch", ["invalid choice", "'nosuch'", "prune"]),
+    ("", ["required", "COMMAND"]),
+    # output paths before the work, --dry-run included
+    ("run {W}/grids/ok.yaml --store {W}/afile/g.db --dry-run", ["--store", "afile", "is a file"]),
+    ("run {W}/grids/ok.yaml --store {W}/adir --dry-run", ["--store", "adir", "folder"]),
+    ("run {W}/grids/model_missing.yaml --store {W}/afile/g.db --dry-run", ["--store", "afile"]),
+    ("results --store {W}/calib.db --csv {W}/adir", ["--csv", "adir", "folder"]),
+    ("sample world/pretrain --model {M} --seqlen 8 --nsamples 2 --out {W}/meta.pt", ["meta.pt.json", "folder"]),
+    ("generate world/pretrain --out {W}/adir/keep/g.jsonl --ndocs 2 --model {M}", ["keep", "is a file"]),
+    ("filter {W}/good.jsonl --out {W}/adir --model {M}", ["adir", "folder"]),
+    ("similarity world/web world/pretrain --ndocs 2 --out {W}/adir", ["adir", "folder"]),
+    ("world tasks --out {W}/good.jsonl", ["good.jsonl", "not a folder"]),
+    ("world build --model {M} --report {W}/adir", ["--report", "adir", "folder"]),
+    ("world build --steps 0", ["--steps", "0"]),
 ]
 
-RAW_GRIDS = {"bad_yaml", "not_mapping", "model_int", "model_arch", "model_config"}
+RAW_GRIDS = {"bad_yaml", "not_mapping", "model_int", "model_arch", "model_config", "world_2_5", "world_3_8"}
 GRIDS = {  # every grid field, one bad value each (the model is prepended unless the grid is raw)
     "ok": "suite: ppl",
     "bad_yaml": "method: [wanda,\nsparsity: 0.5\n",
@@ -368,6 +469,10 @@ GRIDS = {  # every grid field, one bad value each (the model is prepended unless
     "top_field": "nosuch: 1",
     "range": "calibration: {seed: {range: [1, 2, 3]}}",
     "axis_empty": "method: []",
+    "pattern_width": "pattern: '2:3'",
+    "pattern_width_axis": "method: [wanda, magnitude]\npattern: ['2:4', '1:6']",
+    "world_2_5": "model: world\npattern: '2:5'\n",
+    "world_3_8": "model: world\ngrids: [{pattern: '2:4'}, {pattern: '3:8'}, {pattern: '1:3'}]\n",
 }
 GRID_EXPECT = {
     "bad_yaml": ["bad_yaml.yaml:", "not valid YAML"], "not_mapping": ["a grid is a mapping"],
@@ -394,14 +499,18 @@ GRID_EXPECT = {
     "execution_offload": ["execution.offload", "'yes'"], "execution_field": ["execution.nosuch"],
     "grids_empty": ["grids", "empty list"], "grids_list": ["grids", "[5]"], "grids_field": ["grids[0]", "nosuch"],
     "top_field": ["nosuch", "unknown field"], "range": ["[1, 2, 3]"], "axis_empty": ["method", "empty list"],
+    "pattern_width": ["pattern", "2:3", "width 32", "M=3", "2, 4, 8, 16, 32"],
+    "pattern_width_axis": ["pattern", "1:6", "M=6"],
+    "world_2_5": ["model world: pattern 2:5", "2:5", "width 192", "hidden_size", "M=5", "2, 4, 8, 16, 32, 64"],
+    "world_3_8": ["grids[2]", "1:3", "width 512", "intermediate_size", "M=3"],
 }
 CASES += [(f"run {{W}}/grids/{name}.yaml --store {{W}}/g.db", GRID_EXPECT[name]) for name in GRIDS if name != "ok"]
 CASES += [(f"run {{W}}/grids/{name}.yaml --store {{W}}/g.db --dry-run", GRID_EXPECT[name])
-          for name in ("grids_empty", "synthetic_temperature", "execution_device")]
+          for name in ("grids_empty", "synthetic_temperature", "execution_device", "pattern_width", "world_2_5")]
 
 
 def _id(case):
-    return case[0].replace("{W}/", "").replace("{M}", "M")[:90]
+    return case[0].replace("{W}/", "").replace("{M}", "M")[:90] or "(no arguments)"
 
 
 @pytest.mark.parametrize("argv,expect", CASES, ids=[_id(c) for c in CASES])
@@ -488,17 +597,17 @@ def test_dry_run_creates_no_store(work, capsys):
 
 
 def test_deterministic_failure_is_not_retried_and_its_reason_printed(work, tmp_path, capsys):
-    """A pattern the width cannot take fails the same way every time: one attempt, and
-    `calib run` prints why."""
+    """A model with NaN weights fails the same way every time: one attempt, and `calib run`
+    prints why. (A pattern the widths cannot take no longer gets this far: the grid is an error.)"""
     from calib.cli import main
     from calib.experiments import Store
-    _, M = work
+    W, _ = work
     grid = tmp_path / "g.yaml"
-    grid.write_text(yaml.safe_dump({"model": str(M), "pattern": "2:3", "suite": {"name": "ppl", "n_alpaca": 8},
+    grid.write_text(yaml.safe_dump({"model": str(W / "nan"), "suite": {"name": "ppl", "n_alpaca": 8},
                                     "calibration": {"nsamples": 2, "seqlen": 16, "pool": 20}}))
     assert main(["run", str(grid), "--store", str(tmp_path / "r.db"), "--retries", "3", "--no-progress"]) == 1
     err = capsys.readouterr().err
-    assert "failed" in err and "pattern 2:3: width 32" in err and "not divisible by M=3" in err
+    assert "failed" in err and "non-finite activations" in err
     assert "1 jobs: 0 already done, 0 done, 1 failed" in err
     with Store(tmp_path / "r.db") as s:
         (row,) = s.rows(status="failed")
@@ -523,3 +632,107 @@ def test_stale_prune_folders_of_dead_processes_are_removed(work, tmp_path, capsy
     assert main(["prune", "--model", str(M), "--method", "magnitude", "--out", str(out), "--no-progress"]) == 0
     assert (out / "prune_report.json").is_file()
     assert not any(d.exists() for d in stale) and mine.exists()
+
+
+def test_stale_temporary_files_of_dead_processes_are_removed(work, tmp_path, capsys):
+    """A killed write leaves ``.NAME.HOST-PID.tmp`` (``.NAME.PID.tmp`` before); the next write
+    of NAME removes those of dead processes on this host, and nothing else."""
+    import socket
+
+    from calib.cli import main
+    W, _ = work
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    host = socket.gethostname()
+    out = tmp_path / "r.csv"
+    stale = [tmp_path / f".r.csv.{gone.pid}.tmp", tmp_path / f".r.csv.{host}-{gone.pid}.tmp"]
+    keep = [tmp_path / f".r.csv.{host}-{os.getppid()}.tmp",  # a live process's write in progress
+            tmp_path / f".r.csv.otherhost-{gone.pid}.tmp",  # another host's: never known dead here
+            tmp_path / f".r.csv.json.{host}-{gone.pid}.tmp"]  # another file's (r.csv.json)
+    for f in (*stale, *keep):
+        f.write_text("half a file")
+    assert main(["results", "--store", str(W / "calib.db"), "--csv", str(out)]) == 0
+    assert out.is_file() and "alpaca_ppl" in out.read_text()
+    assert not any(f.exists() for f in stale) and all(f.exists() for f in keep)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["r.csv", *(f.name for f in keep)])
+
+
+def test_an_interrupted_write_is_cleaned_by_the_next(tmp_path):
+    """A process killed inside atomic_write (between writing the temporary and renaming it)
+    leaves its temporary; the next write of the same file removes it."""
+    from calib.io import atomic_write
+    target = tmp_path / "x.json"
+    code = ("import os, sys; sys.path.insert(0, sys.argv[2]); import calib.io as io\n"
+            "os.replace = lambda *a: os.kill(os.getpid(), 9)\n"  # die where a crash would hurt most
+            "io.atomic_write(sys.argv[1], 'new')")
+    p = subprocess.run([sys.executable, "-c", code, str(target), str(Path(__file__).parents[1])])
+    assert p.returncode == -9
+    (left,) = tmp_path.iterdir()
+    assert left.name.startswith(".x.json.") and left.name.endswith(".tmp")
+    atomic_write(target, "ok")
+    assert [f.name for f in tmp_path.iterdir()] == ["x.json"] and target.read_text() == "ok"
+
+
+# ------------------------------------------------------------------ in subprocesses: limits a test process cannot take
+def _unprivileged():
+    """The command prefix that runs a process without root's override of file permissions
+    (a read-only folder is writable to root); None where that cannot be arranged."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv and subprocess.run([setpriv, "--bounding-set=-dac_override", "true"]).returncode == 0:
+        return [setpriv, "--bounding-set=-dac_override"]
+    return None
+
+
+READ_ONLY = [  # {R} a read-only folder inside the work folder
+    ("evaluate --model {M} --suite ppl --ppl 2 --heldout 0 --json {R}/r.json", ["--json", "read-only"]),
+    ("run {W}/grids/ok.yaml --store {R}/s.db --dry-run", ["--store", "read-only"]),
+    ("run {W}/grids/ok.yaml --store {R}/s.db", ["--store", "read-only"]),
+    ("results --store {W}/calib.db --csv {R}/r.csv", ["--csv", "read-only"]),
+    ("prune --model {M} --nsamples 2 --seqlen 16 --no-progress --out {R}/pruned", ["--out", "read-only"]),
+    ("sample world/pretrain --model {M} --seqlen 8 --nsamples 2 --out {R}/s.pt", ["--out", "read-only"]),
+    ("generate world/pretrain --out {R}/g.jsonl --ndocs 2 --model {M}", ["--out", "read-only"]),
+    ("filter {W}/good.jsonl --out {R}/f.jsonl --model {M}", ["--out", "read-only"]),
+    ("similarity world/web world/pretrain --ndocs 2 --out {R}/s.json", ["--out", "read-only"]),
+    ("world tasks --out {R}/tasks", ["read-only"]),
+    ("world build --model {M} --report {R}/report.json", ["--report", "read-only"]),
+    ("world build --retrain --model {R}/wm --no-report --steps 1", ["--model", "read-only"]),
+]
+
+
+@pytest.mark.parametrize("argv,expect", READ_ONLY, ids=[_id(c) for c in READ_ONLY])
+def test_read_only_output(work, argv, expect):
+    """Every output path in a read-only folder: one line before any work, --dry-run too."""
+    import shlex
+    W, M = work
+    prefix = _unprivileged()
+    if prefix is None:
+        pytest.skip("running as root without setpriv: a read-only folder is writable")
+    R = W / "readonly"
+    before = snapshot(W)
+    args = shlex.split(argv.format(W=W, M=M, R=R))
+    p = subprocess.run([*prefix, sys.executable, "-m", "calib.cli", *args], capture_output=True, text=True,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    _check(p.returncode, p.stderr, [e.format(W=W, M=M, R=R) for e in expect] + [str(R)], argv)
+    assert not _diff(before, snapshot(W)), (argv, _diff(before, snapshot(W)))
+
+
+def test_sample_under_a_memory_limit(work):
+    """`calib sample world/pretrain --nsamples 10000000` under a memory limit: one line, at once
+    (it was a MemoryError after 55 s)."""
+    import resource
+    import time
+    W, _ = work
+    limit = 3 << 30
+
+    def cap():
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    before = snapshot(W)
+    t0 = time.perf_counter()
+    p = subprocess.run([sys.executable, "-m", "calib.cli", "sample", "world/pretrain", "--nsamples", "10000000",
+                        "--out", str(W / "s.pt")], capture_output=True, text=True, preexec_fn=cap,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    _check(p.returncode, p.stderr, ["nsamples 10000000 x seqlen 512", "GB", "valid: nsamples <="], "memory")
+    assert time.perf_counter() - t0 < 60
+    assert not _diff(before, snapshot(W))

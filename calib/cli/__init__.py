@@ -15,8 +15,22 @@ from calib.errors import CalibError
 MODULES = ("calib.cli.world", "calib.cli.data", "calib.cli.prune", "calib.cli.evaluate", "calib.cli.experiments")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's parser with its errors (a bad type, a missing argument, an unknown choice) on
+    one line, as calib's own: ``calib prune: error: ...``, exit code 2, no usage block.
+    Sub-command parsers are made of the same class (argparse uses the parent's)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.set_defaults(_parser=self)  # the deepest sub-command's parser wins: it names the command
+
+    def error(self, message):
+        print(f"{self.prog}: error: {message}; see {self.prog} --help", file=sys.stderr)
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="calib",
         description="Calibration data for pruning LLMs (Ji et al., ICLR 2025), reproduced.",
     )
@@ -29,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # said by the sub-command that was given them, not by `calib`
+        args._parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         rc = args.func(args)
     except CalibError as e:  # one line, whatever the message carries

@@ -6,7 +6,7 @@ import json
 import sys
 
 from calib import data, filters, synth
-from calib.errors import CalibError
+from calib.errors import CalibError, integer
 from calib.io import atomic_write, check_output
 
 SOURCE_HELP = ("a world source (world/pretrain, world/web, world/encyclopedia, world/mixed, "
@@ -16,12 +16,18 @@ MODEL_HELP = "model folder (save_pretrained) or alias world | world-qwen; defaul
 FMT = argparse.ArgumentDefaultsHelpFormatter
 
 
+def _device(args) -> str:
+    """--device, checked by the one function every sub-command uses, before any work."""
+    from calib import models
+    return models.device(args.device)
+
+
 def _load(args):
     import torch
     from calib import models
-    dev = models.device(args.device)  # a bad device fails before the weights are read
+    dev = _device(args)
     torch.manual_seed(0)
-    model, tok = models.load(args.model or "world")
+    model, tok = models.load(args.model or "world", progress=not getattr(args, "no_progress", False))
     return model.to(dev), tok
 
 
@@ -35,6 +41,7 @@ def cmd_sample(args) -> int:
 
     import torch
     from calib import models
+    _device(args)  # unused by sampling, but a bad one is an error here as everywhere
     if args.out:
         check_output(args.out, "--out")
         check_output(str(args.out) + ".json", "--out")
@@ -63,12 +70,16 @@ def cmd_generate(args) -> int:
     sampling = synth.check_options(args.prefix_len, args.max_new_tokens, args.batch_size, args.seed,
                                    dict(top_k=args.top_k, top_p=args.top_p, temperature=args.temperature,
                                         repetition_penalty=args.repetition_penalty))
+    integer("--ndocs", args.ndocs, 1)
     check_output(args.out, "--out")
+    check_output(synth.meta_path(args.out), "--out")
+    _device(args)
     texts = data.load_texts(args.source, args.ndocs, args.text_field)
     model, tok = _load(args)
     rows = synth.generate(model, tok, texts, args.out, prefix_len=args.prefix_len,
                           max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed,
-                          sampling=sampling, skip_short=args.skip_short, source=args.source)
+                          sampling=sampling, skip_short=args.skip_short, source=args.source,
+                          progress=not args.no_progress)
     print(f"{len(rows)} synthetic texts in {args.out} ({sum(r['new_tokens'] for r in rows)} new tokens)")
     return 0
 
@@ -79,11 +90,12 @@ def cmd_filter(args) -> int:
     filters.check_k(args.k)
     filters.check_batch_size(args.batch_size)
     check_output(args.out, "--out")
+    _device(args)
     rows, texts = data.jsonl_texts(args.input, args.text_field)
     if not rows:
         raise CalibError(f"{args.input} is empty: nothing to filter")
     model, tok = _load(args)
-    ppl = filters.perplexities(model, tok, texts, batch_size=args.batch_size)
+    ppl = filters.perplexities(model, tok, texts, batch_size=args.batch_size, progress=not args.no_progress)
     ok = ~np.isnan(ppl)
     if not ok.any():
         raise CalibError(f"no text in {args.input} has the 2 tokens a perplexity needs: nothing to filter")
@@ -106,8 +118,13 @@ def cmd_similarity(args) -> int:
     filters.check_batch_size(args.batch_size)
     if args.mink is not None:
         filters.check_k(args.mink, allow_100=True)
+    integer("--ndocs", args.ndocs, 1)
     if args.out:
         check_output(args.out, "--out")
+    _device(args)  # used by --mink only, but a bad one is an error here as everywhere
+    if args.mink is not None:
+        from calib import models
+        models.check_causal_lm(args.model or "world")  # before the corpora are read
     a = data.load_texts(args.a, args.ndocs, args.text_field)
     b = data.load_texts(args.b, args.ndocs, args.text_field)
     out = {"a": args.a, "b": args.b, "documents": [len(a), len(b)], "n": args.n, "num_perm": args.num_perm,
@@ -119,7 +136,8 @@ def cmd_similarity(args) -> int:
     if args.mink is not None:
         model, tok = _load(args)
         for key, texts in (("a", a), ("b", b)):
-            s = filters.mink_pp(model, tok, texts, args.mink, batch_size=args.batch_size)
+            s = filters.mink_pp(model, tok, texts, args.mink, batch_size=args.batch_size,
+                                progress=not args.no_progress)
             out[f"mink_pp_{key}"] = {"k": args.mink, "mean": float(np.nanmean(s)), "std": float(np.nanstd(s))}
     if args.out:
         _write_json(args.out, out)
@@ -128,11 +146,13 @@ def cmd_similarity(args) -> int:
 
 
 # ---------------------------------------------------------------------------- parser
-def _common(p, model=True):
+def _common(p, model=True, progress=True):
     p.add_argument("--text-field", default="text", help="field that holds the text in local files")
     if model:
         p.add_argument("--model", default=None, help=MODEL_HELP)
         p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    if progress:
+        p.add_argument("--no-progress", action="store_true", help="no progress bars (model loading included)")
 
 
 def add_parser(sub) -> None:
@@ -151,7 +171,7 @@ def add_parser(sub) -> None:
     p.add_argument("--pool", type=int, default=None,
                    help="documents read from the source (default: 2000 world, 5000 hub, all of a file)")
     p.add_argument("--out", default=None, help="save {input_ids, meta} with torch.save (+ OUT.json meta)")
-    _common(p)
+    _common(p, progress=False)
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("generate", formatter_class=FMT, help="self-generate synthetic calibration texts",

@@ -48,6 +48,8 @@ def _run_cmd(args) -> int:
         raise CalibError(f"--ray-num-cpus must be >= 1, got {args.ray_num_cpus}")
     if args.plan:
         return _plan(args)
+    from calib.io import check_output
+    check_output(args.store, "--store")  # what the run would write, under --dry-run too
     jobs = expand_grid(args.grid)
     if args.dry_run:  # reads the store if there is one; creates nothing
         status = {}

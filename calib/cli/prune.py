@@ -122,41 +122,46 @@ def handler(args) -> int:
         raise CalibError(f"--batch-size {args.batch_size} must be >= 1")
     check_choice("dtype", args.dtype, ["auto", *DTYPES])
     data.check_seed(args.seed, "--seed")
-    device(args.device)
+    dev = device(args.device)
     # the calibration source and mode are checked for every method, magnitude too
     mode = args.calib_mode or data.default_mode(args.calib)
     check_choice("sampling mode", mode, data.MODES)
     out = check_output(args.out, "--out", folder=True)
     _check_out(out, args.overwrite)
     config = model_config(args.model)
+    methods.check_architecture(config)
+    setting.check_widths(config)  # N:M against the linears' widths, from config.json
     clean_stale(out)  # checkpoint-sized folders of killed runs: gone before this run adds its own
 
     import torch
 
     import calib
     from calib.io import atomic_folder
-    from calib.models import context_length, load, model_path
+    from calib.models import context_length, input_widths, load, load_tokenizer, model_path
     from calib.prune.engine import prune
-    from calib.prune.sequential import check_architecture
 
-    check_architecture(config)
     ctx = context_length(config)
     seqlen = data.default_seqlen(ctx) if args.seqlen is None else args.seqlen
     if ctx is not None and seqlen > ctx:
         raise CalibError(f"--seqlen {seqlen} is longer than the model's context ({ctx} tokens)")
 
-    timings = {}
-    model, tokenizer = load(args.model, dtype=args.dtype)
-    timings["load_s"] = time.perf_counter() - t0
-
-    t = time.perf_counter()
+    timings = {"calibration_s": 0.0}
     ids = None
     if setting.data_free:  # magnitude (or nothing to prune) needs no data
         mode = None
-    else:
-        ids = data.calibration_tensor(args.calib, tokenizer, nsamples=args.nsamples, seqlen=seqlen,
-                                      seed=args.seed, mode=mode)
-    timings["calibration_s"] = time.perf_counter() - t
+    else:  # the ids, and the activation buffer [nsamples, seqlen, hidden] where it sits in host memory
+        dtype = args.dtype if args.dtype != "auto" else config.get("dtype") or config.get("torch_dtype")
+        on_host = not args.no_offload or dev == "cpu"
+        buffer = (2 if dtype in ("bfloat16", "float16") else 4) * input_widths(config).get("hidden_size", 0)
+        data.check_memory(args.nsamples, seqlen, 16 + buffer * on_host, "its token ids and the activation buffer")
+        # the calibration set before the weights: a bad source fails before a large model loads
+        t = time.perf_counter()
+        ids = data.calibration_tensor(args.calib, load_tokenizer(args.model), nsamples=args.nsamples,
+                                      seqlen=seqlen, seed=args.seed, mode=mode)
+        timings["calibration_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    model, tokenizer = load(args.model, dtype=args.dtype, progress=not args.no_progress)
+    timings["load_s"] = time.perf_counter() - t
 
     torch.manual_seed(args.seed)
     t = time.perf_counter()

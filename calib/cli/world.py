@@ -44,11 +44,13 @@ def add_parser(sub) -> None:
 
 
 def _build(args) -> int:
-    from calib.errors import CalibError, check_choice
+    from calib.errors import CalibError, check_choice, integer
     from calib.io import atomic_write, check_output
     from calib.models import device, load
     from calib.world import model as wm
     check_choice("architecture", args.arch, wm.ARCHS)
+    device(args.device)  # every sub-command checks --device, whether it trains or not
+    integer("--steps", args.steps, 1, none=True)
     recipe = wm.RECIPE if args.arch == "llama" else wm.QWEN_RECIPE
     target = args.model or (wm.MODEL_DIR if args.arch == "llama" else wm.QWEN_DIR)
     exists = (target / "config.json").is_file()
@@ -57,7 +59,6 @@ def _build(args) -> int:
         check_output(args.report or REPORT_PATH, "--report")
     if args.retrain or not exists:
         from calib.io import atomic_folder
-        device(args.device)
         check_output(target, "--model", folder=True)
         print(f"training the {args.arch} world model from its recipe into {target} ...")
         with atomic_folder(target) as tmp:  # nothing half-written at the target

@@ -69,6 +69,8 @@ class Job:
         self._setting = methods.Setting.of(self.method, self.sparsity, self.pattern, opts,
                                            names={f: f for f in ("method", "pattern", "sparsity", "options")})
         self.sparsity, self.options = self._setting.sparsity, self._setting.options
+        with at(f"model {self.model}"):  # N:M against the linears' widths in config.json
+            self._setting.check_widths(config)
         with at("dtype"):
             check_choice("dtype", self.dtype, DTYPES)
 

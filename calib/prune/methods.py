@@ -170,6 +170,22 @@ class Setting:
             opts = resolve_options(method, dict(options or {}))
         return cls(method=method, sparsity=s, pattern=pattern, nm=nm, options=opts)
 
+    def check_widths(self, config) -> None:
+        """An N:M pattern groups M consecutive inputs of every linear: each input width (from the
+        model's config, before any weight is read) must be divisible by M."""
+        if self.nm is None:
+            return
+        from calib.models import input_widths
+        n, m = self.nm
+        widths = input_widths(config)
+        for what, w in widths.items():
+            if w % m:
+                distinct = sorted(set(widths.values()))
+                g = math.gcd(*distinct)
+                valid = ", ".join(str(d) for d in range(2, g + 1) if g % d == 0) or "none"
+                raise CalibError(f"pattern {n}:{m}: width {w} ({what}) is not divisible by M={m}; "
+                                 f"valid M for this model (dividing {' and '.join(map(str, distinct))}): {valid}")
+
     @property
     def data_free(self) -> bool:
         """Masks need no calibration data: magnitude pruning, or nothing to prune."""
