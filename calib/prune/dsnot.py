@@ -88,6 +88,20 @@ def _towards_zero(err, r_val, p_val):
     return ok if p_val is None else ok & (p_val * s <= 0)
 
 
+def _swapping(active, err, threshold, empty, towards, same_sign, after, sign0):
+    """The guarded walk's rows that swap this cycle, and its own stops among the rows still going
+    (|err| above the threshold): ``no_candidate`` (a list used up) and ``wrong_sign`` (the guard);
+    with same_sign, a swap must also keep err's initial sign (``after``: err after the swap)."""
+    going = active & (err.abs() > threshold)
+    no_candidate = going & empty
+    going = going & ~no_candidate
+    wrong_sign = going & ~towards
+    active = going & towards
+    if same_sign:
+        active = active & (torch.sign(after) == sign0)
+    return active, no_candidate, wrong_sign
+
+
 def _advance(lo, hi, from_top):
     step = from_top.long()
     return lo + (1 - step), hi - step
@@ -138,14 +152,9 @@ def dsnot_unstructured(
         p_idx, p_empty = _pick(prune_order, p_lo, p_hi, prune_top)
         r_val = dsnot_metric.gather(1, r_idx)
         p_val = dsnot_metric.gather(1, p_idx)
-        going = active & (err.abs() > update_threshold)
-        no_candidate = going & (r_empty | p_empty)
-        going = going & ~no_candidate
-        towards = _towards_zero(err, r_val, p_val)
-        wrong_sign = going & ~towards
-        active = going & towards
-        if same_sign:
-            active = active & (torch.sign(err + p_val - r_val) == sign0)
+        active, no_candidate, wrong_sign = _swapping(active, err, update_threshold, r_empty | p_empty,
+                                                     _towards_zero(err, r_val, p_val), same_sign,
+                                                     err + p_val - r_val, sign0)
         a = active[:, 0]
         mask[row_ids[a], p_idx[a, 0]] = True
         mask[row_ids[a], r_idx[a, 0]] = False
@@ -204,14 +213,9 @@ def dsnot_nm(
         none_left = torch.isinf(best[0][:, :1])
         r_val = dsnot_metric.gather(1, r_idx)
         p_val = dsnot_metric.gather(1, p_idx)
-        going = active & (err.abs() > update_threshold)
-        no_candidate = going & (r_empty | none_left)
-        going = going & ~no_candidate
-        towards = _towards_zero(err, r_val, None)
-        wrong_sign = going & ~towards
-        active = going & towards
-        if same_sign:
-            active = active & (torch.sign(err + p_val - r_val) == sign0)
+        active, no_candidate, wrong_sign = _swapping(active, err, update_threshold, r_empty | none_left,
+                                                     _towards_zero(err, r_val, None), same_sign,
+                                                     err + p_val - r_val, sign0)
         a = active[:, 0]
         mask[row_ids[a], p_idx[a, 0]] = True
         mask[row_ids[a], r_idx[a, 0]] = False
