@@ -9,7 +9,13 @@ The built HTML (``book/_build/html``, from ``make book``) is served on 127.0.0.1
 * an empty figure: an image or SVG in a cell output smaller than 20 px, or an image that is a single
   flat colour (an empty matplotlib figure);
 * a Python traceback in a cell output;
-* a page built from an executed notebook that shows no cell output at all.
+* a page built from an executed notebook that shows no cell output at all;
+* a table wider than its article at the 1280 px window: the article's text column, or, for a cell
+  tagged ``full-width``, the theme's full width (sphinx-book-theme hides the page's table of contents
+  while such a cell is in view); a table in a scrolling container counts at its full width, since
+  the columns past the edge are out of view;
+* a number cell that wraps: a table cell whose text has digits and no letters ("82.95 ± 1.02",
+  "62.52" with a subscript "0.21", "[-0.61, +0.67]") laid out on more than one line.
 
 Only 127.0.0.1 resolves in the browser, so the check is offline and an image hot-linked from the
 internet counts as broken (the book must be self-contained).
@@ -212,6 +218,70 @@ const MAX_SIDE = 1024;
 """
 
 
+# Runs in the page after PAGE_JS: every shown table in the article against its frame, and every
+# number cell's lines (text boxes that do not overlap vertically are on different lines; a
+# subscript overlaps its number's line, a wrapped part does not).
+LAYOUT_JS = r"""
+const article = document.querySelector('article.bd-article') || document.querySelector('article')
+  || document.querySelector('main') || document.body;
+const viewport = document.documentElement.clientWidth;
+function frame(table) {
+  const wide = table.closest('.tag_full-width, .tag_full_width, div.full-width, div.full_width');
+  const el = wide || article, r = el.getBoundingClientRect(), cs = getComputedStyle(el);
+  const pad = wide ? [0, 0] : [parseFloat(cs.paddingLeft) + parseFloat(cs.borderLeftWidth),
+                               parseFloat(cs.paddingRight) + parseFloat(cs.borderRightWidth)];
+  return {left: Math.max(0, r.left + pad[0]), right: Math.min(viewport, r.right - pad[1]), wide: !!wide};
+}
+function lines(cell) {
+  const rects = [];
+  const walk = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+  for (let n = walk.nextNode(); n; n = walk.nextNode()) {
+    if (!n.textContent.trim()) continue;
+    const range = document.createRange(); range.selectNodeContents(n);
+    for (const r of range.getClientRects()) if (r.width > 0.5 && r.height > 0.5) rects.push(r);
+  }
+  rects.sort((a, b) => a.top - b.top);
+  let count = rects.length ? 1 : 0, bottom = rects.length ? rects[0].bottom : 0;
+  for (const r of rects.slice(1)) {
+    if (r.top >= bottom - 1) { count += 1; bottom = r.bottom; } else bottom = Math.max(bottom, r.bottom);
+  }
+  return count;
+}
+const NUMBER = t => /\d/.test(t) && !/\p{L}/u.test(t);
+return Array.from(article.querySelectorAll('table')).filter(t => t.getClientRects().length > 0).map((t, k) => {
+  const r = t.getBoundingClientRect(), f = frame(t);
+  const cap = t.caption ? t.caption.innerText : (t.closest('.cell_output') ? '' : '(markdown table)');
+  const wrapped = [];
+  let numbers = 0;
+  for (const c of t.querySelectorAll('td, th')) {
+    const text = (c.innerText || '').trim();
+    if (!NUMBER(text)) continue;
+    numbers += 1;
+    const n = lines(c);
+    if (n > 1) wrapped.push({text: text.replace(/\s+/g, ' '), lines: n});
+  }
+  return {index: k + 1, caption: cap.trim().slice(0, 70), width: r.width, frame: f.right - f.left, wide: f.wide,
+          over: Math.max(r.right - f.right, f.left - r.left, 0), numbers, wrapped};
+});
+"""
+
+
+def layout_problems(docname: str, tables: list[dict]) -> list[str]:
+    """LAYOUT_JS's measurements -> one problem per table that overflows its frame, one per table
+    with wrapped number cells (how many, and the first few)."""
+    out = []
+    for t in tables:
+        name = f"table #{t['index']}" + (f" ({t['caption']!r})" if t["caption"] else "")
+        if t["over"] > 1:
+            where = "the theme's full width" if t["wide"] else "the article"
+            out.append(f"{docname}: {name} is {t['width']:.0f} px wide, {t['over']:.0f} px past {where} "
+                       f"({t['frame']:.0f} px) at a {WINDOW[0]} px window")
+        if t["wrapped"]:
+            eg = "; ".join(f"{w['text']!r} on {w['lines']} lines" for w in t["wrapped"][:3])
+            out.append(f"{docname}: {name}: {len(t['wrapped'])} of {t['numbers']} number cells wrap ({eg})")
+    return out
+
+
 def flat(img: dict) -> bool:
     """A single flat colour: what an empty matplotlib figure looks like."""
     return img.get("colours", 999) <= 2 or img.get("std", 999.0) < 1.0
@@ -264,6 +334,7 @@ def check_page(driver, base_url: str, docname: str, expect_outputs: bool,
         problems.append(f"{docname}: traceback in a cell output: {last_line}")
     if expect_outputs and info["outputs"] == 0:
         problems.append(f"{docname}: executed notebook page shows no cell output")
+    problems += layout_problems(docname, driver.execute_script(LAYOUT_JS))
     return problems
 
 
