@@ -103,8 +103,8 @@ def forest(per_task, title: str = ""):
 
 
 def synthetic_gain(cells, verdict=None, labels: dict | None = None):
-    """Table 2's claim at a glance: self-generated minus original data for each source (rows) and
-    method (columns), one row of panels per metric, each effect with its 95% CI; a diamond for the
+    """Table 2's claim at a glance: self-generated minus original data for each source, one row of
+    panels per method and one column per metric, each effect with its 95% CI; a diamond for the
     verdict's mean over sources (its CI, Holm-widened for a secondary part) and, for accuracy, a
     black ring for the paper's Δ on DCLM-7B. ``cells``: ``verdicts.table2_cells``; ``verdict``:
     ``verdicts.table2``; ``labels``: method -> the verdict part's label (default: table2, table2_<m>)."""
@@ -119,31 +119,30 @@ def synthetic_gain(cells, verdict=None, labels: dict | None = None):
     labels = labels or {m: "table2" if m == "wanda" else f"table2_{m}" for m in methods}
     parts = {(p.label, p.metric): p for p in (verdict.parts if verdict is not None else ())}
     y = {x: len(sources) - k for k, x in enumerate(sources)}  # sources top down, the mean below them
-    fig, axes = plt.subplots(len(metrics), len(methods), figsize=(3.6 * len(methods) + 1.2, 0.42 * (len(sources) + 1)
-                                                                  * len(metrics) + 1.4),
-                             sharey=True, sharex="row", squeeze=False)
-    for i, metric in enumerate(metrics):
-        for j, m in enumerate(methods):
+    fig, axes = plt.subplots(len(methods), len(metrics), figsize=(2.7 * len(metrics) + 1.6,
+                                                                  0.3 * (len(sources) + 1) * len(methods) + 1.3),
+                             sharey=True, sharex="col", squeeze=False)
+    for i, m in enumerate(methods):
+        for j, metric in enumerate(metrics):
             ax = axes[i][j]
-            d = cells[(cells.method == m) & (cells.metric == metric)]
-            for _, r in d.iterrows():
-                colour = source_colour(role(r.source))
+            for _, r in cells[(cells.method == m) & (cells.metric == metric)].iterrows():
                 ax.errorbar(r.effect, y[r.source], xerr=[[r.effect - r.ci_low], [r.ci_high - r.effect]], fmt="o",
-                            color=colour, ms=5, capsize=2, lw=1.2)
+                            color=source_colour(role(r.source)), ms=4, capsize=2, lw=1.1)
                 if np.isfinite(r.paper):
-                    ax.plot(r.paper, y[r.source], "o", mfc="none", mec="black", ms=8, mew=1)
+                    ax.plot(r.paper, y[r.source], "o", mfc="none", mec="black", ms=7, mew=1)
             part = parts.get((labels.get(m), metric))
             if part is not None and part.ci is not None:
                 ax.errorbar(part.effect, 0, xerr=[[part.effect - part.ci[0]], [part.ci[1] - part.effect]], fmt="D",
-                            color="black", ms=5, capsize=3, lw=1.5)
+                            color="black", ms=4.5, capsize=3, lw=1.4)
             ax.axvline(0, color="black", lw=0.8)
             ax.axhline(0.5, color="#bbbbbb", lw=0.6)
+            ax.tick_params(labelsize=8)
             if i == 0:
-                ax.set_title(METHOD_NAMES.get(m, m))
-            ax.set_xlabel(f"{METRICS.get(metric, metric)} ({UNITS.get(metric, '')})")
-        axes[i][0].set_yticks([0] + [y[x] for x in sources], ["mean over sources\n(the verdict)"]
-                              + [label(x) for x in sources])
-    fig.suptitle("Self-generated minus original calibration data at 60% (95% CIs; black rings: the paper's Δ, "
-                 "DCLM-7B)", fontsize=10)
+                ax.set_title(METRICS.get(metric, metric), fontsize=9)
+            if i == len(methods) - 1:
+                ax.set_xlabel(f"{METRICS.get(metric, metric)} ({UNITS.get(metric, '')})", fontsize=8)
+        axes[i][0].set_yticks([0] + [y[x] for x in sources], ["mean (verdict)"] + [label(x) for x in sources])
+        axes[i][0].set_ylabel(METHOD_NAMES.get(m, m), fontsize=9, fontweight="bold")
+    fig.suptitle("Self-generated minus original data, 60% (95% CIs; rings: the paper's Δ on DCLM-7B)", fontsize=9)
     fig.tight_layout()
     return fig
