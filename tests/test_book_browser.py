@@ -450,3 +450,103 @@ def test_checker_flags_broken_blank_missing(tmp_path, chromium):
         else:
             assert len(found[name]) == 1 and want in found[name][0], (name, found[name])
     assert (tmp_path / "shots" / "good.png").stat().st_size > 0
+
+
+def _table(cells: list[list[str]], width: str = "") -> str:
+    style = f' style="width: {width}"' if width else ""
+    return f"<table{style}>" + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in cells) + \
+        "</table>"
+
+
+def test_checker_flags_wide_tables_and_wrapped_number_cells(tmp_path, chromium):
+    site = tmp_path / "html"
+    site.mkdir()
+    art = '<article class="bd-article" style="width: 600px; padding: 0 20px">{}</article>'
+    full = '<div class="cell tag_full-width" style="width: 800px">{}</div>'
+    text = "a long sentence that is free to wrap onto several lines in a narrow column " * 2
+    pages = {  # docname: (article body, the substrings its problems must contain, in order)
+        "fits": (_output(_table([["62.52<sub>0.21</sub>", '<span style="white-space: nowrap">[-0.61, +0.67]</span>',
+                                  text]]))
+                 + full.format(_output(_table([["1.00"] * 4], width="780px"))), []),
+        "wide": (_output('<div style="overflow-x: auto">' + _table([["1.00"] * 4], width="700px") + "</div>"),
+                 ["is 700 px wide, 100 px past the article (600 px)"]),
+        "too_wide_even_full": (full.format(_output(_table([["1.00"] * 4], width="900px"))),
+                               ["100 px past the theme's full width (800 px)"]),
+        "wraps": (_output(_table([["82.95 ± 1.02", "[-10.94, +8.26]", "ok"]], width="90px")),
+                  ["2 of 2 number cells wrap ('82.95 ± 1.02' on"]),
+    }
+    for name, (body, _) in pages.items():
+        (site / f"{name}.html").write_text(_page(art.format(body)))
+    with serve(site) as url:
+        found = {name: check_page(chromium, url, name, True) for name in pages}
+    for name, (_, want) in pages.items():
+        assert len(found[name]) == len(want) and all(w in p for w, p in zip(want, found[name])), (name, found[name])
+
+
+# ---------------------------------------------------------------------------------------------
+# The book's tables at the toy profile's size, laid out by the built book's own theme and CSS.
+
+def _toy_tables() -> dict[str, tuple[str, bool]]:
+    """name -> (HTML, in a full-width cell): calib's tables as the toy book prints them, at their widest."""
+    import numpy as np
+    import pandas as pd
+
+    from calib import book as C
+    g = np.random.default_rng(0)
+    cols = ["Alpaca (↓)", "BoolQ", "Winogrande", "PIQA", "HellaSwag", "ARC-e", "ARC-c", "MMLU", "Avg.", "Δ"]
+    idx = pd.MultiIndex.from_product([[C.label(x) for x in C.WORLD_SOURCES], ["original", "w/ Syn"]],
+                                     names=["source", "data"])
+    mean = pd.DataFrame(g.uniform(40, 99.99, (8, 10)), index=idx, columns=cols)
+    mean["Alpaca (↓)"], mean["Δ"] = g.uniform(2, 9.99, 8), [np.nan, -11.23] * 4
+    std = pd.DataFrame(g.uniform(5, 9.99, (8, 10)), index=idx, columns=cols)  # 500 items: std < 10 points
+    std["Alpaca (↓)"] = g.uniform(0.5, 0.99, 8)
+    table2 = C.styled(mean, std, lower=["Alpaca (↓)"], exclude=["Δ"], signed=["Δ"],
+                      caption="World, Wanda at 60%: mean over 4 seeds; best in bold", spread="std over 4 seeds")
+    by_source = pd.DataFrame(g.uniform(40, 99.99, (5, 4)), index=["SparseGPT", "Wanda", "DSnoT", "OWL", "Syn"],
+                             columns=[C.label(x) for x in C.WORLD_SOURCES])
+    sources = C.styled(by_source, by_source * 0 + 9.99, axis=1, caption="World, 60%: average accuracy (%), mean "
+                       "over seeds; best source per method in bold", spread="std over 4 seeds")
+    claim = "Wanda at 60%: self-generated from pretrain (DCLM) data minus that data, mean over sources and prefixes"
+    rows = [{"comparison": claim, "metric": m, "effect": -123.45, "CI": "98.3%: [-128.06, -110.20]",
+             "CI half-width": 19.13, "MDE (80% power)": 18.77, "n": "4 vs 2 seeds x 3,500 items on 1,359 facts",
+             "paper": 0.37 if m == "accuracy" else "every prefix beats the original data; 1-4 tokens best",
+             "outcome": "Contradicted (p = 0.001 (Holm, 3 parts; unadjusted 0.000))",
+             "for ±0.5 points it would take": "out of reach: the knowledge base has 1,968 facts to ask about; with "
+                                              "all of them and 20x the seeds the half-width would be ±2.06"}
+            for m in ("accuracy", "log-score")]
+    verdict = C.verdict_table(pd.DataFrame(rows * 4), "Verdict: effects with 95% CIs")
+    return {"Table 2 block": (table2.to_html(), True), "method x source": (sources.to_html(), False),
+            "verdict": (verdict, False)}
+
+
+def test_toy_size_tables_fit_the_built_books_pages(tmp_path, book_url, chromium):
+    """styled() and verdict_table() at the toy book's widest, in a page of the built book: none may
+    overflow or wrap a number, so a bigger profile cannot break the layout the smoke book passes."""
+    page = HTML / "book" / "table2_synthetic.html"
+    if not page.exists():
+        unavailable(f"no built chapter at {page}: " + BUILD_HINT)
+    src = page.read_text()
+    start, end = src.index('<article class="bd-article">'), src.index("</article>")
+    cell = '<div class="cell{} docutils container"><div class="cell_output docutils container">' \
+           '<div class="output text_html">{}</div></div></div>'
+    body = "".join(cell.format(" tag_full-width" if wide else "", html) for html, wide in _toy_tables().values())
+    site = tmp_path / "html"
+    (site / "book").mkdir(parents=True)
+    for d in ("_static", "_images"):
+        if (HTML / d).exists():
+            (site / d).symlink_to(HTML / d)
+    intro = "<p>" + "A chapter opens with its text, so its tables start below the page's contents. " * 12 + "</p>"
+    (site / "book" / "toy.html").write_text(src[:start] + '<article class="bd-article"><section><h1>The toy '
+                                            'book\'s tables</h1>' + intro * 2 + body + "</section>" + src[end:])
+    with serve(site) as url:
+        problems = check_page(chromium, url, "book/toy", True, screenshot=SHOTS / "toy-size-tables.png")
+    assert problems == []
+
+
+def test_table2_chapter_opens_with_its_figure(book_url, chromium):
+    """The chapter's first cell output is the figure of its claim (self-generated minus original)."""
+    chromium.get(f"{book_url}/book/table2_synthetic.html")
+    first = chromium.execute_script(
+        "const o = document.querySelector('article .cell_output'); "
+        "return o ? {img: !!o.querySelector('img'), text: o.innerText.trim().slice(0, 80)} : null;")
+    assert first and first["img"], f"the first output of the Table 2 chapter is not a figure: {first}"

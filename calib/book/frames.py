@@ -153,7 +153,8 @@ def styled(mean, std=None, best: str = "max", axis: int = 0, digits: int = 2, lo
 
 
 VERDICT_CSS = ("table.calib-verdict td.num{white-space:nowrap;text-align:right;font-variant-numeric:tabular-nums}"
-               "table.calib-verdict th.part{text-align:left;font-weight:normal;padding-top:0.6em}"
+               "table.calib-verdict th.part{text-align:left;font-weight:600;padding-top:0.6em}"
+               "table.calib-verdict .note{font-weight:normal}"
                "table.calib-verdict .level,table.calib-verdict .note{font-size:0.85em;opacity:0.75}")
 VERDICT_COLUMNS = {"metric": "metric", "effect": "effect", "CI": "95% CI", "CI half-width": "± (CI half-width)",
                    "MDE (80% power)": "MDE", "paper": "paper", "outcome": "outcome"}
@@ -177,6 +178,10 @@ def verdict_table(t: "pd.DataFrame", caption: str = "") -> str:
         level, _, interval = str(text).rpartition(": ")
         return (f'<span class="level">{esc(level)}</span> ' if level else "") + esc(interval)
 
+    def outcome(text):  # "Inconclusive (p = 0.471 (Holm, ...))" -> the word bold, the p small
+        word, _, rest = str(text).partition(" (")
+        return f"<b>{esc(word)}</b>" + (f' <span class="note">({esc(rest)}</span>' if rest else "")
+
     head = "".join(f"<th>{html.escape(v)}</th>" for v in VERDICT_COLUMNS.values())
     rows = []
     for claim, g in t.groupby("comparison", sort=False):
@@ -195,7 +200,7 @@ def verdict_table(t: "pd.DataFrame", caption: str = "") -> str:
             cells = [f"<td>{metric}</td>", f'<td class="num">{num(r["effect"], "{:+.2f}")}</td>',
                      f'<td class="num">{ci(r["CI"])}</td>', f'<td class="num">{num(r["CI half-width"], "{:.2f}")}</td>',
                      f'<td class="num">{num(r["MDE (80% power)"], "{:.2f}")}</td>',
-                     f'<td class="num">{num(paper, "{:+.2f}")}</td>', f"<td>{esc(r['outcome'])}</td>"]
+                     f'<td class="num">{num(paper, "{:+.2f}")}</td>', f"<td>{outcome(r['outcome'])}</td>"]
             rows.append("<tr>" + "".join(cells) + "</tr>")
     cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
     return (f"<style>{VERDICT_CSS}</style><table class=\"calib-table calib-verdict\">{cap}<thead><tr>{head}</tr></thead>"
