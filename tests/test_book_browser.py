@@ -9,7 +9,13 @@ The built HTML (``book/_build/html``, from ``make book``) is served on 127.0.0.1
 * an empty figure: an image or SVG in a cell output smaller than 20 px, or an image that is a single
   flat colour (an empty matplotlib figure);
 * a Python traceback in a cell output;
-* a page built from an executed notebook that shows no cell output at all.
+* a page built from an executed notebook that shows no cell output at all;
+* a table wider than its article at the 1280 px window: the article's text column, or, for a cell
+  tagged ``full-width``, the theme's full width (sphinx-book-theme hides the page's table of contents
+  while such a cell is in view); a table in a scrolling container counts at its full width, since
+  the columns past the edge are out of view;
+* a number cell that wraps: a table cell whose text has digits and no letters ("82.95 ± 1.02",
+  "62.52" with a subscript "0.21", "[-0.61, +0.67]") laid out on more than one line.
 
 Only 127.0.0.1 resolves in the browser, so the check is offline and an image hot-linked from the
 internet counts as broken (the book must be self-contained).
@@ -212,6 +218,70 @@ const MAX_SIDE = 1024;
 """
 
 
+# Runs in the page after PAGE_JS: every shown table in the article against its frame, and every
+# number cell's lines (text boxes that do not overlap vertically are on different lines; a
+# subscript overlaps its number's line, a wrapped part does not).
+LAYOUT_JS = r"""
+const article = document.querySelector('article.bd-article') || document.querySelector('article')
+  || document.querySelector('main') || document.body;
+const viewport = document.documentElement.clientWidth;
+function frame(table) {
+  const wide = table.closest('.tag_full-width, .tag_full_width, div.full-width, div.full_width');
+  const el = wide || article, r = el.getBoundingClientRect(), cs = getComputedStyle(el);
+  const pad = wide ? [0, 0] : [parseFloat(cs.paddingLeft) + parseFloat(cs.borderLeftWidth),
+                               parseFloat(cs.paddingRight) + parseFloat(cs.borderRightWidth)];
+  return {left: Math.max(0, r.left + pad[0]), right: Math.min(viewport, r.right - pad[1]), wide: !!wide};
+}
+function lines(cell) {
+  const rects = [];
+  const walk = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+  for (let n = walk.nextNode(); n; n = walk.nextNode()) {
+    if (!n.textContent.trim()) continue;
+    const range = document.createRange(); range.selectNodeContents(n);
+    for (const r of range.getClientRects()) if (r.width > 0.5 && r.height > 0.5) rects.push(r);
+  }
+  rects.sort((a, b) => a.top - b.top);
+  let count = rects.length ? 1 : 0, bottom = rects.length ? rects[0].bottom : 0;
+  for (const r of rects.slice(1)) {
+    if (r.top >= bottom - 1) { count += 1; bottom = r.bottom; } else bottom = Math.max(bottom, r.bottom);
+  }
+  return count;
+}
+const NUMBER = t => /\d/.test(t) && !/\p{L}/u.test(t);
+return Array.from(article.querySelectorAll('table')).filter(t => t.getClientRects().length > 0).map((t, k) => {
+  const r = t.getBoundingClientRect(), f = frame(t);
+  const cap = t.caption ? t.caption.innerText : (t.closest('.cell_output') ? '' : '(markdown table)');
+  const wrapped = [];
+  let numbers = 0;
+  for (const c of t.querySelectorAll('td, th')) {
+    const text = (c.innerText || '').trim();
+    if (!NUMBER(text)) continue;
+    numbers += 1;
+    const n = lines(c);
+    if (n > 1) wrapped.push({text: text.replace(/\s+/g, ' '), lines: n});
+  }
+  return {index: k + 1, caption: cap.trim().slice(0, 70), width: r.width, frame: f.right - f.left, wide: f.wide,
+          over: Math.max(r.right - f.right, f.left - r.left, 0), numbers, wrapped};
+});
+"""
+
+
+def layout_problems(docname: str, tables: list[dict]) -> list[str]:
+    """LAYOUT_JS's measurements -> one problem per table that overflows its frame, one per table
+    with wrapped number cells (how many, and the first few)."""
+    out = []
+    for t in tables:
+        name = f"table #{t['index']}" + (f" ({t['caption']!r})" if t["caption"] else "")
+        if t["over"] > 1:
+            where = "the theme's full width" if t["wide"] else "the article"
+            out.append(f"{docname}: {name} is {t['width']:.0f} px wide, {t['over']:.0f} px past {where} "
+                       f"({t['frame']:.0f} px) at a {WINDOW[0]} px window")
+        if t["wrapped"]:
+            eg = "; ".join(f"{w['text']!r} on {w['lines']} lines" for w in t["wrapped"][:3])
+            out.append(f"{docname}: {name}: {len(t['wrapped'])} of {t['numbers']} number cells wrap ({eg})")
+    return out
+
+
 def flat(img: dict) -> bool:
     """A single flat colour: what an empty matplotlib figure looks like."""
     return img.get("colours", 999) <= 2 or img.get("std", 999.0) < 1.0
@@ -264,6 +334,7 @@ def check_page(driver, base_url: str, docname: str, expect_outputs: bool,
         problems.append(f"{docname}: traceback in a cell output: {last_line}")
     if expect_outputs and info["outputs"] == 0:
         problems.append(f"{docname}: executed notebook page shows no cell output")
+    problems += layout_problems(docname, driver.execute_script(LAYOUT_JS))
     return problems
 
 
@@ -379,3 +450,103 @@ def test_checker_flags_broken_blank_missing(tmp_path, chromium):
         else:
             assert len(found[name]) == 1 and want in found[name][0], (name, found[name])
     assert (tmp_path / "shots" / "good.png").stat().st_size > 0
+
+
+def _table(cells: list[list[str]], width: str = "") -> str:
+    style = f' style="width: {width}"' if width else ""
+    return f"<table{style}>" + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in cells) + \
+        "</table>"
+
+
+def test_checker_flags_wide_tables_and_wrapped_number_cells(tmp_path, chromium):
+    site = tmp_path / "html"
+    site.mkdir()
+    art = '<article class="bd-article" style="width: 600px; padding: 0 20px">{}</article>'
+    full = '<div class="cell tag_full-width" style="width: 800px">{}</div>'
+    text = "a long sentence that is free to wrap onto several lines in a narrow column " * 2
+    pages = {  # docname: (article body, the substrings its problems must contain, in order)
+        "fits": (_output(_table([["62.52<sub>0.21</sub>", '<span style="white-space: nowrap">[-0.61, +0.67]</span>',
+                                  text]]))
+                 + full.format(_output(_table([["1.00"] * 4], width="780px"))), []),
+        "wide": (_output('<div style="overflow-x: auto">' + _table([["1.00"] * 4], width="700px") + "</div>"),
+                 ["is 700 px wide, 100 px past the article (600 px)"]),
+        "too_wide_even_full": (full.format(_output(_table([["1.00"] * 4], width="900px"))),
+                               ["100 px past the theme's full width (800 px)"]),
+        "wraps": (_output(_table([["82.95 ± 1.02", "[-10.94, +8.26]", "ok"]], width="90px")),
+                  ["2 of 2 number cells wrap ('82.95 ± 1.02' on"]),
+    }
+    for name, (body, _) in pages.items():
+        (site / f"{name}.html").write_text(_page(art.format(body)))
+    with serve(site) as url:
+        found = {name: check_page(chromium, url, name, True) for name in pages}
+    for name, (_, want) in pages.items():
+        assert len(found[name]) == len(want) and all(w in p for w, p in zip(want, found[name])), (name, found[name])
+
+
+# ---------------------------------------------------------------------------------------------
+# The book's tables at the toy profile's size, laid out by the built book's own theme and CSS.
+
+def _toy_tables() -> dict[str, tuple[str, bool]]:
+    """name -> (HTML, in a full-width cell): calib's tables as the toy book prints them, at their widest."""
+    import numpy as np
+    import pandas as pd
+
+    from calib import book as C
+    g = np.random.default_rng(0)
+    cols = ["Alpaca (↓)", "BoolQ", "Winogrande", "PIQA", "HellaSwag", "ARC-e", "ARC-c", "MMLU", "Avg.", "Δ"]
+    idx = pd.MultiIndex.from_product([[C.label(x) for x in C.WORLD_SOURCES], ["original", "w/ Syn"]],
+                                     names=["source", "data"])
+    mean = pd.DataFrame(g.uniform(40, 99.99, (8, 10)), index=idx, columns=cols)
+    mean["Alpaca (↓)"], mean["Δ"] = g.uniform(2, 9.99, 8), [np.nan, -11.23] * 4
+    std = pd.DataFrame(g.uniform(5, 9.99, (8, 10)), index=idx, columns=cols)  # 500 items: std < 10 points
+    std["Alpaca (↓)"] = g.uniform(0.5, 0.99, 8)
+    table2 = C.styled(mean, std, lower=["Alpaca (↓)"], exclude=["Δ"], signed=["Δ"],
+                      caption="World, Wanda at 60%: mean over 4 seeds; best in bold", spread="std over 4 seeds")
+    by_source = pd.DataFrame(g.uniform(40, 99.99, (5, 4)), index=["SparseGPT", "Wanda", "DSnoT", "OWL", "Syn"],
+                             columns=[C.label(x) for x in C.WORLD_SOURCES])
+    sources = C.styled(by_source, by_source * 0 + 9.99, axis=1, caption="World, 60%: average accuracy (%), mean "
+                       "over seeds; best source per method in bold", spread="std over 4 seeds")
+    claim = "Wanda at 60%: self-generated from pretrain (DCLM) data minus that data, mean over sources and prefixes"
+    rows = [{"comparison": claim, "metric": m, "effect": -123.45, "CI": "98.3%: [-128.06, -110.20]",
+             "CI half-width": 19.13, "MDE (80% power)": 18.77, "n": "4 vs 2 seeds x 3,500 items on 1,359 facts",
+             "paper": 0.37 if m == "accuracy" else "every prefix beats the original data; 1-4 tokens best",
+             "outcome": "Contradicted (p = 0.001 (Holm, 3 parts; unadjusted 0.000))",
+             "for ±0.5 points it would take": "out of reach: the knowledge base has 1,968 facts to ask about; with "
+                                              "all of them and 20x the seeds the half-width would be ±2.06"}
+            for m in ("accuracy", "log-score")]
+    verdict = C.verdict_table(pd.DataFrame(rows * 4), "Verdict: effects with 95% CIs")
+    return {"Table 2 block": (table2.to_html(), True), "method x source": (sources.to_html(), False),
+            "verdict": (verdict, False)}
+
+
+def test_toy_size_tables_fit_the_built_books_pages(tmp_path, book_url, chromium):
+    """styled() and verdict_table() at the toy book's widest, in a page of the built book: none may
+    overflow or wrap a number, so a bigger profile cannot break the layout the smoke book passes."""
+    page = HTML / "book" / "table2_synthetic.html"
+    if not page.exists():
+        unavailable(f"no built chapter at {page}: " + BUILD_HINT)
+    src = page.read_text()
+    start, end = src.index('<article class="bd-article">'), src.index("</article>")
+    cell = '<div class="cell{} docutils container"><div class="cell_output docutils container">' \
+           '<div class="output text_html">{}</div></div></div>'
+    body = "".join(cell.format(" tag_full-width" if wide else "", html) for html, wide in _toy_tables().values())
+    site = tmp_path / "html"
+    (site / "book").mkdir(parents=True)
+    for d in ("_static", "_images"):
+        if (HTML / d).exists():
+            (site / d).symlink_to(HTML / d)
+    intro = "<p>" + "A chapter opens with its text, so its tables start below the page's contents. " * 12 + "</p>"
+    (site / "book" / "toy.html").write_text(src[:start] + '<article class="bd-article"><section><h1>The toy '
+                                            'book\'s tables</h1>' + intro * 2 + body + "</section>" + src[end:])
+    with serve(site) as url:
+        problems = check_page(chromium, url, "book/toy", True, screenshot=SHOTS / "toy-size-tables.png")
+    assert problems == []
+
+
+def test_table2_chapter_opens_with_its_figure(book_url, chromium):
+    """The chapter's first cell output is the figure of its claim (self-generated minus original)."""
+    chromium.get(f"{book_url}/book/table2_synthetic.html")
+    first = chromium.execute_script(
+        "const o = document.querySelector('article .cell_output'); "
+        "return o ? {img: !!o.querySelector('img'), text: o.innerText.trim().slice(0, 80)} : null;")
+    assert first and first["img"], f"the first output of the Table 2 chapter is not a figure: {first}"

@@ -99,9 +99,18 @@ def test_styled_bolds_the_best_and_prints_std():
     css = C.styled(mean, std, lower=["ppl"], exclude=["delta"], signed=["delta"])
     ctx = {(i, j): v for (i, j), v in css._compute().ctx.items() if v}
     assert set(ctx) == {(1, 0), (1, 1)}  # b has the best accuracy and the lowest perplexity
-    assert "62.50 ± 0.25" in html and "+1.00" in html and "-0.50" in html
+    # the paper's style: the mean with the std as a small subscript, on one line
+    assert '62.50<sub class="calib-sd">0.25</sub>' in html and "+1.00<sub" in html and "-0.50<sub" in html
+    assert "white-space: nowrap" in html and "±" not in html
     rows = C.styled(mean[["acc"]].T, axis=1)._compute().ctx
     assert [k for k, v in rows.items() if v] == [(0, 1)]
+    # the caption says what the subscripts are; without a std there are none, and no note
+    cap = C.styled(mean, std, caption="World, 60%", spread="std over 4 seeds").to_html()
+    assert "<caption>World, 60%; subscripts: std over 4 seeds</caption>" in cap
+    plain = C.styled(mean, caption="Paper", spread="std over 4 seeds").to_html()
+    assert "<caption>Paper</caption>" in plain and "<sub" not in plain and ">62.50<" in plain
+    assert C.number(np.nan, 0.5) == "" and C.number(1.5, np.nan) == "1.50" and C.number(0.5, 0.25, 1, True) == \
+        '+0.5<sub class="calib-sd">0.2</sub>'
 
 
 def test_spread():

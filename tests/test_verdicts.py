@@ -160,7 +160,57 @@ def test_paper_effects_come_from_the_published_tables():
     assert e["table2_alpaca"] == pytest.approx(np.mean([9.40 - 9.99, 9.57 - 9.67, 9.58 - 9.76, 9.59 - 9.54]), abs=0.01)
 
 
-def test_the_paper_column_prints_effects_signed_and_words_as_they_are():
-    from calib.book import _paper_text
-    assert _paper_text(2.25) == "+2.25" and _paper_text(np.float64(-0.371)) == "-0.37"
-    assert _paper_text("best at 10-20%") == "best at 10-20%"
+def _table2_frame(gains=(0.0, 0.03, 0.06), seeds=4):
+    """Table 2's grid: each method's self-generated data better by ``gains`` (skill), every source."""
+    return frame([({"method": m, "source": x, "synthetic": syn}, 0.6 + (g if syn else 0))
+                  for m, g in zip(("wanda", "dsnot", "owl"), gains) for x in (WEB, WIKI, MIXED, PRE)
+                  for syn in (False, True)], seeds)
+
+
+def test_the_verdict_table_groups_each_comparison_and_keeps_numbers_on_one_line():
+    import re
+    from calib.book.frames import verdict_table
+    v = V.table2(_table2_frame(), S)
+    t = V.summary(v, {"table2": 2.25, "table2_dsnot": "best at 10-20% <said>"})
+    html = verdict_table(t, "Verdict & CIs")
+    assert "<caption>Verdict &amp; CIs</caption>" in html and "&lt;said&gt;" in html  # text is escaped
+    # one heading row per comparison, with its n and what ±0.5 would take; then one row per metric
+    assert html.count('class="part"') == t.comparison.nunique() == 5
+    assert html.count("n = 4 seeds x 1,050 items on 350 facts") == 4 and html.count("For ±0.5 points") >= 1
+    assert len(re.findall(r"<tr><td>", html)) == len(t) == 9
+    # numbers sit in one-line cells, signed where they are effects; the paper's words go to the heading
+    nums = re.findall(r'<td class="num">(.*?)</td>', html)
+    assert len(nums) == 5 * len(t) and "+2.25" in nums and "white-space:nowrap" in html
+    assert "paper: best at 10-20% &lt;said&gt;" in html and '<span class="level">' in html  # Holm's levels
+    assert "<td>Alpaca perplexity</td>" in html and "<b>Inconclusive</b>" in html
+
+
+def test_table2_cells_are_the_verdicts_contrast_per_method_and_source_and_the_figure_draws_them():
+    import matplotlib
+    matplotlib.use("Agg")
+    from calib.book import figures, statistics as st
+    df = _table2_frame()
+    c = V.table2_cells(df, S)
+    assert len(c) == 3 * 4 * 2 and set(c.metric) == {"acc", "logscore"}
+    owl = c[(c.method == "owl") & (c.source == WIKI) & (c.metric == "acc")].iloc[0]
+    cell = df[(df.method == "owl") & (df.source == WIKI)]
+    f = st.paired_contrast(cell, "synthetic", True, False, metric="acc", label=f"table2_cell_owl_{WIKI}")
+    assert owl.effect == pytest.approx(f.effect) and (owl.ci_low, owl.ci_high) == pytest.approx(f.ci)
+    assert owl.ci_low > 0 and owl.paper == pytest.approx(2.21)  # the paper's Δ for OWL from Wikipedia
+    assert c[c.metric == "logscore"].paper.isna().all()
+    acc = c[c.metric == "acc"].groupby("method", sort=False).effect.mean()
+    assert acc["wanda"] == 0 < acc["dsnot"] < acc["owl"]  # the gains the frame was built with
+    v = V.table2(df, S)
+    fig = figures.synthetic_gain(c, v)
+    axes = fig.axes
+    assert len(axes) == 6 and [a.get_ylabel() for a in axes[::2]] == ["Wanda", "DSnoT", "OWL"]
+    assert [t.get_text() for t in axes[0].get_yticklabels()][0] == "mean (verdict)"
+    owl_acc = axes[4]  # row OWL, column accuracy: the four sources, the verdict's diamond, the paper's rings
+    xs = sorted(round(float(line.get_xdata()[0]), 6) for line in owl_acc.lines if line.get_marker() in ("o", "D")
+                and line.get_linestyle() == "None")
+    part = next(p for p in v.parts if p.label == "table2_owl" and p.metric == "acc")
+    expected = [c[(c.method == "owl") & (c.metric == "acc")].effect.tolist(), [part.effect],
+                c[(c.method == "owl") & (c.metric == "acc")].paper.tolist()]
+    assert xs == sorted(round(float(x), 6) for x in sum(expected, []))
+    import matplotlib.pyplot as plt
+    plt.close(fig)

@@ -4,7 +4,7 @@ profiles.py  the smoke, toy and paper profiles and the sources' roles
 grids.py     what each chapter runs
 frames.py    running grids into the store; tidy frames and tables
 verdicts.py  whether each finding holds, with its confidence interval
-figures.py   colours and the curves several chapters draw
+figures.py   colours, the curves several chapters draw, Table 2 cell by cell
 predict.py   calibration-quality predictors per set (the Beyond chapter)
 published.py the paper's own numbers (published.yaml)
 runner.py    python -m calib.book: the experiments, then the notebooks
@@ -12,8 +12,8 @@ runner.py    python -m calib.book: the experiments, then the notebooks
 A notebook's setup is one call, ``s = book.setup(profile, **parameters)``; the
 names below are what notebooks use, as ``book.<name>``.
 """
-from calib.book.figures import curves, forest, source_colour
-from calib.book.frames import mean_std, run, spread, styled, tidy
+from calib.book.figures import by_method, curves, forest, source_colour, synthetic_gain
+from calib.book.frames import mean_std, number, run, spread, styled, tidy, verdict_table
 from calib.book.grids import (
     GRIDS, fig1_grid, fig2_grid, fig3_grid, fig4_grid, pruned_generator_grid, second_model_grid,
     table1_grid, table2_grid, table3_grid, table4_grid,
@@ -26,7 +26,8 @@ from calib.book.published import claim, stated
 from calib.book import statistics, verdicts
 
 __all__ = [
-    "curves", "forest", "source_colour", "mean_std", "run", "spread", "styled", "tidy",
+    "by_method", "curves", "forest", "source_colour", "synthetic_gain", "mean_std", "number", "run", "spread",
+    "styled", "tidy", "verdict_table",
     "GRIDS", "fig1_grid", "fig2_grid", "fig3_grid", "fig4_grid", "pruned_generator_grid", "second_model_grid",
     "table1_grid", "table2_grid", "table3_grid", "table4_grid", "predictors", "pretraining_texts",
     "METHOD_NAMES", "NAMES", "PAPER_SOURCES", "PROFILE_NAMES", "PROFILES", "WORLD_SOURCES", "by_role", "label",
@@ -34,22 +35,19 @@ __all__ = [
 ]
 
 
-def _paper_text(v) -> str:
-    """The paper column holds effects (numbers) and, where the paper prints none, its words."""
-    return f"{v:+.2f}" if isinstance(v, (int, float)) else v
-
-
 def report(verdict, kind: str = "finding", paper: dict | None = None):
     """Show a chapter's verdict: the outcome on each metric with each part's effect, CI, p and n,
-    then a table with the CI half-width and the detectable effect next to the paper's effect, then
+    then a table (``frames.verdict_table``) with the CI half-width and the detectable effect next to
+    the paper's effect, then
     the headline's effect per task for both metrics (a forest plot), where it was computed."""
     from IPython.display import Markdown, display
+    from IPython.display import HTML
     display(Markdown(verdicts.headline(verdict, kind)))
     t = verdicts.summary(verdict, paper, kind)
-    display(t.style.format({"effect": "{:+.2f}", "CI half-width": "{:.2f}", "MDE (80% power)": "{:.2f}",
-                            "paper": _paper_text}, na_rep="")
-            .hide(axis="index").set_caption("Verdict: 95% CIs over calibration seeds and the facts the evaluation "
-                                             "items rest on (Holm-adjusted levels where shown)"))
+    display(HTML(verdict_table(t, "Verdict: effects with 95% CIs over calibration seeds and the facts the "
+                                  "evaluation items rest on (where a level is shown, the Holm-adjusted one); ±: the "
+                                  "CI's half-width; MDE: the smallest effect the design finds with 80% power; "
+                                  "paper: the paper's effect")))
     if verdict.per_task is not None:
         import matplotlib.pyplot as plt
         from calib.book.figures import forest

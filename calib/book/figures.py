@@ -1,5 +1,7 @@
 """One look for every figure: colours per calibration source across the book, the
-notebooks' plotting setup, and the mean-with-band curves several chapters draw.
+notebooks' plotting setup, the mean-with-band curves several chapters draw, a method x source
+table as dots (``by_method``), the headline per task (``forest``) and Table 2 cell by cell
+(``synthetic_gain``).
 """
 from __future__ import annotations
 
@@ -59,6 +61,20 @@ def curves(ax, df, x: str, metric: str = "avg", hue: str = "source", order=None,
         ax.set_xticks(range(len(xticks)), xticks)
 
 
+def by_method(ax, mean, std=None, colours=None):
+    """A method x source table as a picture: one group per method (rows of ``mean``), a dot per
+    source (columns) with its ± ``std`` bar; ``colours``: one per column (default: by source name)."""
+    import numpy as np
+    k = len(mean.columns)
+    width = 0.8 / max(k, 1)
+    colours = colours or [source_colour(str(c)) for c in mean.columns]
+    for i, (c, colour) in enumerate(zip(mean.columns, colours)):
+        sd = std[c].to_numpy(float) if std is not None and c in std else None
+        ax.errorbar(np.arange(len(mean)) + (i - (k - 1) / 2) * width, mean[c].to_numpy(float), yerr=sd, fmt="o",
+                    color=colour, label=str(c), capsize=2, ms=5)
+    ax.set_xticks(range(len(mean)), [str(m) for m in mean.index])
+
+
 def forest(per_task, title: str = ""):
     """A chapter headline's effect on each task, one panel per metric (accuracy, log-score),
     each with its 95% CI: where an effect lives. ``per_task``: ``statistics.per_task``'s frame."""
@@ -82,5 +98,51 @@ def forest(per_task, title: str = ""):
         ax.set(xlabel=f"{METRICS.get(m, m)} ({UNITS.get(m, '')})", title=METRICS.get(m, m))
     if title:
         fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def synthetic_gain(cells, verdict=None, labels: dict | None = None):
+    """Table 2's claim at a glance: self-generated minus original data for each source, one row of
+    panels per method and one column per metric, each effect with its 95% CI; a diamond for the
+    verdict's mean over sources (its CI, Holm-widened for a secondary part) and, for accuracy, a
+    black ring for the paper's Δ on DCLM-7B. ``cells``: ``verdicts.table2_cells``; ``verdict``:
+    ``verdicts.table2``; ``labels``: method -> the verdict part's label (default: table2, table2_<m>)."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from calib.book.finding import METRICS, UNITS
+    from calib.book.profiles import METHOD_NAMES
+    methods = list(dict.fromkeys(cells.method))
+    metrics = list(dict.fromkeys(cells.metric))
+    sources = list(dict.fromkeys(cells.source))
+    labels = labels or {m: "table2" if m == "wanda" else f"table2_{m}" for m in methods}
+    parts = {(p.label, p.metric): p for p in (verdict.parts if verdict is not None else ())}
+    y = {x: len(sources) - k for k, x in enumerate(sources)}  # sources top down, the mean below them
+    fig, axes = plt.subplots(len(methods), len(metrics), figsize=(2.7 * len(metrics) + 1.6,
+                                                                  0.3 * (len(sources) + 1) * len(methods) + 1.3),
+                             sharey=True, sharex="col", squeeze=False)
+    for i, m in enumerate(methods):
+        for j, metric in enumerate(metrics):
+            ax = axes[i][j]
+            for _, r in cells[(cells.method == m) & (cells.metric == metric)].iterrows():
+                ax.errorbar(r.effect, y[r.source], xerr=[[r.effect - r.ci_low], [r.ci_high - r.effect]], fmt="o",
+                            color=source_colour(role(r.source)), ms=4, capsize=2, lw=1.1)
+                if np.isfinite(r.paper):
+                    ax.plot(r.paper, y[r.source], "o", mfc="none", mec="black", ms=7, mew=1)
+            part = parts.get((labels.get(m), metric))
+            if part is not None and part.ci is not None:
+                ax.errorbar(part.effect, 0, xerr=[[part.effect - part.ci[0]], [part.ci[1] - part.effect]], fmt="D",
+                            color="black", ms=4.5, capsize=3, lw=1.4)
+            ax.axvline(0, color="black", lw=0.8)
+            ax.axhline(0.5, color="#bbbbbb", lw=0.6)
+            ax.tick_params(labelsize=8)
+            if i == 0:
+                ax.set_title(METRICS.get(metric, metric), fontsize=9)
+            if i == len(methods) - 1:
+                ax.set_xlabel(f"{METRICS.get(metric, metric)} ({UNITS.get(metric, '')})", fontsize=8)
+        axes[i][0].set_yticks([0] + [y[x] for x in sources], ["mean (verdict)"] + [label(x) for x in sources])
+        axes[i][0].set_ylabel(METHOD_NAMES.get(m, m), fontsize=9, fontweight="bold")
+    fig.suptitle("Self-generated minus original data, 60% (95% CIs; rings: the paper's Δ on DCLM-7B)", fontsize=9)
     fig.tight_layout()
     return fig

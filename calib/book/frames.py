@@ -102,20 +102,36 @@ def mean_std(df, by: list[str], metric: str = "avg"):
     return g.agg(["mean", "std", "count"]).rename(columns={"count": "n"}).reset_index()
 
 
-def styled(mean, std=None, best: str = "max", axis: int = 0, digits: int = 2, lower=(), exclude=(), signed=()):
-    """A pandas Styler: 'mean ± std' cells and the best value of each column (axis=0)
-    or row (axis=1) in bold, as in the paper's tables. Columns in ``lower`` are better
-    when lower (perplexity), ``exclude`` are never bold, ``signed`` print a sign (Δ)."""
+# A number cell: one line, digits in columns. Set inline by the Styler so that a table keeps it
+# wherever it is shown (a notebook, the book); _static/calib.css sizes the book's tables.
+NUMBER_CELL = "white-space: nowrap; font-variant-numeric: tabular-nums; text-align: right"
+SPREAD = "font-size: 0.72em; opacity: 0.72; padding-left: 0.08em"
+
+
+def number(v, sd=None, digits: int = 2, sign: bool = False) -> str:
+    """One number cell's text: the mean and, when given, its spread as a small subscript, as the
+    paper prints 62.52 with 0.21 below the line (HTML; empty for a missing mean)."""
+    import pandas as pd
+    if v is None or pd.isna(v):
+        return ""
+    txt = f"{v:+.{digits}f}" if sign else f"{v:.{digits}f}"
+    return txt + (f'<sub class="calib-sd">{sd:.{digits}f}</sub>' if sd is not None and pd.notna(sd) else "")
+
+
+def styled(mean, std=None, best: str = "max", axis: int = 0, digits: int = 2, lower=(), exclude=(), signed=(),
+           caption: str | None = None, spread: str | None = None):
+    """A pandas Styler in the paper's style: each cell the mean with its std as a small subscript,
+    on one line, and the best value of each column (axis=0) or row (axis=1) in bold. Columns in
+    ``lower`` are better when lower (perplexity), ``exclude`` are never bold, ``signed`` print a
+    sign (Δ). ``caption``, with ``spread`` saying what the subscripts are ("std over 3 seeds"),
+    becomes the table's caption ("...; subscripts: std over 3 seeds")."""
     import numpy as np
     import pandas as pd
     shown = pd.DataFrame("", index=mean.index, columns=mean.columns, dtype=object)
     for j, c in enumerate(mean.columns):
         for i in range(len(mean)):
-            v = mean.iloc[i, j]
             sd = std[c].iloc[i] if std is not None and c in std else None
-            if pd.notna(v):
-                txt = f"{v:+.{digits}f}" if c in signed else f"{v:.{digits}f}"
-                shown.iloc[i, j] = txt + (f" ± {sd:.{digits}f}" if sd is not None and pd.notna(sd) else "")
+            shown.iloc[i, j] = number(mean.iloc[i, j], sd, digits, c in signed)
     num = mean.apply(pd.to_numeric, errors="coerce").astype(float)
     bold = np.zeros(mean.shape, dtype=bool)
     if axis == 0:
@@ -128,7 +144,67 @@ def styled(mean, std=None, best: str = "max", axis: int = 0, digits: int = 2, lo
         pick = num.max(axis=1) if best == "max" else num.min(axis=1)
         bold = num.to_numpy() == pick.to_numpy()[:, None]
     css = pd.DataFrame(np.where(bold, "font-weight: bold", ""), index=mean.index, columns=mean.columns, dtype=object)
-    return shown.style.apply(lambda _: css, axis=None)
+    out = (shown.style.apply(lambda _: css, axis=None).set_table_attributes('class="calib-table"')
+           .set_table_styles([{"selector": "td", "props": NUMBER_CELL}, {"selector": "sub", "props": SPREAD}]))
+    if caption is not None:
+        has_spread = std is not None and spread
+        out = out.set_caption(caption + (f"; subscripts: {spread}" if has_spread else ""))
+    return out
+
+
+VERDICT_CSS = ("table.calib-verdict td.num{white-space:nowrap;text-align:right;font-variant-numeric:tabular-nums}"
+               "table.calib-verdict th.part{text-align:left;font-weight:600;padding-top:0.6em}"
+               "table.calib-verdict .note{font-weight:normal}"
+               "table.calib-verdict .level,table.calib-verdict .note{font-size:0.85em;opacity:0.75}")
+VERDICT_COLUMNS = {"metric": "metric", "effect": "effect", "CI": "95% CI", "CI half-width": "± (CI half-width)",
+                   "MDE (80% power)": "MDE", "paper": "paper", "outcome": "outcome"}
+METRIC_WORDS = {"alpaca_ppl": "Alpaca perplexity"}
+
+
+def verdict_table(t: "pd.DataFrame", caption: str = "") -> str:
+    """A verdict's summary (``verdicts.summary``) as an HTML table that fits the page: one row per
+    metric under a row naming the comparison, with its n, the paper's words (where it states no
+    number) and what the target half-width would take; numbers on one line, text free to wrap."""
+    import html
+
+    import pandas as pd
+    take = next((c for c in t.columns if c.startswith("for ±")), None)
+    esc = lambda v: "" if v is None or (not isinstance(v, str) and pd.isna(v)) else html.escape(str(v))  # noqa: E731
+
+    def num(v, fmt):
+        return "" if v is None or (isinstance(v, float) and pd.isna(v)) else fmt.format(v)
+
+    def ci(text):  # "98.3%: [-28.06, +10.20]" -> the level small, the interval as it is
+        level, _, interval = str(text).rpartition(": ")
+        return (f'<span class="level">{esc(level)}</span> ' if level else "") + esc(interval)
+
+    def outcome(text):  # "Inconclusive (p = 0.471 (Holm, ...))" -> the word bold, the p small
+        word, _, rest = str(text).partition(" (")
+        return f"<b>{esc(word)}</b>" + (f' <span class="note">({esc(rest)}</span>' if rest else "")
+
+    head = "".join(f"<th>{html.escape(v)}</th>" for v in VERDICT_COLUMNS.values())
+    rows = []
+    for claim, g in t.groupby("comparison", sort=False):
+        notes = [f"n = {esc(n)}" for n in dict.fromkeys(g["n"]) if n] if g["n"].nunique() == 1 else []
+        words = [v for v in g["paper"] if isinstance(v, str) and v]
+        notes += [f"paper: {esc(v)}" for v in dict.fromkeys(words)]
+        if take:
+            notes += [f"{esc(take[:1].upper() + take[1:])}: {esc(v)}" for v in dict.fromkeys(g[take]) if v]
+        note = "".join(f'<br><span class="note">{n}</span>' for n in notes)
+        rows.append(f'<tr><th class="part" colspan="{len(VERDICT_COLUMNS)}" scope="rowgroup">{esc(claim)}{note}</th></tr>')
+        for _, r in g.iterrows():
+            metric = esc(METRIC_WORDS.get(r["metric"], r["metric"]))
+            if g["n"].nunique() > 1:
+                metric += f'<br><span class="note">n = {esc(r["n"])}</span>'
+            paper = r["paper"] if isinstance(r["paper"], (int, float)) and not pd.isna(r["paper"]) else None
+            cells = [f"<td>{metric}</td>", f'<td class="num">{num(r["effect"], "{:+.2f}")}</td>',
+                     f'<td class="num">{ci(r["CI"])}</td>', f'<td class="num">{num(r["CI half-width"], "{:.2f}")}</td>',
+                     f'<td class="num">{num(r["MDE (80% power)"], "{:.2f}")}</td>',
+                     f'<td class="num">{num(paper, "{:+.2f}")}</td>', f"<td>{outcome(r['outcome'])}</td>"]
+            rows.append("<tr>" + "".join(cells) + "</tr>")
+    cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
+    return (f"<style>{VERDICT_CSS}</style><table class=\"calib-table calib-verdict\">{cap}<thead><tr>{head}</tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table>")
 
 
 def spread(df, by: list[str], metric: str = "avg"):

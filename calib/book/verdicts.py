@@ -16,7 +16,7 @@ import pandas as pd
 
 from calib.book import published
 from calib.book import statistics as st
-from calib.book.profiles import METHOD_NAMES, by_role, label
+from calib.book.profiles import METHOD_NAMES, by_role, label, role
 
 SHORT_PREFIXES = (1, 2, 4)  # the paper's best prefix lengths (Sec. 6.2)
 TARGET = 0.5  # the accuracy half-width (points) a headline should reach to resolve the paper's smaller effects
@@ -240,6 +240,29 @@ def table2(df, s: dict) -> st.Verdict:
                                      claim="Wanda at 60%: Alpaca-role perplexity, self-generated minus original "
                                            "(lower is better; the texts held fixed)"))
     return _verdict(parts, "self-generated calibration data beats the original data", h)
+
+
+def table2_cells(df, s: dict, metrics=METRICS) -> pd.DataFrame:
+    """Table 2 cell by cell, for its figure: self-generated minus original data at 60% for each
+    method and source alone (``statistics.paired_contrast`` on the seeds both arms share), with its
+    95% CI, and the paper's Δ for that method and source (accuracy; NaN where it has none).
+    Descriptive: the verdict's tests are ``table2``'s; these CIs are not adjusted."""
+    d = df[(df.setting == "60%")]
+    paper = published.table("table2")
+    paper = paper[paper.synthetic].set_index(["method", "source"])["delta"]
+    rows = []
+    for m in [m for m in METHOD_NAMES if m in set(d.method)]:
+        for x in [x for x in s["sources"] if x in set(d.source)]:
+            cell = d[(d.method == m) & (d.source == x)]
+            if set(cell.synthetic) != {True, False}:
+                continue
+            for metric in metrics:
+                f = st.paired_contrast(_shared_seeds(cell, "synthetic", True, False, ()), "synthetic", True, False,
+                                       metric=metric, label=f"table2_cell_{m}_{x}")
+                rows.append({"method": m, "source": x, "metric": metric, "effect": f.effect, "ci_low": f.ci[0],
+                             "ci_high": f.ci[1], "n": f.n_text(),
+                             "paper": paper.get((m, role(x)), np.nan) if metric == st.PAPER_METRIC else np.nan})
+    return pd.DataFrame(rows)
 
 
 def table3(df, s: dict) -> st.Verdict:
