@@ -182,7 +182,7 @@ def test_the_verdict_table_groups_each_comparison_and_keeps_numbers_on_one_line(
     nums = re.findall(r'<td class="num">(.*?)</td>', html)
     assert len(nums) == 5 * len(t) and "+2.25" in nums and "white-space:nowrap" in html
     assert "paper: best at 10-20% &lt;said&gt;" in html and '<span class="level">' in html  # Holm's levels
-    assert "<td>Alpaca perplexity</td>" in html and "<b>Inconclusive</b>" in html
+    assert "<td>Alpaca-role perplexity</td>" in html and "<b>Inconclusive</b>" in html
 
 
 def test_table2_cells_are_the_verdicts_contrast_per_method_and_source_and_the_figure_draws_them():

@@ -30,6 +30,7 @@ POWER = 0.80          # the power of the minimum detectable effect
 # log-probability normalised over the item's choices (calib.evaluate's records), x 100
 METRICS = {"acc": "accuracy", "logscore": "log-score"}
 UNITS = {"acc": "points", "logscore": "nats×100"}
+NAMES = {**METRICS, "alpaca_ppl": "Alpaca-role perplexity"}  # what a metric is called in text
 PAPER_METRIC = "acc"
 
 
@@ -71,7 +72,7 @@ class Finding:
 
     @property
     def metric_name(self) -> str:
-        return METRICS.get(self.metric, self.metric)
+        return NAMES.get(self.metric, self.metric)
 
     def numbers(self) -> str:
         """'+1.42 points [+0.95, +1.90]' ('[98.3% CI ...]' when Holm widened it)."""

@@ -158,7 +158,6 @@ VERDICT_CSS = ("table.calib-verdict td.num{white-space:nowrap;text-align:right;f
                "table.calib-verdict .level,table.calib-verdict .note{font-size:0.85em;opacity:0.75}")
 VERDICT_COLUMNS = {"metric": "metric", "effect": "effect", "CI": "95% CI", "CI half-width": "± (CI half-width)",
                    "MDE (80% power)": "MDE", "paper": "paper", "outcome": "outcome"}
-METRIC_WORDS = {"alpaca_ppl": "Alpaca perplexity"}
 
 
 def verdict_table(t: "pd.DataFrame", caption: str = "") -> str:
@@ -193,7 +192,7 @@ def verdict_table(t: "pd.DataFrame", caption: str = "") -> str:
         note = "".join(f'<br><span class="note">{n}</span>' for n in notes)
         rows.append(f'<tr><th class="part" colspan="{len(VERDICT_COLUMNS)}" scope="rowgroup">{esc(claim)}{note}</th></tr>')
         for _, r in g.iterrows():
-            metric = esc(METRIC_WORDS.get(r["metric"], r["metric"]))
+            metric = esc(r["metric"])  # verdicts.summary names it (statistics.NAMES)
             if g["n"].nunique() > 1:
                 metric += f'<br><span class="note">n = {esc(r["n"])}</span>'
             paper = r["paper"] if isinstance(r["paper"], (int, float)) and not pd.isna(r["paper"]) else None

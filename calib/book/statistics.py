@@ -12,7 +12,7 @@ fields of ``calib.evaluate`` (``acc``, ``logscore``, ``fact``) in the same item 
 """
 from calib.book.designs import PARAMETERS, Design, Items, item_matrix
 from calib.book.finding import (
-    ALPHA, CHAPTER_OUTCOMES, LEVEL, METRICS, OUTCOMES, PAPER_METRIC, POWER, UNITS, Finding, Verdict,
+    ALPHA, CHAPTER_OUTCOMES, LEVEL, METRICS, NAMES, OUTCOMES, PAPER_METRIC, POWER, UNITS, Finding, Verdict,
     chapter_outcome, combine, holm, outcome_of,
 )
 from calib.book.comparisons import correlation, mean_difference, range_test
@@ -20,7 +20,7 @@ from calib.book.inference import N_RESAMPLES, RNG, Spread, job_contrast, paired_
 from calib.book.power import Need, needed
 
 __all__ = [
-    "PARAMETERS", "Design", "Items", "item_matrix", "ALPHA", "CHAPTER_OUTCOMES", "LEVEL", "METRICS", "OUTCOMES",
+    "PARAMETERS", "Design", "Items", "item_matrix", "ALPHA", "CHAPTER_OUTCOMES", "LEVEL", "METRICS", "NAMES", "OUTCOMES",
     "PAPER_METRIC", "POWER", "UNITS", "Finding", "Verdict", "chapter_outcome", "combine", "holm", "outcome_of",
     "N_RESAMPLES", "RNG", "Spread", "correlation", "job_contrast", "mean_difference", "paired_contrast", "per_task",
     "range_test", "range_trend", "stream", "Need", "needed",

@@ -394,7 +394,7 @@ OUTCOME_WORDS = {"finding": {"reproduced": "Reproduced", "contradicted": "Contra
 
 
 def _metric_title(metric: str) -> str:
-    name = st.METRICS.get(metric, metric)
+    name = st.NAMES.get(metric, metric)
     name = name[:1].upper() + name[1:]
     return f"{name} (the paper's measure)" if metric == st.PAPER_METRIC else name
 
@@ -412,7 +412,7 @@ def summary(v: st.Verdict, paper: dict | None = None, kind: str = "finding") -> 
         takes = need.text() if need is not None and hw is not None and hw > TARGET else ""
         lvl = "" if abs(p.level - st.LEVEL) < 1e-12 else f"{100 * p.level:.1f}%: "
         on_paper = p.metric in (st.PAPER_METRIC, "alpaca_ppl", "Min-50%++", "rho")
-        rows.append({"comparison": p.claim, "metric": st.METRICS.get(p.metric, p.metric),
+        rows.append({"comparison": p.claim, "metric": p.metric_name,
                      "effect": p.effect, "CI": f"{lvl}[{ci[0]:+.2f}, {ci[1]:+.2f}]", "CI half-width": hw,
                      "MDE (80% power)": p.mde, "n": p.n_text(),
                      "paper": paper.get(p.label, "") if on_paper else "",
@@ -427,5 +427,5 @@ def headline(v: st.Verdict, kind: str = "finding") -> str:
     outcomes = " ".join(f"{_metric_title(m)}: {words[o]}." for m, o in v.outcomes.items())
     lines = [f"**{outcomes}** In the world: {v.claim}."]
     for p in v.parts:
-        lines.append(f"- {p.claim} ({st.METRICS.get(p.metric, p.metric)}): {p.text()}")
+        lines.append(f"- {p.claim} ({p.metric_name}): {p.text()}")
     return "\n".join(lines)
