@@ -38,8 +38,10 @@ COSTS = STAGES + ("per_job",)  # seconds per forward token of each stage; second
 
 # Seconds per forward token (per job), world model (3.1M parameters), one CPU thread, fp32, a toy job:
 # `OMP_NUM_THREADS=1 python bench/bench_plan.py` (bench/results/plan.md: machine and load; its check,
-# a six-job sweep timed against its plan, measured 1.08x the prediction, on a shared 2-core machine).
-CPU_COST = {"prune": 9.4e-5, "generate": 9.7e-5, "evaluate": 6.1e-5, "per_job": 0.54}
+# a six-job sweep timed against its plan, measured 1.03x the prediction, on a 2-core machine at load 1).
+# Evaluation tokens are the fast scorer's (the prefix tree it runs), so its cost per token is higher
+# than per unique HFLM input token: the same seconds over fewer tokens.
+CPU_COST = {"prune": 9.7e-5, "generate": 9.0e-5, "evaluate": 1.6e-4, "per_job": 0.27}
 CPU_COST_NOTE = "the world model on one CPU thread (bench/bench_plan.py)"
 
 # lm-eval's paper tasks, where their data is not here to count: (items lm-eval evaluates, forward
