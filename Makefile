@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# the layer contracts first (pyproject.toml, [tool.importlinter]): a wrong-way import fails in a second
+# the layer contracts first (pyproject.toml, [tool.importlinter]): a wrong-way import fails in a second;
+# pytest then lists its 15 slowest tests (pyproject.toml, addopts)
 test: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
