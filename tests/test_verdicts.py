@@ -214,3 +214,32 @@ def test_table2_cells_are_the_verdicts_contrast_per_method_and_source_and_the_fi
     assert xs == sorted(round(float(x), 6) for x in sum(expected, []))
     import matplotlib.pyplot as plt
     plt.close(fig)
+
+
+def test_captions_count_the_seeds_of_each_cell_not_of_the_frame():
+    """A frame whose headline cells have 4 seeds and the rest 2 says so; one that is even says its n."""
+    from calib.book.frames import seeds
+    even = _table2_frame(seeds=2)
+    assert seeds(even) == "2 seeds" and seeds(even[even.seed == 0]) == "1 seed"
+    mixed = pd.concat([even[even.method != "wanda"], _table2_frame(seeds=4).query("method == 'wanda'")])
+    assert mixed.seed.nunique() == 4  # what the captions used to print for every cell
+    assert seeds(mixed) == "2–4 seeds per cell" and seeds(mixed[mixed.method == "wanda"]) == "4 seeds"
+
+
+def test_table2_figure_gives_each_panel_its_own_scale():
+    """A method whose cells rest on 2 seeds (wide CIs) does not flatten another's points."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from calib.book import figures
+    df = pd.concat([_table2_frame(seeds=2).query("method != 'wanda'"),
+                    _table2_frame(seeds=4).query("method == 'wanda'")])
+    c = V.table2_cells(df, S)
+    fig = figures.synthetic_gain(c, V.table2(df, S))
+    acc = {m: fig.axes[2 * i] for i, m in enumerate(["wanda", "dsnot", "owl"])}
+    width = {m: np.diff(ax.get_xlim())[0] for m, ax in acc.items()}
+    spread = c[c.metric == "acc"].assign(w=lambda d: d.ci_high - d.ci_low).groupby("method").w.max()
+    assert spread["dsnot"] > 3 * spread["wanda"]  # the 2-seed cells' CIs are the wide ones
+    assert width["wanda"] < spread["dsnot"]  # a shared scale would span DSnoT's widest CI
+    plt.close(fig)

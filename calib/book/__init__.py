@@ -13,7 +13,7 @@ A notebook's setup is one call, ``s = book.setup(profile, **parameters)``; the
 names below are what notebooks use, as ``book.<name>``.
 """
 from calib.book.figures import by_method, curves, forest, source_colour, synthetic_gain
-from calib.book.frames import mean_std, number, run, spread, styled, tidy, verdict_table
+from calib.book.frames import mean_std, number, run, seeds, spread, styled, tidy, verdict_table
 from calib.book.grids import (
     GRIDS, fig1_grid, fig2_grid, fig3_grid, fig4_grid, pruned_generator_grid, second_model_grid,
     table1_grid, table2_grid, table3_grid, table4_grid,
@@ -26,7 +26,7 @@ from calib.book.published import claim, stated
 from calib.book import statistics, verdicts
 
 __all__ = [
-    "by_method", "curves", "forest", "source_colour", "synthetic_gain", "mean_std", "number", "run", "spread",
+    "by_method", "curves", "forest", "source_colour", "synthetic_gain", "mean_std", "number", "run", "seeds", "spread",
     "styled", "tidy", "verdict_table",
     "GRIDS", "fig1_grid", "fig2_grid", "fig3_grid", "fig4_grid", "pruned_generator_grid", "second_model_grid",
     "table1_grid", "table2_grid", "table3_grid", "table4_grid", "predictors", "pretraining_texts",

@@ -106,8 +106,10 @@ def synthetic_gain(cells, verdict=None, labels: dict | None = None):
     """Table 2's claim at a glance: self-generated minus original data for each source, one row of
     panels per method and one column per metric, each effect with its 95% CI; a diamond for the
     verdict's mean over sources (its CI, Holm-widened for a secondary part) and, for accuracy, a
-    black ring for the paper's Δ on DCLM-7B. ``cells``: ``verdicts.table2_cells``; ``verdict``:
-    ``verdicts.table2``; ``labels``: method -> the verdict part's label (default: table2, table2_<m>)."""
+    black ring for the paper's Δ on DCLM-7B. Each panel has its own x scale, so that one method's
+    wide CIs (2 seeds: a t with one degree of freedom) do not flatten another's. ``cells``:
+    ``verdicts.table2_cells``; ``verdict``: ``verdicts.table2``; ``labels``: method -> the verdict
+    part's label (default: table2, table2_<m>)."""
     import matplotlib.pyplot as plt
     import numpy as np
 
@@ -121,7 +123,7 @@ def synthetic_gain(cells, verdict=None, labels: dict | None = None):
     y = {x: len(sources) - k for k, x in enumerate(sources)}  # sources top down, the mean below them
     fig, axes = plt.subplots(len(methods), len(metrics), figsize=(2.7 * len(metrics) + 1.6,
                                                                   0.3 * (len(sources) + 1) * len(methods) + 1.3),
-                             sharey=True, sharex="col", squeeze=False)
+                             sharey=True, squeeze=False)  # each panel its own x scale: a 2-seed CI is wide
     for i, m in enumerate(methods):
         for j, metric in enumerate(metrics):
             ax = axes[i][j]

@@ -96,6 +96,15 @@ def task_name(task: str) -> str:
     return task[len("world_"):] if task.startswith("world_") else task
 
 
+def seeds(df) -> str:
+    """How many calibration seeds the cells of ``df`` rest on, for a caption: "4 seeds" where every
+    cell has 4, "2–4 seeds per cell" where they differ (a headline's arms carry more)."""
+    from calib.book.designs import PARAMETERS
+    n = df.groupby([c for c in PARAMETERS if c in df], dropna=False, sort=False).seed.nunique()
+    lo, hi = int(n.min()), int(n.max())
+    return f"{lo} seed{'s' * (lo != 1)}" if lo == hi else f"{lo}–{hi} seeds per cell"
+
+
 def mean_std(df, by: list[str], metric: str = "avg"):
     """Mean, std and n of ``metric`` per group (std over seeds)."""
     g = df.groupby(by, dropna=False, sort=False)[metric]
