@@ -510,7 +510,7 @@ def _toy_tables() -> dict[str, tuple[str, bool]]:
     rows = [{"comparison": claim, "metric": m, "effect": -123.45, "CI": "98.3%: [-128.06, -110.20]",
              "CI half-width": 19.13, "MDE (80% power)": 18.77, "n": "4 vs 2 seeds x 3,500 items on 1,359 facts",
              "paper": 0.37 if m == "accuracy" else "every prefix beats the original data; 1-4 tokens best",
-             "outcome": "Contradicted (p = 0.001 (Holm, 3 parts; unadjusted 0.000))",
+             "outcome": "Contradicted (p = 0.001 (Holm, 3 parts; unadjusted < 0.001))",
              "for ±0.5 points it would take": "out of reach: the knowledge base has 1,968 facts to ask about; with "
                                               "all of them and 20x the seeds the half-width would be ±2.06"}
             for m in ("accuracy", "log-score")]

@@ -69,6 +69,12 @@ def test_finding_text_and_row():
                         "CI half-width ±0.52 points: effects under about 0.74 points would be missed more often "
                         "than not (80% power)")
     assert g.as_dict()["n_seeds"] == "1 vs 8"
+    tiny = V.Finding("reproduced", effect=17.2, ci=(11.8, 22.7), p=0.0001, n_seeds=4, metric="logscore")
+    assert tiny.p_text() == "p < 0.001"  # not 'p = 0.000'
+    holm = V.Finding("reproduced", effect=2.0, ci=(1.0, 3.0), p=0.0004, p_raw=0.0002, adjusted="Holm, 2 parts")
+    assert holm.p_text() == "p < 0.001 (Holm, 2 parts; unadjusted < 0.001)"
+    holm = V.Finding("inconclusive", effect=1.8, ci=(-0.1, 3.6), p=0.054, p_raw=0.027, adjusted="Holm, 2 parts")
+    assert holm.p_text() == "p = 0.054 (Holm, 2 parts; unadjusted 0.027)"
     with pytest.raises(CalibError, match="unknown outcome 'yes'"):
         V.Finding("yes")
 

@@ -93,11 +93,14 @@ class Finding:
         return f"{seeds} seeds{items}"
 
     def p_text(self) -> str:
+        """'p = 0.196', 'p < 0.001' (never 'p = 0.000'), with the unadjusted p after a Holm level."""
         if self.p is None:
             return ""
+        small = lambda v: v < 0.0005  # noqa: E731 - what rounds to 0.000
+        p = "p < 0.001" if small(self.p) else f"p = {self.p:.3f}"
         if self.adjusted:
-            return f"p = {self.p:.3f} ({self.adjusted}; unadjusted {self.p_raw:.3f})"
-        return f"p = {self.p:.3f}"
+            return f"{p} ({self.adjusted}; unadjusted {'< 0.001' if small(self.p_raw) else f'{self.p_raw:.3f}'})"
+        return p
 
     def text(self) -> str:
         """'reproduced: +1.42 points [+0.95, +1.90], p = 0.001, n = 10 seeds x 3,500 items on 1,359 facts'."""
