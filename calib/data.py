@@ -20,10 +20,12 @@ import logging
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from calib.errors import CalibError, check_choice
+
+if TYPE_CHECKING:  # numpy loads with the first draw, so `calib --help` stays fast
+    import numpy as np
 
 log = logging.getLogger("calib.data")
 
@@ -240,6 +242,7 @@ def _too_many(nsamples: int, windows: int, seqlen: int, where: str):
 def document_windows(lengths: list[int], nsamples: int, seqlen: int, rng: np.random.Generator):
     """(doc, start) pairs: a uniform document among those with >= seqlen tokens (the same
     law as the original's rejection loop, but it cannot spin), then a uniform start."""
+    import numpy as np
     eligible = np.flatnonzero(np.asarray(lengths) >= seqlen)
     if len(eligible) == 0:
         longest = int(np.argmax(lengths))
@@ -281,6 +284,7 @@ def sample(source: str, tokenizer, nsamples: int, seqlen: int, seed: int = 0, mo
     check_choice("sampling mode", mode, MODES)
     check_memory(nsamples, seqlen)
     texts = load_texts(source, pool, text_field)
+    import numpy as np
     rng = np.random.default_rng(seed)
     meta = dict(source=str(source), mode=mode, nsamples=nsamples, seqlen=seqlen, seed=seed,
                 pool=len(texts), tokenizer=getattr(tokenizer, "name_or_path", type(tokenizer).__name__))

@@ -27,11 +27,12 @@ import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
-
-import numpy as np
+from typing import TYPE_CHECKING, Sequence
 
 from calib.errors import CalibError, at, check_choice, integer, section
+
+if TYPE_CHECKING:  # numpy loads with the first score, so `calib --help` stays fast
+    import numpy as np
 
 PAPER_TASKS = {"boolq": 0, "winogrande": 0, "piqa": 0, "hellaswag": 0, "arc_easy": 0, "arc_challenge": 0,
                "mmlu": 5}
@@ -56,6 +57,7 @@ def token_nll(model, tokenizer, texts: Sequence[str], max_length: int | None = N
 
 def perplexity(model, tokenizer, texts: Sequence[str], max_length: int | None = None,
                batch_size: int = 16, progress: bool = False) -> dict:
+    import numpy as np
     nlls = [n for n in token_nll(model, tokenizer, texts, max_length, batch_size, progress) if len(n)]
     total = sum(float(n.sum()) for n in nlls)
     count = sum(len(n) for n in nlls)
@@ -366,6 +368,7 @@ def _record(sample: dict, name: str, task) -> dict:
     """What lm-eval scored for one item: acc (and acc_norm), the gold choice's log-probability
     normalised over the choices (several gold choices: their total), and the item's fact (a world
     item's; elsewhere the document, task/doc_id)."""
+    import numpy as np
     lls = np.array([float(r[0]) for r in sample["filtered_resps"]], dtype=np.float64)
     gold = _gold(task, sample["doc"])
     logscore = float(np.logaddexp.reduce(lls[gold]) - np.logaddexp.reduce(lls))
@@ -385,6 +388,7 @@ def _columns(records: list[dict]) -> dict:
 def encode_records(records: dict) -> dict:
     """Per task, the compact form a store row keeps: acc/acc_norm as strings of 0/1, logscore as
     base64 float32, facts joined by '|'."""
+    import numpy as np
     out = {}
     for t, r in records.items():
         e = {k: "".join(str(int(v)) for v in r[k]) for k in ("acc", "acc_norm") if k in r}
@@ -399,6 +403,7 @@ def encode_records(records: dict) -> dict:
 def decode_records(stored: dict) -> dict:
     """``encode_records`` undone, as numpy arrays; a row from before records existed (task -> a
     string of 0/1) gives ``acc`` alone, so its missing fields are seen, not guessed."""
+    import numpy as np
     out = {}
     for t, e in (stored or {}).items():
         if isinstance(e, str):

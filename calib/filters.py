@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Iterable
-
-import numpy as np
+from typing import TYPE_CHECKING, Iterable
 
 from calib.errors import CalibError
+
+if TYPE_CHECKING:  # numpy loads with the first score, so `calib --help` stays fast
+    import numpy as np
 
 log = logging.getLogger("calib.filters")
 
@@ -99,7 +100,7 @@ def lsh_overlap(a: list[str], b: list[str], threshold: float = 0.5, n: int = NGR
         if g:
             lsh.insert(str(i), _minhash(g, num_perm, seed))
     hits = [bool(lsh.query(_minhash(g, num_perm, seed))) for g in map(lambda t: word_ngrams(t, n), a) if g]
-    return float(np.mean(hits)) if hits else 0.0
+    return sum(hits) / len(hits) if hits else 0.0
 
 
 # ------------------------------------------------------------ perplexity filter (§4, §6.3)
@@ -117,6 +118,7 @@ def ppl_keep(ppl, k: float = FILTER_RATE) -> np.ndarray:
     paper's exact rule: keep ppl < np.percentile(ppl, 100 - k) (strictly below).
     A sample without a finite perplexity (fewer than 2 tokens) is dropped and left
     out of the percentile, so one such sample cannot turn the threshold into NaN."""
+    import numpy as np
     ppl = np.asarray(ppl, dtype=np.float64)
     k = check_k(k)
     finite = np.isfinite(ppl)
@@ -175,6 +177,7 @@ def nll_per_token(ids, logits):
 
 def perplexities(model, tokenizer, texts: list[str], batch_size: int = BATCH_SIZE, progress: bool = True) -> np.ndarray:
     """exp(mean token NLL) of each text under the model; nan for a text with < 2 tokens."""
+    import numpy as np
     out = []
     for ids, logits in token_logits(model, tokenizer, texts, batch_size, desc="perplexity", progress=progress):
         out.append(float(nll_per_token(ids, logits).mean().exp()) if len(ids) > 1 else float("nan"))
@@ -197,6 +200,7 @@ def mink_pp_tokens(ids, logits):
 
 def mink_pp_score(token_scores, k: float = MINK) -> float:
     """Mean of the lowest k% token scores (at least one token)."""
+    import numpy as np
     s = np.sort(np.asarray(token_scores, dtype=np.float64))
     if len(s) == 0:
         return float("nan")
@@ -207,6 +211,7 @@ def mink_pp_score(token_scores, k: float = MINK) -> float:
 def mink_pp(model, tokenizer, texts: list[str], k: float = MINK, batch_size: int = BATCH_SIZE,
             progress: bool = True) -> np.ndarray:
     """Min-K%++ score of each text (higher: more like the model's training data)."""
+    import numpy as np
     check_k(k, allow_100=True)
     return np.asarray([mink_pp_score(mink_pp_tokens(ids, logits).numpy(), k)
                        for ids, logits in token_logits(model, tokenizer, texts, batch_size,

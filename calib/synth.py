@@ -21,8 +21,6 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
-
 from calib.data import SYNTH_GENERATOR as GENERATOR  # the marker data.py recognises in rows
 from calib.errors import CalibError
 from calib.io import atomic_write, check_output
@@ -157,6 +155,7 @@ def process_logits(logits, seen, **sampling):
 
 
 def row_seed(seed: int, index: int) -> int:
+    import numpy as np  # here, so `calib --help` does not load it
     return int(np.random.SeedSequence([seed, index]).generate_state(1, np.uint64)[0] >> 1)
 
 

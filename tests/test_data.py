@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -159,3 +161,17 @@ def test_cli_sample(tmp_path, capsys):
             main([cmd, "--help"])
         assert e.value.code == 0
     assert "paper" in capsys.readouterr().out
+
+
+HEAVY = ("torch", "numpy", "transformers", "datasets", "lm_eval", "pandas", "scipy", "ray")
+
+
+@pytest.mark.parametrize("cmd", ["", "world", "sample", "generate", "filter", "similarity", "prune",
+                                 "evaluate", "run", "results"])
+def test_help_loads_no_heavy_library(cmd):
+    """`calib [COMMAND] --help` answers before torch or numpy loads (start-up is the README's figure)."""
+    code = ("import sys\nfrom calib.cli import main\n"
+            f"try:\n    main({[*cmd.split(), '--help']!r})\nexcept SystemExit as e:\n    assert e.code == 0\n"
+            f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]", f"calib {cmd} --help loaded {out.strip().splitlines()[-1]}"

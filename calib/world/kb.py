@@ -10,8 +10,10 @@ order over sorted lists; nothing depends on Python's hash order.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # numpy loads with the first draw, so `calib --help` stays fast
+    import numpy as np
 
 # Syllables for invented names. Invented names keep facts unguessable from
 # prior knowledge of English: the only way to know them is pretraining.
@@ -82,6 +84,7 @@ def build_kb(seed: int = 0, n_regions: int = 8, n_cities: int = 48, n_people: in
              n_animals: int = 40, n_tools: int = 32, n_foods: int = 40, n_festivals: int = 32) -> KB:
     """Draw the knowledge base. Sizes are chosen so a ~7M-parameter model can learn
     most frequent facts but not all rare ones (tasks stay unsaturated)."""
+    import numpy as np
     rng = np.random.default_rng([seed, 0x6B62])
     taken: set[str] = set()
     kb = KB(seed=seed)
@@ -153,5 +156,6 @@ def build_kb(seed: int = 0, n_regions: int = 8, n_cities: int = 48, n_people: in
 # Zipf-like popularity: a few entities are talked about a lot, most rarely.
 # This is what makes some task items hard ("rarely seen facts").
 def popularity(n: int, alpha: float = 0.9) -> np.ndarray:
+    import numpy as np
     w = 1.0 / np.arange(1, n + 1) ** alpha
     return w / w.sum()

@@ -25,8 +25,6 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
-import numpy as np
-
 from calib.world.kb import HABITATS, INGREDIENTS, MATERIALS, OCCUPATIONS
 
 N_ALPACA = 1000
@@ -94,6 +92,8 @@ def fact_pool() -> frozenset:
 
 class _Maker:
     def __init__(self, seed: int):
+        import numpy as np  # here, so `calib --help` does not load it
+
         from calib.world.sources import kb
         self.kb = kb()
         self.rng = np.random.default_rng([TASK_SEED, seed])
@@ -128,7 +128,7 @@ class _Maker:
     def shuffled(self, true, wrong):
         opts = [true] + list(wrong)
         order = self.rng.permutation(len(opts))
-        return [opts[i] for i in order], int(np.argmax(order == 0))
+        return [opts[i] for i in order], int((order == 0).argmax())
 
     # (question, answer, distractor pool, fact): one-hop facts
     def direct_fact(self):
