@@ -5,7 +5,9 @@ world suite) with the local executor and a cold cache, and splits its wall time
 into prune + evaluation (dense evaluation included: it is an evaluation, cached
 after the first job) and everything else: model load, calibration-set build,
 key and skip checks, the store write, bookkeeping. That remainder, per job, is
-the overhead; the target is < 2% of a world job's time.
+the overhead. The target is < 2% of a world job's time for each job after a
+worker's first: the first job also pays a once-per-process start-up (imports, the
+first model load, the source's document pool), reported apart.
 
 Uses the world model when it is built, else a random model of the world recipe's
 shape (same architecture, vocabulary and context; prune and evaluation cost depend
@@ -27,6 +29,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+START_UP = "imports, the first model load, the source's document pool"
+TOY_JOBS_PER_WORKER = 115  # the toy book's 229 jobs over its 2 sweep workers
 
 
 def parse(argv=None):
@@ -114,15 +118,18 @@ def main(argv=None):
         "machine": f"{platform.machine()}, {os.cpu_count()} cores shared, torch threads 1, load avg "
                    f"{os.getloadavg()[0]:.1f}",
     }
-    # A sweep worker pays its first job's extra (imports, the source's pool) once per process; every
-    # later job pays only its own part: that is the per-job overhead a long sweep sees.
-    each, outside = res["in_job_overhead_s_each"], (wall - sum(r["timings"]["total"] for r in rows)) / len(jobs)
-    later = [r["timings"]["total"] for r in rows[1:]]
-    if later:
-        steady = sum(each[1:]) / len(later) + outside
-        res["steady_overhead_s_per_job"] = steady
-        res["steady_overhead_fraction"] = steady / (sum(later) / len(later) + outside)
-        res["once_per_process_s"] = each[0] - sum(each[1:]) / len(later)
+    # A sweep worker pays its first job's extra once per process; each later job pays only its
+    # own part, which is the per-job overhead a long sweep sees.
+    if len(rows) > 1:
+        later = len(rows) - 1
+        outside = (wall - sum(r["timings"]["total"] for r in rows)) / len(jobs)  # claims, store, scheduling
+        in_job = sum(res["in_job_overhead_s_each"][1:]) / later
+        job = sum(r["timings"]["total"] for r in rows[1:]) / later + outside
+        once = res["in_job_overhead_s_each"][0] - in_job
+        res["steady_overhead_s_per_job"] = in_job + outside
+        res["steady_overhead_fraction"] = (in_job + outside) / job
+        res["once_per_process_s"] = once
+        res["once_per_process_fraction_over_toy_worker"] = once / TOY_JOBS_PER_WORKER / job
     res["pass"] = res.get("steady_overhead_fraction", res["overhead_fraction"]) < 0.02
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(res, indent=1))
@@ -146,9 +153,9 @@ def main(argv=None):
         md += [f"**Overhead per job after a worker's first: {res['steady_overhead_s_per_job']:.3f} s, "
                f"{100 * res['steady_overhead_fraction']:.2f}% of a job** (target < 2%: "
                f"{'met' if res['pass'] else 'missed'}). The first job also pays "
-               f"{res['once_per_process_s']:.2f} s once per process (imports, the source's document pool): "
-               f"{100 * res['once_per_process_s'] / 115 / res['per_job_s']:.2f}% of a job spread over the "
-               f"~115 jobs each of the toy book's 2 workers runs.\n"]
+               f"{res['once_per_process_s']:.2f} s once per process ({START_UP}): "
+               f"{100 * res['once_per_process_fraction_over_toy_worker']:.2f}% of a job spread over the "
+               f"~{TOY_JOBS_PER_WORKER} jobs each of the toy book's 2 workers runs.\n"]
     args.out.with_suffix(".md").write_text("\n".join(md))
     print("\n".join(md))
     return 0 if res["pass"] else 1
