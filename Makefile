@@ -19,9 +19,11 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 # the layer contracts first (pyproject.toml, [tool.importlinter]): a wrong-way import fails in a second;
-# pytest then lists its 15 slowest tests (pyproject.toml, addopts)
+# the workflow (actionlint) and CITATION.cff (cffconvert) next; pytest then lists its 15 slowest tests (pyproject.toml, addopts)
 test: $(STAMP)
 	$(BIN)/lint-imports
+	$(BIN)/actionlint .github/workflows/*.yml
+	$(BIN)/cffconvert --validate -i CITATION.cff
 	$(BIN)/python -m pytest -q
 
 world: $(STAMP)
