@@ -99,7 +99,9 @@ def test_calib_run_plan(tmp_path, capsys, cache_env):
     assert row[0] == "world.yaml" and int(row[1]) == n and row[2] == "0"
     assert "hours on one worker at the world model on one CPU thread" in out
     assert not (tmp_path / "r.db").exists()
-    assert main(["run", "examples/grids/paper.yaml", "--plan"]) == 2
+    grid = tmp_path / "real.yaml"
+    grid.write_text("model: /models/DCLM-7B\nmethod: wanda\n")
+    assert main(["run", str(grid), "--plan"]) == 2
     err = capsys.readouterr().err
     assert "no model at /models/DCLM-7B" in err and "--plan needs only the model's config.json" in err
 
