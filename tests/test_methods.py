@@ -5,6 +5,7 @@ cycle (lazy imports counted)."""
 from __future__ import annotations
 
 import ast
+import inspect
 import json
 import re
 from pathlib import Path
@@ -65,7 +66,6 @@ def test_the_default_method_has_one_owner():
     from calib.cli import build_parser
     from calib.experiments.job import Job
     from calib.prune.engine import prune
-    import inspect
     sub = build_parser()._subparsers._group_actions[0].choices["prune"]
     assert sub.get_default("method") == Job.method == inspect.signature(prune).parameters["method"].default \
         == methods.DEFAULT_METHOD

@@ -139,37 +139,25 @@ def option_methods(name: str) -> list[str]:
     return [m.name for m in METHODS.values() if any(o.name == name for o in m.options)]
 
 
-class _Defaults(Mapping):
-    """method -> {option: default}, read from the records when asked."""
+class _View(Mapping):
+    """A live view of the records, name -> ``value(record)``, in registration order or by ``key``."""
+
+    def __init__(self, value: Callable, key: Callable | None = None):
+        self.value, self.key = value, key
 
     def __getitem__(self, name):
-        return METHODS[name].defaults
+        return self.value(METHODS[name])
 
     def __iter__(self):
-        return iter(METHODS)
+        ordered = sorted(METHODS.values(), key=self.key) if self.key else METHODS.values()
+        return (m.name for m in ordered)
 
     def __len__(self):
         return len(METHODS)
 
 
-class _DisplayNames(Mapping):
-    """method -> display name, in the paper's order (the book's tables and figures)."""
-
-    def _ordered(self):
-        return sorted(METHODS.values(), key=lambda m: m.order)
-
-    def __getitem__(self, name):
-        return METHODS[name].display
-
-    def __iter__(self):
-        return (m.name for m in self._ordered())
-
-    def __len__(self):
-        return len(METHODS)
-
-
-OPTIONS = _Defaults()
-DISPLAY_NAMES = _DisplayNames()
+OPTIONS = _View(lambda m: m.defaults)  # method -> {option: default}
+DISPLAY_NAMES = _View(lambda m: m.display, key=lambda m: m.order)  # the book's names, in the paper's order
 
 
 def outlier_reports(report: dict) -> dict:
