@@ -6,8 +6,9 @@ Perplexity on a held-out text set is reported as
 * ``ppl_paper``: the paper's definition, mean over samples of exp(mean token NLL).
 
 Tasks run through ``lm_eval.simple_evaluate`` on the in-memory model (no fork, no temporary
-save), scored by ``calib.scorer.FastLM`` (``scorer="fast"``, lm-eval model ``calib-fast``) or by
-upstream ``HFLM`` (``scorer="hflm"``); both give the same scores. Built lm-eval task objects are
+save), scored by ``calib.scorer.FastLM`` (``scorer="fast"``; lm-eval users also reach it as model
+``calib-fast``) or by upstream ``HFLM`` (``scorer="hflm"``), each built here directly; both give the
+same scores. Built lm-eval task objects are
 kept per process, so only the first evaluation in a worker builds them.
 
 Per item, every evaluation keeps what lm-eval scored (``records``): 0/1 ``acc`` (and ``acc_norm``
@@ -104,20 +105,21 @@ def _lean_lm_eval():
         evaluator.add_env_info, evaluator.get_git_commit_hash, utils.apply_template = originals
 
 
-SCORERS = {"fast": "calib-fast", "hflm": "hf"}
-"""scorer -> lm-eval model name (calib-fast is registered by calib.scorer)."""
+SCORERS = {"fast": "calib.scorer.FastLM, calib's exact prefix-sharing scorer",
+           "hflm": "lm-eval's HFLM (the same scores, slower)"}
+"""scorer -> what scores; both classes are built here directly, not through lm-eval's registry."""
 SCORER = "fast"  # the default: calib.scorer's exact multiple-choice scorer
 
 _BUILT: dict = {}  # (include_path, task name, num_fewshot) -> built lm-eval Task/Group objects
 
 
 def _lm(model, tokenizer, scorer: str, batch_size: int):
-    from lm_eval.api.registry import get_model
     check_choice("scorer", scorer, SCORERS)
     if scorer == "fast":
-        import calib.scorer  # noqa: F401  (registers calib-fast)
-    return get_model(SCORERS[scorer]).create_from_arg_obj(
-        {"pretrained": model, "tokenizer": tokenizer, "batch_size": batch_size})
+        from calib.scorer import FastLM as LM
+    else:
+        from lm_eval.models.huggingface import HFLM as LM
+    return LM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
 
 
 def _built_tasks(names: list[str], include_path: str | None, n_shot: int | None) -> list:

@@ -287,11 +287,11 @@ def test_the_setting_owns_the_block_plan_and_the_mask_method():
     assert owl.outlier_pass and owl.mask_method == "sparsegpt" and not owl.data_free
     plan = owl.block_plan(3, [0.01, 0.05, 0.02])
     assert len(plan) == 3 and abs(sum(s for s, _ in plan) / 3 - 0.6) < 1e-9 and plan[1][0] < plan[0][0]
-    with pytest.raises(CalibError, match="outlier ratio of each of the 3 blocks"):
+    with pytest.raises(CalibError, match="OWL's block plan needs the outlier ratio of each of the 3 blocks"):
         owl.block_plan(3)
     wanda = Setting.of("wanda", pattern="2:4")
     assert wanda.block_plan(2) == [(0.5, (2, 4))] * 2 and not wanda.outlier_pass and wanda.mask_method == "wanda"
-    assert Setting.of("dsnot", 0.0).data_free and Setting.of("dsnot", 0.0).mask_method == "magnitude"
+    assert Setting.of("dsnot", 0.0).data_free and Setting.of("dsnot", 0.0).needs == {}  # nothing to prune
     assert not Setting.of("owl", 0.0).outlier_pass
     with pytest.raises(CalibError, match="unknown pruning method 'wandaa'; valid choices: magnitude, wanda"):
         Setting.of("wandaa", 0.5)

@@ -107,6 +107,20 @@ def test_registered_in_lm_eval():
     assert get_model(MODEL_NAME) is FastLM
 
 
+def test_calib_builds_its_scorers_directly():
+    """`scorer="fast"` is FastLM and `"hflm"` lm-eval's HFLM, built by calib with the arguments
+    lm-eval's registry path passed (create_from_arg_obj: the class called with them)."""
+    from lm_eval.models.huggingface import HFLM
+
+    from calib.evaluate import _lm
+    from calib.models import load
+    from calib.scorer import FastLM
+    model, tok = load()
+    fast, hflm = _lm(model, tok, "fast", 4), _lm(model, tok, "hflm", 4)
+    assert type(fast) is FastLM and type(hflm) is HFLM
+    assert fast.model is model and hflm.model is model and fast.batch_size == hflm.batch_size == 4
+
+
 # ------------------------------------------------------------------------ equality with HFLM
 def test_every_world_task_scores_as_hflm(cache_env):
     from calib.evaluate import lm_eval_tasks

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from calib.errors import CalibError, check_choice
+from calib.prune.methods import DISPLAY_NAMES
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -22,8 +23,7 @@ MIX_NAMES = {"olmo-mix-dclm": "OLMo-mix dclm", "olmo-mix-wiki": "OLMo-mix wiki"}
 ROLE = dict(zip(WORLD_SOURCES, PAPER_SOURCES)) | {s: s for s in PAPER_SOURCES} \
     | {"olmo-mix-dclm": "dclm", "olmo-mix-wiki": "wikipedia"}
 NAMES = {"c4": "C4", "wikipedia": "Wikipedia", "slimpajama": "SlimPajama", "dclm": "DCLM"}
-METHOD_NAMES = {"magnitude": "Magnitude", "sparsegpt": "SparseGPT", "wanda": "Wanda", "dsnot": "DSnoT",
-                "owl": "OWL"}
+METHOD_NAMES = DISPLAY_NAMES  # the methods' records (calib.prune.methods), in the paper's order
 
 # Defaults per profile; every key can be overridden by a notebook parameter.
 # seeds: calibration seeds of every cell; headline_seeds: of the two arms of each chapter's

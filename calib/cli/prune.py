@@ -14,26 +14,6 @@ from calib import data
 from calib.errors import CalibError
 from calib.prune import methods
 
-# CLI flag -> method option; None defaults mean "the method's own default".
-_OPTION_FLAGS = {
-    "use_variant": "--use-variant",
-    "blocksize": "--blocksize",
-    "percdamp": "--percdamp",
-    "initial_method": "--dsnot-init",
-    "max_cycle_time": "--max-cycle-time",
-    "update_threshold": "--update-threshold",
-    "pow_of_var_regrowing": "--pow-of-var-regrowing",
-    "skip_layer": "--skip-layer",
-    "skip_sub_layer": "--skip-sub-layer",
-    "without_dsnot": "--without-dsnot",
-    "same_sign": "--same-sign",
-    "walk": "--dsnot-walk",
-    "base": "--owl-base",
-    "owl_m": "--owl-m",
-    "owl_lambda": "--owl-lambda",
-}
-
-
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "prune", help=f"prune a model layer by layer ({', '.join(methods.METHODS)})",
@@ -42,7 +22,8 @@ def add_parser(sub) -> None:
                     "and save it with dense weights and exact zeros, plus prune_report.json.",
     )
     p.add_argument("--model", required=True, help="model folder (save_pretrained layout) or alias world | world-qwen")
-    p.add_argument("--method", default="wanda", help=" | ".join(methods.METHODS))
+    p.add_argument("--method", default=methods.DEFAULT_METHOD,
+                   help=f"{' | '.join(methods.METHODS)} (default {methods.DEFAULT_METHOD})")
     p.add_argument("--sparsity", type=float, default=None,
                    help="unstructured sparsity in [0, 1) (default 0.5); implied by N:M patterns")
     p.add_argument("--pattern", default="unstructured", help="unstructured | 2:4 | 4:8 | N:M")
@@ -60,39 +41,39 @@ def add_parser(sub) -> None:
                    help="keep the whole model on the device (default: one block at a time)")
     p.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 | float16")
     p.add_argument("--no-progress", action="store_true")
-    g = p.add_argument_group("method options (default: the original implementations' values)")
-    g.add_argument("--use-variant", action="store_const", const=True, default=None,
-                   help="wanda/owl: Wanda's alpha-search variant")
-    g.add_argument("--blocksize", type=int, default=None, help="sparsegpt: column block size (128)")
-    g.add_argument("--percdamp", type=float, default=None, help="sparsegpt/dsnot: Hessian damping (0.01)")
-    g.add_argument("--dsnot-init", dest="initial_method", default=None, help="dsnot: wanda | sparsegpt | magnitude")
-    g.add_argument("--max-cycle-time", type=int, default=None, help="dsnot: cycles (50)")
-    g.add_argument("--update-threshold", type=float, default=None, help="dsnot: stop when |err| <= this (0.1)")
-    g.add_argument("--pow-of-var-regrowing", type=float, default=None, help="dsnot: variance power (1)")
-    g.add_argument("--skip-layer", default=None, help="dsnot: no_skip | mlp | self_attn (mlp)")
-    g.add_argument("--skip-sub-layer", default=None, help="dsnot: e.g. q_proj (no_skip)")
-    g.add_argument("--without-dsnot", action="store_const", const=True, default=None,
-                   help="dsnot: initial mask only")
-    g.add_argument("--same-sign", default=None, choices=["true", "false"],
-                   help="dsnot: require err to keep its sign (default: false unstructured, true N:M, as upstream)")
-    g.add_argument("--dsnot-walk", dest="walk", default=None,
-                   help="dsnot: guarded (calib's fixed walk) | original (the published loop) (guarded)")
-    g.add_argument("--owl-base", dest="base", default=None, help="owl: wanda | sparsegpt | magnitude")
-    g.add_argument("--owl-m", type=float, default=None, help="owl: outlier threshold M (5)")
-    g.add_argument("--owl-lambda", type=float, default=None, help="owl: lambda (0.08)")
+    _add_option_flags(p)
     p.set_defaults(func=handler)
 
 
+def _add_option_flags(p) -> None:
+    """One flag per method option (methods.py's records), its help naming the methods that take it
+    and the default. Flags default to None: "not given", so the method's own default applies."""
+    g = p.add_argument_group("method options (default: the original implementations' values)")
+    for opt in methods.shared_options().values():
+        text = f"{'/'.join(methods.option_methods(opt.name))}: {opt.help}"
+        if opt.choices and len(opt.choices) <= 4:
+            text += f": {' | '.join(opt.choices)}"
+        if opt.default is not None:
+            text += f" (default {str(opt.default).lower() if opt.type is bool else opt.default})"
+        kw = {"dest": opt.name, "default": None, "help": text}
+        if opt.type is bool and opt.default is False:
+            kw.update(action="store_const", const=True)
+        elif opt.type is bool:  # true, false, or not given (None: the method decides)
+            kw.update(choices=["true", "false"])
+        elif opt.type in (int, float):
+            kw.update(type=opt.type)
+        g.add_argument(opt.cli_flag, **kw)
+
+
 def _method_options(args, method):
-    from calib.prune.methods import OPTIONS
     opts = {}
-    for key, flag in _OPTION_FLAGS.items():
-        val = getattr(args, key)
+    for name, opt in methods.shared_options().items():
+        val = getattr(args, name)
         if val is None:
             continue
-        if key not in OPTIONS.get(method, {}):
-            raise CalibError(f"{flag} does not apply to method {method!r}")
-        opts[key] = (val == "true") if key == "same_sign" else val
+        if name not in methods.OPTIONS.get(method, {}):
+            raise CalibError(f"{opt.cli_flag} does not apply to method {method!r}")
+        opts[name] = (val == "true") if isinstance(val, str) and opt.type is bool else val
     return opts
 
 
@@ -182,7 +163,7 @@ def handler(args) -> int:
         "seed": args.seed,
         "mask_hash": result.mask_hash,
         "sparsity_report": {k: result.report[k] for k in ("overall", "blocks", "matrices")},
-        "owl": result.report.get("owl"),
+        **methods.outlier_reports(result.report),
         "versions": calib.versions(),
         "timings": {**timings, "engine": result.timings},
     }

@@ -38,7 +38,7 @@ class Job:
     """One cell of the grid. Construction validates and fills in every default, so two
     spellings of the same cell compare (and hash) equal; errors name the field."""
     model: str = "world"
-    method: str = "wanda"
+    method: str = methods.DEFAULT_METHOD
     sparsity: float | None = None
     pattern: str = "unstructured"
     options: dict = field(default_factory=dict)

@@ -238,14 +238,13 @@ class Plan:
 
 def plan(jobs, store_status: dict | None = None) -> Plan:
     """The plan of ``jobs`` (deduplicated by key); ``store_status``: key -> status of a store."""
-    from calib.cache import cache_dir
-    from calib.experiments.run import calibration_key, dense_key, generation_key
+    from calib.experiments.run import calibration_key, dense_file, generation_done
     status = store_status or {}
     unique = list({j.key: j for j in jobs}.values())
     p = Plan(jobs=len(unique))
     cals = set()
-    gens: dict = {}   # generation key -> [tokens, needed by an unfinished job]
-    dense: dict = {}  # dense-evaluation key -> [tokens, needed by an unfinished job]
+    gens: dict = {}   # generated set's cache file -> [tokens, needed by an unfinished job, model]
+    dense: dict = {}  # dense evaluation's cache file -> [tokens, needed by an unfinished job, model]
     for j in unique:
         st = status.get(j.key)
         p.done += st == "done"
@@ -264,19 +263,19 @@ def plan(jobs, store_status: dict | None = None) -> Plan:
         if todo:
             p.todo_tokens["prune"] += pr
             p.todo_tokens["evaluate"] += ev
-        g = generation_key(j)
+        g = generation_done(j)
         if g:
             gens.setdefault(g, [generation_tokens(j), False, j.model])[1] |= todo
-        if dense_key(j) not in dense:
+        d = dense_file(j)
+        if d not in dense:
             for sc in SCORERS:
                 p.by_scorer[sc] += each[sc]
-        dense.setdefault(dense_key(j), [ev, False, j.model])[1] |= todo
-    for stage, work, cached in (("generate", gens, lambda k: cache_dir() / "synthetic" / k / "complete.json"),
-                                ("evaluate", dense, lambda k: cache_dir() / "dense_eval" / f"{k}.json")):
-        for k, (tokens, needed, model) in work.items():
+        dense.setdefault(d, [ev, False, j.model])[1] |= todo
+    for stage, work in (("generate", gens), ("evaluate", dense)):
+        for f, (tokens, needed, model) in work.items():
             p.tokens[stage] += tokens
             p.by_model[model] += tokens
-            if needed and not cached(k).is_file():
+            if needed and not f.is_file():
                 p.todo_tokens[stage] += tokens
     p.calibration_sets, p.generations, p.dense_evaluations = len(cals), len(gens), len(dense)
     return p

@@ -14,6 +14,7 @@ import math
 import os
 import socket
 import time
+from pathlib import Path
 
 import calib
 from calib.cache import cache_dir, digest
@@ -21,6 +22,7 @@ from calib.errors import CalibError
 from calib.experiments.job import Job
 from calib.io import atomic_write, file_lock
 from calib.models import model_identity, model_path
+from calib.prune.methods import outlier_reports
 from calib.synth import texts_digest
 
 
@@ -83,7 +85,7 @@ def calibration_set(job: Job, model, tok, timer: Timer | None = None):
     timer = timer if timer is not None else Timer()
     c, s = job.calibration, job.synthetic
     mid = model_identity(model_path(job.model))
-    f = cache_dir() / "calibration" / f"{calibration_key(job)}.pt"
+    f = calibration_file(job)
     if f.is_file():
         blob = torch.load(f, weights_only=True)
         return blob["ids"], json.loads(blob["info"])
@@ -120,6 +122,28 @@ def dense_key(job: Job) -> str:
                    "suite_version": job.suite_version})[:32]
 
 
+# ------------------------------------------------------------------ the cache's layout
+# The one place that says where each intermediate lives (the planner asks what is there).
+def calibration_file(job: Job) -> Path:
+    return cache_dir() / "calibration" / f"{calibration_key(job)}.pt"
+
+
+def generation_dir(job: Job) -> Path | None:
+    """The folder of the job's self-generated set and its filtered versions (None without synthetic data)."""
+    g = generation_key(job)
+    return cache_dir() / "synthetic" / g if g else None
+
+
+def generation_done(job: Job) -> Path | None:
+    """The file whose presence says the job's generated set is complete (with its perplexities)."""
+    d = generation_dir(job)
+    return d / "complete.json" if d else None
+
+
+def dense_file(job: Job) -> Path:
+    return cache_dir() / "dense_eval" / f"{dense_key(job)}.json"
+
+
 def _generation_spec(job: Job, mid: str) -> dict:
     s, c = job.synthetic, job.calibration
     spec = {"model": mid, "dtype": job.dtype, "source": c["source"],
@@ -138,8 +162,8 @@ def synthetic_source(job: Job, model, tok, timer: Timer):
     from calib import data, filters, synth
     s, c = job.synthetic, job.calibration
     spec = _generation_spec(job, model_identity(model_path(job.model)))
-    d = cache_dir() / "synthetic" / generation_key(job)
-    gen, done = d / "generated.jsonl", d / "complete.json"
+    d, done = generation_dir(job), generation_done(job)
+    gen = d / "generated.jsonl"
     with file_lock(d / ".lock"):  # one writer per generated set, even across processes
         if not done.is_file():
             with timer("synth_generate"):
@@ -189,7 +213,7 @@ def evaluate(job: Job, model, tok) -> tuple[dict, dict, dict]:
 
 def dense_evaluation(job: Job, model, tok) -> tuple[dict, dict, dict]:
     """The unpruned model's metrics on the job's suite, cached per (model, dtype, suite)."""
-    f = cache_dir() / "dense_eval" / f"{dense_key(job)}.json"
+    f = dense_file(job)
     if f.is_file():
         blob = json.loads(f.read_text())
         return blob["metrics"], blob["meta"], blob.get("items", {})
@@ -229,7 +253,8 @@ def run_job(job: Job) -> dict:
         raise CalibError(f"NaN metrics: {', '.join(nan)}")
     metrics["sparsity_actual"] = res.report["overall"]["sparsity"]
     timer["total"] = time.perf_counter() - t0
-    info = {"calibration": cinfo, "prune": {k: res.report[k] for k in ("overall", "owl") if k in res.report},
+    plans = {k: v for k, v in outlier_reports(res.report).items() if v is not None}
+    info = {"calibration": cinfo, "prune": {"overall": res.report["overall"], **plans},
             "execution": job.execution, "device": dev, "pid": os.getpid(), "suite_version": job.suite_version,
             "items": items}
     return {"key": job.key, "status": "done", "params": job.params(), "calib_hash": cinfo["hash"],

@@ -5,7 +5,7 @@
     result = prune(model, calib_ids, setting=Setting.of("wanda", 0.6))   # the same, checked once up front
     result.report["overall"]["sparsity"], result.mask_hash
 
-methods.py is the method table (torch-free to import), sequential.py the
+methods.py holds the method records (torch-free to import), sequential.py the
 block-by-block plumbing, engine.py the run; masks, stats, sparsegpt, dsnot and
 owl are the methods' math. ``prune`` and ``PruneResult`` load torch on first use.
 """

@@ -34,7 +34,10 @@ import torch
 
 from calib.errors import check_choice
 from calib.prune.masks import nm_groups_order
-from calib.prune.methods import DSNOT_WALKS as WALKS  # the method table owns the option's choices
+
+# The two walks below. The dsnot record (methods.py) offers the same choices; this module does not
+# import it (the record imports this math, not the other way; tests/test_methods.py holds them equal).
+WALKS = ("guarded", "original")
 
 
 def _regrow_order(dsnot_metric, pruned_idx, kept_idx, var, pow_of_var, whole_row=False):

@@ -15,8 +15,6 @@ import torch
 
 from calib.errors import CalibError
 from calib.prune import methods
-from calib.prune.masks import wanda_score
-from calib.prune.owl import outlier_ratio
 from calib.prune.sequential import Sequential, check_calib, check_widths, find_linears
 
 @dataclass
@@ -68,8 +66,10 @@ class _Masks:
                 "overall": {"pruned": pruned, "total": total, "sparsity": pruned / total if total else 0.0}}
 
 
-def _prune_blocks(seq: Sequential, masks: _Masks, method: str, ids, plan: list, opts: dict, progress: bool):
+def _prune_blocks(seq: Sequential, masks: _Masks, setting: methods.Setting, ids, plan: list, progress: bool):
     """Mask every linear of every block; ``plan[i]`` = (sparsity, nm) of block i."""
+    method, opts = setting.mask_method, setting.options
+
     def mask_block(i, linears, stats):
         s, nm = plan[i]
         hinv = methods.InverseHessians(opts)
@@ -81,24 +81,25 @@ def _prune_blocks(seq: Sequential, masks: _Masks, method: str, ids, plan: list, 
                 lin.weight.data.masked_fill_(m, 0)
             masks.add(f"{seq.blocks_name}.{i}.{name}", i, m, s)
 
-    seq.prune_blocks(ids, methods.needs(method, opts), mask_block, progress, desc=method)
+    seq.prune_blocks(ids, setting.needs, mask_block, progress, desc=method)
 
 
-def _owl_ratios(seq: Sequential, ids, opts: dict, progress: bool) -> list[float]:
-    """Outlier ratio of every block, from the Wanda scores of a dense layer-wise pass."""
+def _outlier_ratios(seq: Sequential, ids, setting: methods.Setting, progress: bool) -> list[float]:
+    """The outlier ratio of every block (the method's ``outliers``), from a dense layer-wise pass
+    that gathers each linear's input norms."""
+    record = setting.record
+
     def ratio(i, linears, stats):
-        def scores():
-            return (wanda_score(lin.weight.data, stats[name].sq) for name, lin in linears.items())
-        return outlier_ratio(scores, float(opts["owl_m"]))
+        return record.outliers(linears, stats, setting.options)
 
-    return seq.dense_pass(ids, ratio, progress, desc="owl ratios", sq=True)
+    return seq.dense_pass(ids, ratio, progress, desc=f"{record.name} ratios", sq=True)
 
 
 @torch.no_grad()
 def prune(
     model,
     calib_ids: torch.Tensor | None = None,
-    method: str = "wanda",
+    method: str = methods.DEFAULT_METHOD,
     sparsity: float | None = None,
     pattern: str = "unstructured",
     batch_size: int = methods.BATCH_SIZE,
@@ -111,8 +112,8 @@ def prune(
 ) -> PruneResult:
     """Prune `model` in place; weights stay dense, pruned entries are exact zeros.
 
-    calib_ids: LongTensor [nsamples, seqlen] (ignored by magnitude, and by OWL on
-    magnitude for everything but the outlier pass). The setting is ``setting`` (a
+    calib_ids: LongTensor [nsamples, seqlen] (ignored where the method needs no data, and
+    by OWL on magnitude for everything but the outlier pass). The setting is ``setting`` (a
     ``methods.Setting``, checked where it was made), or else made here from method,
     sparsity (default 0.5; with an N:M pattern omitted or N/M), pattern and
     method_options (the keys of OPTIONS[method]). Deterministic: same inputs, same masks.
@@ -128,7 +129,7 @@ def prune(
         raise CalibError(f"batch_size {batch_size} must be >= 1")
     seq = Sequential(model, int(batch_size), device, offload)
     check_widths(seq.blocks, setting.nm)
-    methods.check_sub_layer(setting.method, setting.options, find_linears(seq.blocks[0]))
+    methods.check_linears(setting.method, setting.options, find_linears(seq.blocks[0]))
     if not setting.data_free:
         if calib_ids is None:
             raise CalibError(f"method {setting.method!r} needs calibration ids")
@@ -141,13 +142,12 @@ def prune(
     masks = _Masks(keep_masks)
     extra = {"method": setting.method, "pattern": setting.pattern, "sparsity": setting.sparsity,
              "options": setting.options}
-    ratios = _owl_ratios(seq, calib_ids, setting.options, progress) if setting.outlier_pass else None
+    ratios = _outlier_ratios(seq, calib_ids, setting, progress) if setting.outlier_pass else None
     plan = setting.block_plan(len(seq.blocks), ratios)
-    if ratios is not None:
-        extra["owl"] = {"outlier_ratios": ratios, "block_plan": [
+    if ratios is not None:  # under the method's name (methods.outlier_reports)
+        extra[setting.method] = {"outlier_ratios": ratios, "block_plan": [
             {"sparsity": p[0]} if p[1] is None else {"n": p[1][0], "m": p[1][1]} for p in plan]}
-    _prune_blocks(seq, masks, setting.mask_method, None if setting.data_free else calib_ids, plan,
-                  setting.options, progress)
+    _prune_blocks(seq, masks, setting, None if setting.data_free else calib_ids, plan, progress)
     seq.timings["total_s"] = time.perf_counter() - t_start
     extra["calibration"] = None if calib_ids is None else {
         "nsamples": int(calib_ids.shape[0]), "seqlen": int(calib_ids.shape[1])}
