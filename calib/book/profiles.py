@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from calib.errors import CalibError, check_choice
+from calib.sources import PAPER_CORPORA
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -18,10 +19,7 @@ PAPER_SOURCES = ["c4", "wikipedia", "slimpajama", "dclm"]
 WORLD_SOURCES = ["world/web", "world/encyclopedia", "world/mixed", "world/pretrain"]
 # OLMo-2-1124's pretraining mix (allenai/olmo-mix-1124): its DCLM-Baseline and Wikipedia parts
 OLMO2_SOURCES = ["c4", "olmo-mix-wiki", "slimpajama", "olmo-mix-dclm"]
-MIX_NAMES = {"olmo-mix-dclm": "OLMo-mix dclm", "olmo-mix-wiki": "OLMo-mix wiki"}
-ROLE = dict(zip(WORLD_SOURCES, PAPER_SOURCES)) | {s: s for s in PAPER_SOURCES} \
-    | {"olmo-mix-dclm": "dclm", "olmo-mix-wiki": "wikipedia"}
-NAMES = {"c4": "C4", "wikipedia": "Wikipedia", "slimpajama": "SlimPajama", "dclm": "DCLM"}
+NAMES = PAPER_CORPORA  # a paper corpus's name in tables; a source's role and label are its record's
 METHOD_NAMES = {"magnitude": "Magnitude", "sparsegpt": "SparseGPT", "wanda": "Wanda", "dsnot": "DSnoT",
                 "owl": "OWL"}
 
@@ -88,8 +86,10 @@ def settings(profile: str, **overrides) -> dict:
 
 
 def role(source: str) -> str:
-    """The paper corpus a source plays: world/web -> c4."""
-    return ROLE.get(source, source)
+    """The paper corpus a source plays (its record's role): world/web -> c4; any other name is its own."""
+    from calib.data import source_record
+    rec = source_record(source)
+    return rec.role if rec is not None else source
 
 
 def by_role(s: dict, r: str, fallback: int | None = None) -> str:
@@ -105,9 +105,6 @@ def by_role(s: dict, r: str, fallback: int | None = None) -> str:
 
 def label(source: str) -> str:
     """'web (C4)' for a world source, 'C4' for a paper source, 'OLMo-mix dclm (DCLM)' for OLMo-2's mix."""
-    r = ROLE.get(source)
-    if r is None:
-        return source
-    if r == source:
-        return NAMES[r]
-    return f"{MIX_NAMES.get(source) or source.split('/', 1)[1]} ({NAMES[r]})"
+    from calib.data import source_record
+    rec = source_record(source)
+    return rec.label if rec is not None else source
