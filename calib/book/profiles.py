@@ -1,12 +1,12 @@
 """The book's profiles (smoke for CI, toy for `make book`, paper and paper-olmo2 for GPU
 clusters) and the roles the world's sources, and OLMo-2's own mix, play for the paper's corpora.
 
-A chapter's notebook calls ``settings(profile, **overrides)`` with its papermill
-parameters; every other book module reads the returned dict. Nothing here runs.
+The runner resolves ``settings(profile, over)`` once per run and hands the same values to each
+notebook as papermill parameters (``PARAMETERS``), which ``notebook_settings`` checks; every
+other book module reads the returned dict. Nothing here runs.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from calib.errors import CalibError, check_choice
@@ -64,25 +64,46 @@ PROFILES["paper-olmo2"] = dict(PROFILES["paper"], model="/models/OLMo-2-1124-7B"
 PROFILE_NAMES = tuple(PROFILES)
 
 
-def settings(profile: str, **overrides) -> dict:
-    """The profile's settings, then the runner's overrides (``--settings``/``--set``, handed
-    down in env CALIB_BOOK_SETTINGS: calib.book.overrides), then the notebook's parameters
-    (``None`` keeps the value)."""
-    from calib.book import overrides as runner_overrides
+DEFAULT_PROFILE = "toy"  # `make book`, the runner's and every notebook's default
+# every notebook's papermill parameters, the same in each (None: the profile's value); other
+# settings go in ``settings``, a mapping laid over the profile's like the runner's --settings
+PARAMETERS = ("profile", "model", "dtype", "store", "settings")
+
+
+def settings(profile: str | None = None, over: dict | None = None, **params) -> dict:
+    """The profile's settings (None: DEFAULT_PROFILE), then ``over`` (a mapping of settings: the
+    runner's --settings/--set, calib.book.overrides), then ``params`` (single settings; None
+    keeps the value). A relative store is relative to the working directory."""
+    from calib.experiments.grid import merge
+    from calib.models import DTYPES
+    profile = profile or DEFAULT_PROFILE
     check_choice("profile", profile, PROFILE_NAMES)
     s = {**PROFILES[profile], "profile": profile}
-    outer = runner_overrides.current()
-    unknown = sorted(set(outer) - set(s))
+    if not isinstance(over or {}, dict):
+        raise CalibError(f"settings: expected a mapping of settings, got {type(over).__name__}")
+    unknown = sorted(set(over or {}) - set(s))
     if unknown:
         raise CalibError(f"unknown setting {unknown[0]!r} (from --settings/--set); valid: {', '.join(sorted(s))}")
-    s = runner_overrides.merge(s, outer)
-    for k, v in overrides.items():
+    s = merge(s, over or {})
+    for k, v in params.items():
         if k not in s:
             raise CalibError(f"unknown setting {k!r}; valid: {', '.join(sorted(s))}")
         if v is not None:
             s[k] = v
-    s["store"] = str(ROOT / s["store"]) if not os.path.isabs(s["store"]) else s["store"]
+    check_choice("dtype", s["dtype"], DTYPES)
+    s["store"] = str(Path(s["store"]).expanduser().absolute())
     return s
+
+
+def notebook_settings(params: dict) -> dict:
+    """A notebook's settings from its papermill parameters: each checked against PARAMETERS,
+    then ``settings`` as the profile's overrides and model, dtype and store on top."""
+    unknown = sorted(set(params) - set(PARAMETERS))
+    if unknown:
+        raise CalibError(f"unknown notebook parameter {unknown[0]!r}; valid: {', '.join(PARAMETERS)} "
+                         f"(any other setting: -y 'settings: {{KEY: VALUE}}')")
+    p = {k: params.get(k) for k in PARAMETERS}
+    return settings(p["profile"], p["settings"], model=p["model"], dtype=p["dtype"], store=p["store"])
 
 
 def role(source: str) -> str:
