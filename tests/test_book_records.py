@@ -135,3 +135,42 @@ def test_papermill_passes_parameters_and_refuses_an_unknown_one(tmp_path, monkey
     with pytest.raises(pm.PapermillExecutionError, match="unknown notebook parameter 'model_dir'"):
         pm.execute_notebook(str(tmp_path / "in.ipynb"), str(tmp_path / "bad.ipynb"), kernel_name="python3",
                             parameters={"profile": "smoke", "model_dir": "x"}, progress_bar=False)
+
+
+def _frame():
+    import pandas as pd
+    rows = []
+    for method in ("owl", "wanda"):
+        for src, base in (("world/web", 40.0), ("world/pretrain", 44.0)):
+            for syn in (False, True):
+                for seed in (0, 1):
+                    rows.append({"method": method, "source": src, "synthetic": syn, "seed": seed,
+                                 "avg": base + 2 * syn + seed, "alpaca_ppl": 10.0 - syn,
+                                 "heldout_nll": 3.0 + 0.1 * seed if src == "world/web" else None,
+                                 "prefix_len": 4.0 if syn else None})
+    return pd.DataFrame(rows)
+
+
+def test_heldout_table():
+    mean, std = C.heldout_table(_frame(), ["world/pretrain", "world/web"])
+    # methods in the book's order, sources without a held-out loss dropped, both labelled
+    assert list(mean.index) == ["Wanda", "OWL"] and list(mean.columns) == ["web (C4)"]
+    assert mean.loc["OWL", "web (C4)"] == pytest.approx(3.05) and std.loc["Wanda", "web (C4)"] == pytest.approx(  # 4 rows
+        0.0577350, rel=1e-5)
+
+
+def test_synthetic_table():
+    d = _frame()
+    mean, std = C.synthetic_table(d[d.method == "wanda"], ["world/web", "world/pretrain"], ["alpaca_ppl", "avg"])
+    assert list(mean.index) == [("web (C4)", "original"), ("web (C4)", "w/ Syn"), ("pretrain (DCLM)", "original"),
+                                ("pretrain (DCLM)", "w/ Syn")]
+    assert list(mean["avg"]) == [40.5, 42.5, 44.5, 46.5] and list(mean["alpaca_ppl"]) == [10, 9, 10, 9]
+    assert mean["delta"].isna().tolist() == [True, False, True, False] and mean["delta"].iloc[1] == 2.0
+    assert std["avg"].iloc[0] == pytest.approx(0.7071068, rel=1e-6)
+
+
+def test_by_architecture():
+    d = _frame()
+    both = C.by_architecture({"a": d, "b": d.head(3)})
+    assert list(both.arch) == ["a"] * len(d) + ["b"] * 3
+    assert both.prefix_len.dtype.kind == "i" and set(both.prefix_len) == {-1, 4}
