@@ -14,10 +14,10 @@ A notebook's setup is one call, ``s = C.setup("<chapter>", globals())``, right a
 parameters cell; the names below are what notebooks use, as ``C.<name>``.
 """
 from calib.book.figures import by_method, curves, forest, source_colour, synthetic_gain
+from calib.book.chapters import CHAPTERS, GRIDS, chapter
 from calib.book.frames import (
     by_architecture, heldout_table, mean_std, number, run, seeds, spread, styled, synthetic_table, tidy, verdict_table,
 )
-from calib.book.chapters import CHAPTERS, GRIDS, chapter
 from calib.book.grids import (
     AT, fig1_grid, fig2_grid, fig3_grid, fig4_grid, pruned_generator_grid, second_model_grid,
     table1_grid, table2_grid, table3_grid, table4_grid,
@@ -31,13 +31,13 @@ from calib.book.published import claim, stated
 from calib.book import statistics, verdicts
 
 __all__ = [
-    "by_method", "curves", "forest", "source_colour", "synthetic_gain", "by_architecture", "heldout_table", "mean_std", "number",
-    "run", "seeds", "spread", "styled", "synthetic_table", "tidy", "verdict_table", "AT",
-    "CHAPTERS", "GRIDS", "chapter", "fig1_grid", "fig2_grid", "fig3_grid", "fig4_grid", "pruned_generator_grid", "second_model_grid",
-    "table1_grid", "table2_grid", "table3_grid", "table4_grid", "SELF_GENERATED", "mink_scores", "predictors",
-    "pretraining_texts",
-    "METHOD_NAMES", "NAMES", "PAPER_SOURCES", "PARAMETERS", "PROFILE_NAMES", "PROFILES", "WORLD_SOURCES", "by_role",
-    "label", "notebook_settings", "role", "settings", "claim", "stated", "statistics", "verdicts", "report", "parameters", "setup",
+    "by_method", "curves", "forest", "source_colour", "synthetic_gain", "by_architecture", "heldout_table",
+    "mean_std", "number", "run", "seeds", "spread", "styled", "synthetic_table", "tidy", "verdict_table", "AT",
+    "CHAPTERS", "GRIDS", "chapter", "fig1_grid", "fig2_grid", "fig3_grid", "fig4_grid", "pruned_generator_grid",
+    "second_model_grid", "table1_grid", "table2_grid", "table3_grid", "table4_grid", "SELF_GENERATED", "mink_scores",
+    "predictors", "pretraining_texts", "METHOD_NAMES", "NAMES", "PAPER_SOURCES", "PARAMETERS", "PROFILE_NAMES",
+    "PROFILES", "WORLD_SOURCES", "by_role", "label", "notebook_settings", "role", "settings", "claim", "stated",
+    "statistics", "verdicts", "report", "parameters", "setup",
 ]
 
 
