@@ -71,8 +71,9 @@ def source_record(name: str) -> Source | None:
 
 
 def source_names() -> list[str]:
+    """The named sources: the world's first, then the others in the order they registered."""
     source_record("")
-    return list(REGISTRY)
+    return sorted(REGISTRY, key=lambda n: REGISTRY[n].kind != "world")
 
 
 def is_synthetic(path: str | Path) -> bool:
