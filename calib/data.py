@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from calib.errors import CalibError, check_choice
+from calib.sources import REGISTRY, Source, register
 
 if TYPE_CHECKING:  # numpy loads with the first draw, so `calib --help` stays fast
     import numpy as np
@@ -31,17 +32,24 @@ log = logging.getLogger("calib.data")
 
 MODES = ("document", "concat")
 
-# name -> (datasets args, text field, paper's sampling mode)
-HUB_SOURCES = {
-    "c4": (dict(path="allenai/c4", name="en", split="train"), "text", "document"),
-    "wikipedia": (dict(path="wikimedia/wikipedia", name="20231101.en", split="train"), "text", "concat"),
-    "slimpajama": (dict(path="DKYoon/SlimPajama-6B", split="train"), "text", "document"),
-    "dclm": (dict(path="robbiegwaldd/dclm-micro", split="train"), "text", "document"),
-    "alpaca": (dict(path="tatsu-lab/alpaca", split="train"), "text", "concat"),
+# The hub's sources, one record each (calib.sources); their documents are field "text"
+for _s in [
+    Source("c4", "c4", "document", "C4", "hub", load=dict(path="allenai/c4", name="en", split="train")),
+    Source("wikipedia", "wikipedia", "concat", "Wikipedia", "hub",
+           load=dict(path="wikimedia/wikipedia", name="20231101.en", split="train")),
+    Source("slimpajama", "slimpajama", "document", "SlimPajama", "hub",
+           load=dict(path="DKYoon/SlimPajama-6B", split="train")),
+    Source("dclm", "dclm", "document", "DCLM", "hub", load=dict(path="robbiegwaldd/dclm-micro", split="train")),
+    Source("alpaca", "alpaca", "concat", "Alpaca", "hub", load=dict(path="tatsu-lab/alpaca", split="train")),
     # OLMo-2-1124's own pretraining mix (profile paper-olmo2): its DCLM-Baseline part and its Wikipedia
-    "olmo-mix-dclm": (dict(path="allenai/olmo-mix-1124", name="dclm", split="train"), "text", "document"),
-    "olmo-mix-wiki": (dict(path="allenai/olmo-mix-1124", name="wiki", split="train"), "text", "concat"),
-}
+    Source("olmo-mix-dclm", "dclm", "document", "OLMo-mix dclm", "hub",
+           load=dict(path="allenai/olmo-mix-1124", name="dclm", split="train")),
+    Source("olmo-mix-wiki", "wikipedia", "concat", "OLMo-mix wiki", "hub",
+           load=dict(path="allenai/olmo-mix-1124", name="wiki", split="train")),
+]:
+    register(_s)
+# name -> (datasets args, text field, paper's sampling mode)
+HUB_SOURCES = {s.name: (s.load, "text", s.sampling) for s in REGISTRY.values() if s.kind == "hub"}
 LOCAL_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".txt": "text"}
 SYNTH_GENERATOR = "calib.synth"  # value of the "generator" field in rows written by calib.synth
 
@@ -55,9 +63,17 @@ def default_seqlen(context: int | None) -> int:
 
 
 # ----------------------------------------------------------------------------- sources
+def source_record(name: str) -> Source | None:
+    """The record of a named source (calib.sources), None for anything else (a file). The
+    modules that register sources are imported here."""
+    import calib.world.sources  # noqa: F401  (registers the world's)
+    return REGISTRY.get(str(name))
+
+
 def source_names() -> list[str]:
-    from calib.world.sources import SOURCES
-    return list(SOURCES) + list(HUB_SOURCES)
+    """The named sources: the world's first, then the others in the order they registered."""
+    source_record("")
+    return sorted(REGISTRY, key=lambda n: REGISTRY[n].kind != "world")
 
 
 def is_synthetic(path: str | Path) -> bool:
@@ -75,11 +91,9 @@ def is_synthetic(path: str | Path) -> bool:
 
 def default_mode(source: str) -> str:
     """The paper's sampling mode for ``source``."""
-    from calib.world.sources import SOURCES
-    if source in SOURCES:
-        return SOURCES[source].sampling
-    if source in HUB_SOURCES:
-        return HUB_SOURCES[source][2]
+    rec = source_record(source)
+    if rec is not None:
+        return rec.sampling
     if is_synthetic(source):
         return "concat"  # the paper concatenates its self-generated texts
     if Path(source).is_file():
@@ -110,9 +124,9 @@ def _from_datasets(load_args: dict, text_field: str, pool: int | None, streaming
 
 
 @lru_cache(maxsize=8)
-def _world_pool(source: str, n: int) -> tuple[str, ...]:
-    from calib.world import sources as world
-    return tuple(world.documents(source, n, seed=0, split="calib"))
+def _pool(source: str, n: int, version: str | None) -> tuple[str, ...]:
+    """A registered source's pool, read by its own record (cached per version)."""
+    return tuple(REGISTRY[source].texts(n))
 
 
 def check_pool(pool) -> None:
@@ -151,12 +165,12 @@ def load_texts(source: str, pool: int | None = None, text_field: str = "text") -
     unbounded sources read DEFAULT_POOL). World documents come from split "calib",
     data seed 0, so the pool is fixed and only the sampling seed varies.
     """
-    from calib.world import sources as world
     check_pool(pool)
     if not isinstance(text_field, str) or not text_field:
         raise CalibError(f"text field must be a non-empty field name, got {text_field!r}")
-    if source in world.SOURCES:
-        texts = list(_world_pool(source, pool or DEFAULT_POOL["world"]))
+    rec = source_record(source)
+    if rec is not None and rec.texts is not None:
+        texts = list(_pool(source, pool or DEFAULT_POOL.get(rec.kind, DEFAULT_POOL["hub"]), rec.version))
     elif source in HUB_SOURCES:
         from calib import hub
         load_args, field_, _ = HUB_SOURCES[source]

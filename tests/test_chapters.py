@@ -133,12 +133,13 @@ def test_activation_distance_is_zero_for_the_same_statistics(tiny_llama):
 
 
 def test_notebooks_match_the_book_and_toc():
+    from calib.book.chapters import toc_parts
     toc = yaml.safe_load((book.ROOT / "_toc.yml").read_text())
-    files = [c["file"] for part in toc["parts"] for c in part["chapters"]]
-    pages = [f for f in files if (book.ROOT / f"{f}.md").is_file()]  # plain markdown pages, no notebook
-    assert [f for f in files if f not in pages] == [f"book/{name}" for name in book.CHAPTERS]
+    parts = [(p["caption"], [c["file"] for c in p["chapters"] if not (book.ROOT / f"{c['file']}.md").is_file()])
+             for p in toc["parts"]]
+    assert [p for p in parts if p[1]] == toc_parts(), "_toc.yml lists each chapter record under its part"
     for name in book.CHAPTERS:
-        nb = nbformat.read(book.NOTEBOOKS / f"{name}.ipynb", as_version=4)
+        nb = nbformat.read(book.notebook(name), as_version=4)
         params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
         assert len(params) == 1 and "profile = " in params[0].source, name
         assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), f"{name}: commit it unexecuted"

@@ -168,11 +168,9 @@ def test_overrides_reach_settings_and_bad_ones_are_one_line(tmp_path, monkeypatc
     f.write_text("seeds: 3\nsuite: {limit: 7}\n")
     over = overrides.collect([f], ["suite.n_alpaca=9", "sources=[c4, dclm]"])
     assert over == {"seeds": 3, "suite": {"limit": 7, "n_alpaca": 9}, "sources": ["c4", "dclm"]}
-    monkeypatch.setenv(overrides.ENV, json.dumps(over))
-    s = settings("paper", seeds=None)
+    s = settings("paper", over, seeds=None)
     assert s["seeds"] == 3 and s["suite"] == {"name": "paper", "shots": {"mmlu": 5}, "n_alpaca": 9, "limit": 7}
-    assert settings("paper", seeds=5)["seeds"] == 5, "a notebook's own parameter wins"
-    monkeypatch.delenv(overrides.ENV)
+    assert settings("paper", over, seeds=5)["seeds"] == 5, "a single setting wins"
     assert runner.main(["--profile", "paper", "--set", "sede=1", "--plan"]) == 2
     assert "unknown setting 'sede' (from --settings/--set)" in capsys.readouterr().err
     with pytest.raises(CalibError, match="expected KEY=VALUE"):

@@ -8,22 +8,21 @@ from __future__ import annotations
 from calib.book.frames import mean_std
 from calib.book.profiles import label, role
 
-# The paper's corpora and their world counterparts share a colour.
-SOURCE_COLOURS = {
-    "dclm": "#1b9e77", "world/pretrain": "#1b9e77",
-    "c4": "#d95f02", "world/web": "#d95f02",
-    "slimpajama": "#7570b3", "world/mixed": "#7570b3",
-    "wikipedia": "#e7298a", "world/encyclopedia": "#e7298a",
-    "alpaca": "#66a61e", "world/instructions": "#66a61e",
-    "synthetic": "#e6ab02", "magnitude": "#666666",
-}
+SYNTHETIC_COLOUR, MAGNITUDE_COLOUR, OTHER_COLOUR = "#e6ab02", "#666666", "#a6761d"
 
 
 def source_colour(name: str) -> str:
+    """A source's colour (its record's: the paper corpus it plays), a paper corpus's, or the
+    self-generated data's and magnitude pruning's own."""
+    from calib.data import source_record
+    from calib.sources import ROLE_COLOURS
     key = name.lower()
     if key.startswith("syn") or key.endswith("+syn"):
-        return SOURCE_COLOURS["synthetic"]
-    return SOURCE_COLOURS.get(key, "#a6761d")
+        return SYNTHETIC_COLOUR
+    if key == "magnitude":
+        return MAGNITUDE_COLOUR
+    rec = source_record(name)
+    return rec.colour if rec is not None else ROLE_COLOURS.get(key, OTHER_COLOUR)
 
 
 def setup() -> None:

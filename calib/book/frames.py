@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from calib.book.grids import setting_name
 from calib.book.profiles import role
 
 if TYPE_CHECKING:
@@ -67,7 +68,7 @@ def tidy(store, jobs) -> "pd.DataFrame":
     out = pd.DataFrame({
         "method": raw["method"], "source": raw["calibration.source"], "role": raw["calibration.source"].map(role),
         "sparsity": raw["sparsity"], "pattern": raw["pattern"],
-        "setting": [p if p != "unstructured" else f"{round(s * 100):d}%" for p, s in zip(raw.pattern, raw.sparsity)],
+        "setting": [setting_name(p, s) for p, s in zip(raw.pattern, raw.sparsity)],
         "seed": raw["calibration.seed"], "nsamples": raw["calibration.nsamples"], "synthetic": syn,
         "prefix_len": col("synthetic.prefix_len").where(syn), "filter_rate": col("synthetic.filter_rate").where(syn),
         "generator": col("synthetic.generator").where(syn), "gen_seed": col("synthetic.gen_seed").where(syn),
@@ -224,3 +225,49 @@ def spread(df, by: list[str], metric: str = "avg"):
                                           best=("mean", "idxmax"), seed_std=("std", "mean"))
     out["best"] = per.loc[out["best"], "source"].values
     return out.reset_index() if len(by) else pd.DataFrame(out)
+
+
+def heldout_table(df, sources) -> tuple:
+    """The diagnostic held-out loss on the pretraining mixture (nats/token) per method and source:
+    (mean, std) over seeds, rows the methods in the book's order, columns ``sources``, both labelled."""
+    from calib.book.profiles import METHOD_NAMES, label
+    h = df[df.heldout_nll.notna()]
+    t = mean_std(h, ["method", "source"], "heldout_nll")
+    rows = [m for m in METHOD_NAMES if m in set(h.method)]
+    mean = t.pivot(index="method", columns="source", values="mean").reindex(rows)
+    std = t.pivot(index="method", columns="source", values="std").reindex(rows)
+    mean = mean[[x for x in sources if x in mean]]
+    std = std[mean.columns]
+    mean.index = std.index = [METHOD_NAMES[m] for m in mean.index]
+    mean.columns = std.columns = [label(x) for x in mean.columns]
+    return mean, std
+
+
+def synthetic_table(df, sources, columns) -> tuple:
+    """Table 2's block for one method: rows each source's original data, then its self-generated
+    data ('w/ Syn'); ``columns`` (Alpaca perplexity, tasks, avg) and Δ, the self-generated minus
+    the original average. (mean, std) over seeds, indexed by (source label, data)."""
+    import numpy as np
+    import pandas as pd
+
+    from calib.book.profiles import label
+    g = df.groupby(["source", "synthetic"])[list(columns)]
+    mean, std = g.mean(), g.std()
+    rows, srows = [], []
+    for src in sources:
+        for syn in (False, True):
+            if (src, syn) in mean.index:
+                r = mean.loc[(src, syn)].copy()
+                r["delta"] = r["avg"] - mean.loc[(src, False), "avg"] if syn else np.nan
+                rows.append(r.rename((label(src), "w/ Syn" if syn else "original")))
+                srows.append(std.loc[(src, syn)].rename(rows[-1].name))
+    idx = pd.MultiIndex.from_tuples([r.name for r in rows], names=["source", "data"])
+    return pd.DataFrame(rows, index=idx), pd.DataFrame(srows, index=idx)
+
+
+def by_architecture(frames: dict) -> "pd.DataFrame":
+    """The same grid run on several models as one frame: column ``arch`` names each model's rows
+    (``frames``: arch -> frame), ``prefix_len`` an integer (-1: the original data)."""
+    import pandas as pd
+    both = pd.concat([f.assign(arch=arch) for arch, f in frames.items()])
+    return both.assign(prefix_len=both.prefix_len.fillna(-1).astype(int))

@@ -1,6 +1,7 @@
 """What each chapter runs: one grid builder per figure and table of the paper, from a
 profile's settings (``profiles.settings``). A grid is a dict that
-``calib.experiments.expand_grid`` turns into jobs; ``GRIDS`` lists each chapter's.
+``calib.experiments.expand_grid`` turns into jobs; each chapter's record
+(``calib.book.chapters``) lists the grids it runs.
 
 Seeds are spent where verdicts need them: the two arms of a chapter's headline contrast get
 ``headline_seeds`` calibration seeds, every other cell ``seeds`` (a prefix of the same seeds,
@@ -9,6 +10,16 @@ so every comparison stays paired). Cells that no verdict or figure needs are not
 from __future__ import annotations
 
 from calib.book.profiles import by_role, role
+
+SPARSITY = 0.6  # the paper's headline unstructured sparsity: the cells its verdicts compare
+
+
+def setting_name(pattern: str, sparsity: float | None) -> str:
+    """A cell's setting as the frames and verdicts name it: '60%' (unstructured) or '2:4'."""
+    return f"{round(sparsity * 100):d}%" if pattern == "unstructured" else pattern
+
+
+AT = setting_name("unstructured", SPARSITY)  # "60%"
 
 
 def pair(s: dict) -> list[str]:
@@ -58,8 +69,8 @@ def fig1_grid(s: dict) -> dict:
     """Fig. 1: Wanda with every source at 60% (headline seeds: the range test of Fig. 2 and
     Table 2's baseline use all four), the other methods with every source, magnitude."""
     others = ["sparsegpt"] + [m for m in s["methods"] if m != "wanda"]
-    return _grid(s, [*_cells(s, s["sources"], method="wanda", sparsity=0.6),
-                     {"method": others, "sparsity": 0.6}, *_magnitude(s, [{"sparsity": 0.6}])])
+    return _grid(s, [*_cells(s, s["sources"], method="wanda", sparsity=SPARSITY),
+                     {"method": others, "sparsity": SPARSITY}, *_magnitude(s, [{"sparsity": SPARSITY}])])
 
 
 def fig2_grid(s: dict) -> dict:
@@ -67,7 +78,7 @@ def fig2_grid(s: dict) -> dict:
     headline seeds at the lowest ratio (the trend), all sources at 60% and 2:4 (the range tests)."""
     subs = []
     for x in [*s["sparsities"], *s["patterns"]]:
-        full = x in (0.6, "2:4")
+        full = x in (SPARSITY, "2:4")
         lowest = x == min(s["sparsities"])
         subs += _cells(s, s["sources"] if full else pair(s) if lowest else [], method="wanda", **_setting(x))
     for m in s["figure_methods"]:  # App. Figs. 7-8, where a profile runs them
@@ -93,9 +104,9 @@ def table2_grid(s: dict) -> dict:
     """Tables 2, 5-7: each source, and the same source self-generated, at 60%; Wanda's with
     headline seeds (the headline averages over sources)."""
     others = [m for m in s["methods"] if m != "wanda"]
-    subs = _cells(s, s["sources"], method="wanda", sparsity=0.6, synthetic=[None, _syn(s)])
+    subs = _cells(s, s["sources"], method="wanda", sparsity=SPARSITY, synthetic=[None, _syn(s)])
     if others:
-        subs.append({"method": others, "sparsity": 0.6, "synthetic": [None, _syn(s)]})
+        subs.append({"method": others, "sparsity": SPARSITY, "synthetic": [None, _syn(s)]})
     return _grid(s, subs)
 
 
@@ -119,7 +130,7 @@ def _two_sources(s: dict) -> list[str]:
 def _self_generated(s: dict, sources, model: str | None = None, **synthetic) -> dict:
     """Wanda at 60% with the original data and with self-generated data (a list in
     ``synthetic`` is an axis)."""
-    return _grid(s, [{"method": "wanda", "sparsity": 0.6, "calibration": _cal(s, sources, s["seeds"]),
+    return _grid(s, [{"method": "wanda", "sparsity": SPARSITY, "calibration": _cal(s, sources, s["seeds"]),
                       "synthetic": [None, _syn(s, **synthetic)]}], model=model)
 
 
@@ -143,12 +154,3 @@ def second_model_grid(s: dict) -> dict:
     """Beyond: the prefix-length sweep of Fig. 4 on a second architecture."""
     return _self_generated(s, [by_role(s, "c4", fallback=0)], model=s["second_model"],
                            prefix_len=list(s["prefix_lens"]))
-
-
-# notebook -> the grids it runs with its default parameters (calib.book runs them all first)
-GRIDS = {
-    "fig1_methods": [fig1_grid], "fig2_sparsity": [fig2_grid], "fig3_amount": [fig3_grid],
-    "table1_similarity": [table1_grid], "table2_synthetic": [table2_grid], "table3_settings": [table3_grid],
-    "fig4_prefix": [fig4_grid], "table4_filter": [table4_grid], "fig5_mink": [table2_grid],
-    "beyond": [table2_grid, pruned_generator_grid, second_model_grid],
-}

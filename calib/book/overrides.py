@@ -1,22 +1,18 @@
 """Overrides of a profile's settings from outside the notebooks: a YAML file of settings and
 ``KEY=VALUE`` pairs (``python -m calib.book --settings FILE --set KEY=VALUE``).
 
-The runner hands them to the prefetch sweep and to every notebook kernel through env
-``CALIB_BOOK_SETTINGS`` (JSON), which ``profiles.settings`` lays over the profile before a
-notebook's own parameters. A dotted key sets one field of a mapping (``suite.limit=4``), and a
-mapping value is merged into the profile's (``suite: {include_path: /tasks}`` keeps its shots).
+The runner lays them over the profile once (``profiles.settings(profile, over)``) and hands the
+mapping to every notebook as its papermill parameter ``settings``. A dotted key sets one field
+of a mapping (``suite.limit=4``), and a mapping value is merged into the profile's
+(``suite: {include_path: /tasks}`` keeps its shots).
 Values are YAML: ``seeds=3``, ``sources=[c4, dclm]``, ``figure_methods=[]``.
 """
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 from calib.errors import CalibError
 from calib.experiments.grid import merge  # a grid's overrides and the runner's are laid over alike
-
-ENV = "CALIB_BOOK_SETTINGS"
 
 
 def parse_set(item: str) -> dict:
@@ -56,17 +52,3 @@ def collect(files=(), sets=()) -> dict:
     for item in sets or ():
         out = merge(out, parse_set(item))
     return out
-
-
-def current() -> dict:
-    """The overrides handed down by the runner (env CALIB_BOOK_SETTINGS), or none."""
-    value = os.environ.get(ENV, "").strip()
-    if not value:
-        return {}
-    try:
-        m = json.loads(value)
-    except ValueError as e:
-        raise CalibError(f"{ENV}: not valid JSON ({e})") from None
-    if not isinstance(m, dict):
-        raise CalibError(f"{ENV}: expected a JSON mapping of settings")
-    return m

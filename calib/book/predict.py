@@ -59,3 +59,30 @@ def predictors(s: dict, df, grid, progress: bool = False):
         atomic_write(f, json.dumps(row))
         out.append(row)
     return pd.DataFrame(out)
+
+
+SELF_GENERATED = "self-generated"  # Fig. 5's label of the self-generated texts
+
+
+def mink_scores(s: dict, n: int | None = None):
+    """Fig. 5: the Min-50%++ of ``n`` (default: stat_docs) documents of each source and of the
+    self-generated set Table 2 calibrated with from the C4-role source, under the model.
+    Returns (frame of data label and score, in the sources' order then SELF_GENERATED; the
+    self-generated set's filter info)."""
+    import pandas as pd
+
+    from calib import data, synth
+    from calib.book.grids import table2_grid
+    from calib.book.profiles import label, role
+    from calib.experiments import expand_grid
+    from calib.experiments.run import Timer, load, synthetic_source
+    from calib.filters import mink_pp
+    n = n or s["stat_docs"]
+    job = [j for j in expand_grid(table2_grid(s)) if j.synthetic and role(j.calibration["source"]) == "c4"][0]
+    model, tok = load(job)
+    path, info = synthetic_source(job, model, tok, Timer())  # cached: the set Table 2 calibrated with
+    texts = {label(x): data.load_texts(x, pool=n) for x in s["sources"]}
+    texts[SELF_GENERATED] = [r["text"] for r in synth.read_rows(path)][:n]
+    scores = pd.DataFrame([{"data": k, "Min-50%++": v} for k, ts in texts.items()
+                           for v in mink_pp(model, tok, ts, k=50, progress=False)])
+    return scores, info

@@ -1,16 +1,17 @@
 """The book's profiles (smoke for CI, toy for `make book`, paper and paper-olmo2 for GPU
 clusters) and the roles the world's sources, and OLMo-2's own mix, play for the paper's corpora.
 
-A chapter's notebook calls ``settings(profile, **overrides)`` with its papermill
-parameters; every other book module reads the returned dict. Nothing here runs.
+The runner resolves ``settings(profile, over)`` once per run and hands the same values to each
+notebook as papermill parameters (``PARAMETERS``), which ``notebook_settings`` checks; every
+other book module reads the returned dict. Nothing here runs.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from calib.errors import CalibError, check_choice
 from calib.prune.methods import DISPLAY_NAMES
+from calib.sources import PAPER_CORPORA
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -19,10 +20,7 @@ PAPER_SOURCES = ["c4", "wikipedia", "slimpajama", "dclm"]
 WORLD_SOURCES = ["world/web", "world/encyclopedia", "world/mixed", "world/pretrain"]
 # OLMo-2-1124's pretraining mix (allenai/olmo-mix-1124): its DCLM-Baseline and Wikipedia parts
 OLMO2_SOURCES = ["c4", "olmo-mix-wiki", "slimpajama", "olmo-mix-dclm"]
-MIX_NAMES = {"olmo-mix-dclm": "OLMo-mix dclm", "olmo-mix-wiki": "OLMo-mix wiki"}
-ROLE = dict(zip(WORLD_SOURCES, PAPER_SOURCES)) | {s: s for s in PAPER_SOURCES} \
-    | {"olmo-mix-dclm": "dclm", "olmo-mix-wiki": "wikipedia"}
-NAMES = {"c4": "C4", "wikipedia": "Wikipedia", "slimpajama": "SlimPajama", "dclm": "DCLM"}
+NAMES = PAPER_CORPORA  # a paper corpus's name in tables; a source's role and label are its record's
 METHOD_NAMES = DISPLAY_NAMES  # the methods' records (calib.prune.methods), in the paper's order
 
 # Defaults per profile; every key can be overridden by a notebook parameter.
@@ -66,30 +64,53 @@ PROFILES["paper-olmo2"] = dict(PROFILES["paper"], model="/models/OLMo-2-1124-7B"
 PROFILE_NAMES = tuple(PROFILES)
 
 
-def settings(profile: str, **overrides) -> dict:
-    """The profile's settings, then the runner's overrides (``--settings``/``--set``, handed
-    down in env CALIB_BOOK_SETTINGS: calib.book.overrides), then the notebook's parameters
-    (``None`` keeps the value)."""
-    from calib.book import overrides as runner_overrides
+DEFAULT_PROFILE = "toy"  # `make book`, the runner's and every notebook's default
+# every notebook's papermill parameters, the same in each (None: the profile's value); other
+# settings go in ``settings``, a mapping laid over the profile's like the runner's --settings
+PARAMETERS = ("profile", "model", "dtype", "store", "settings")
+
+
+def settings(profile: str | None = None, over: dict | None = None, **params) -> dict:
+    """The profile's settings (None: DEFAULT_PROFILE), then ``over`` (a mapping of settings: the
+    runner's --settings/--set, calib.book.overrides), then ``params`` (single settings; None
+    keeps the value). A relative store is relative to the working directory."""
+    from calib.experiments.grid import merge
+    from calib.models import DTYPES
+    profile = profile or DEFAULT_PROFILE
     check_choice("profile", profile, PROFILE_NAMES)
     s = {**PROFILES[profile], "profile": profile}
-    outer = runner_overrides.current()
-    unknown = sorted(set(outer) - set(s))
+    if not isinstance(over or {}, dict):
+        raise CalibError(f"settings: expected a mapping of settings, got {type(over).__name__}")
+    unknown = sorted(set(over or {}) - set(s))
     if unknown:
         raise CalibError(f"unknown setting {unknown[0]!r} (from --settings/--set); valid: {', '.join(sorted(s))}")
-    s = runner_overrides.merge(s, outer)
-    for k, v in overrides.items():
+    s = merge(s, over or {})
+    for k, v in params.items():
         if k not in s:
             raise CalibError(f"unknown setting {k!r}; valid: {', '.join(sorted(s))}")
         if v is not None:
             s[k] = v
-    s["store"] = str(ROOT / s["store"]) if not os.path.isabs(s["store"]) else s["store"]
+    check_choice("dtype", s["dtype"], DTYPES)
+    s["store"] = str(Path(s["store"]).expanduser().absolute())
     return s
 
 
+def notebook_settings(params: dict) -> dict:
+    """A notebook's settings from its papermill parameters: each checked against PARAMETERS,
+    then ``settings`` as the profile's overrides and model, dtype and store on top."""
+    unknown = sorted(set(params) - set(PARAMETERS))
+    if unknown:
+        raise CalibError(f"unknown notebook parameter {unknown[0]!r}; valid: {', '.join(PARAMETERS)} "
+                         f"(any other setting: -y 'settings: {{KEY: VALUE}}')")
+    p = {k: params.get(k) for k in PARAMETERS}
+    return settings(p["profile"], p["settings"], model=p["model"], dtype=p["dtype"], store=p["store"])
+
+
 def role(source: str) -> str:
-    """The paper corpus a source plays: world/web -> c4."""
-    return ROLE.get(source, source)
+    """The paper corpus a source plays (its record's role): world/web -> c4; any other name is its own."""
+    from calib.data import source_record
+    rec = source_record(source)
+    return rec.role if rec is not None else source
 
 
 def by_role(s: dict, r: str, fallback: int | None = None) -> str:
@@ -105,9 +126,6 @@ def by_role(s: dict, r: str, fallback: int | None = None) -> str:
 
 def label(source: str) -> str:
     """'web (C4)' for a world source, 'C4' for a paper source, 'OLMo-mix dclm (DCLM)' for OLMo-2's mix."""
-    r = ROLE.get(source)
-    if r is None:
-        return source
-    if r == source:
-        return NAMES[r]
-    return f"{MIX_NAMES.get(source) or source.split('/', 1)[1]} ({NAMES[r]})"
+    from calib.data import source_record
+    rec = source_record(source)
+    return rec.label if rec is not None else source

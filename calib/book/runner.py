@@ -1,9 +1,10 @@
 """Run the book: every chapter's experiments in one sweep, then each notebook executed with
 papermill into book/ (python -m calib.book).
 
-``--settings FILE`` / ``--set KEY=VALUE`` override the profile's settings for the sweep and
-every notebook (calib.book.overrides); ``--plan`` prints what would run and its cost
-(calib.experiments.plan) and runs nothing.
+``--settings FILE`` / ``--set KEY=VALUE`` override the profile's settings (calib.book.overrides);
+the settings are resolved once, and the sweep and every notebook get them as values (the
+notebooks as their papermill parameter ``settings``). ``--plan`` prints what would run and its
+cost (calib.experiments.plan) and runs nothing.
 
 A notebook is re-executed only when its source, its parameters or the calib
 package changed since the last run (the key is stored in the executed
@@ -13,7 +14,6 @@ cached by the experiment store, so a re-execution only runs what is missing.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import os
@@ -23,14 +23,12 @@ import time
 from pathlib import Path
 
 from calib.book import overrides as book_overrides
-from calib.book.profiles import PROFILE_NAMES, ROOT, settings
+from calib.book import chapters as book_chapters
+from calib.book.profiles import DEFAULT_PROFILE, PROFILE_NAMES, ROOT, settings
 from calib.errors import CalibError
 
-NOTEBOOKS = ROOT / "notebooks"
 BOOK = ROOT / "book"
-# notebook -> chapter file in book/, in reading order
-CHAPTERS = ["world", "fig1_methods", "fig2_sparsity", "fig3_amount", "table1_similarity", "table2_synthetic",
-            "table3_settings", "fig4_prefix", "table4_filter", "fig5_mink", "beyond"]
+CHAPTERS = list(book_chapters.CHAPTERS)  # in reading order; each executed into book/<name>.ipynb
 
 
 def _package_hash() -> str:
@@ -53,19 +51,14 @@ def _key(nb: Path, params: dict, pkg: str) -> str:
     return hashlib.sha256(nb.read_bytes() + json.dumps(params, sort_keys=True).encode() + pkg.encode()).hexdigest()
 
 
-@contextlib.contextmanager
-def handed_down(over: dict | None):
-    """Hand the overrides to settings() here and in every notebook kernel (env CALIB_BOOK_SETTINGS)."""
-    saved = os.environ.get(book_overrides.ENV)
-    if over:
-        os.environ[book_overrides.ENV] = json.dumps(over, sort_keys=True)
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop(book_overrides.ENV, None)
-        else:
-            os.environ[book_overrides.ENV] = saved
+def notebook(name: str) -> Path:
+    """A chapter's notebook: ``notebooks/<name>.ipynb`` in the working directory (a copy of one's
+    own), else the one shipped in this package."""
+    book_chapters.chapter(name)
+    for folder in (Path.cwd() / book_chapters.NOTEBOOKS, Path(__file__).parent / book_chapters.NOTEBOOKS):
+        if (folder / f"{name}.ipynb").is_file():
+            return folder / f"{name}.ipynb"
+    raise CalibError(f"no notebook {name}.ipynb in ./{book_chapters.NOTEBOOKS} or in calib/book/notebooks")
 
 
 def _check(profile: str, chapters) -> None:
@@ -80,22 +73,22 @@ def execute(profile: str, chapters: list[str] | None = None, force: bool = False
     """Run the chapters' experiments, then execute their notebooks into ``book_dir``, with the
     profile's settings overridden by ``over`` (calib.book.overrides)."""
     _check(profile, chapters)
-    with handed_down(over):
-        settings(profile)  # bad overrides fail here, in one line
-        return _execute(profile, chapters, force, over or {}, Path(book_dir))
+    s = settings(profile, over)  # once per run; bad overrides fail here, in one line
+    return _execute(s, chapters, force, over or {}, Path(book_dir))
 
 
-def _execute(profile, chapters, force, over, book_dir) -> int:
+def _execute(s, chapters, force, over, book_dir) -> int:
     import nbformat
     import papermill as pm
-    from calib.book.grids import GRIDS
+    from calib.book.chapters import GRIDS
+    profile = s["profile"]
     pkg = _package_hash()
     failed, todo = [], []
     book_dir.mkdir(parents=True, exist_ok=True)
     for name in chapters or CHAPTERS:
-        src, dst = NOTEBOOKS / f"{name}.ipynb", book_dir / f"{name}.ipynb"
-        params = {"profile": profile}
-        key = _key(src, {**params, "settings": over} if over else params, pkg)
+        src, dst = notebook(name), book_dir / f"{name}.ipynb"
+        params = {"profile": profile, **({"settings": over} if over else {})}  # the notebook's settings() is ours
+        key = _key(src, params, pkg)
         if not force and dst.exists():
             old = nbformat.read(dst, as_version=4).metadata.get("calib", {})
             if old.get("key") == key:
@@ -105,7 +98,7 @@ def _execute(profile, chapters, force, over, book_dir) -> int:
     if any(name in GRIDS for name, *_ in todo):
         t0 = time.time()
         print(f"[book] running the experiments of {len(todo)} chapter(s) (profile={profile}) ...", flush=True)
-        summary = prefetch(profile, [name for name, *_ in todo])
+        summary = prefetch(s, [name for name, *_ in todo])
         print(f"[book] experiments: {summary['total']} jobs, {summary['skipped']} already in the store, "
               f"{summary['done']} run, {summary['failed']} failed, {time.time() - t0:.0f} s", flush=True)
     for name, src, dst, params, key in todo:
@@ -115,7 +108,7 @@ def _execute(profile, chapters, force, over, book_dir) -> int:
         try:
             with tempfile.TemporaryDirectory(prefix="calib-kernel-") as sockets:
                 pm.execute_notebook(str(src), str(tmp), parameters=params, kernel_name="python3",
-                                    cwd=str(ROOT), progress_bar=False, config=_kernel_config(sockets))
+                                    cwd=str(Path.cwd()), progress_bar=False, config=_kernel_config(sockets))
         except Exception as e:  # keep going: the build then fails on the missing chapter
             print(f"[book] {name}: FAILED: {type(e).__name__}: {str(e)[:2000]}", file=sys.stderr)
             failed.append(name)
@@ -133,12 +126,11 @@ def _execute(profile, chapters, force, over, book_dir) -> int:
     return 1 if failed else 0
 
 
-def prefetch(profile: str, chapters: list[str] | None = None, progress: bool = True) -> dict:
-    """Run every job the chapters need in one sweep (one Ray session for the whole
-    book, so both cores stay busy), before the notebooks read them back."""
+def prefetch(s: dict, chapters: list[str] | None = None, progress: bool = True) -> dict:
+    """Run every job the chapters need, with settings ``s``, in one sweep (one Ray session for
+    the whole book, so both cores stay busy), before the notebooks read them back."""
     from calib.book.frames import sweep
     from calib.experiments.sweep import release
-    s = settings(profile)
     jobs = {j.key: j for js in chapter_jobs(s, chapters).values() for j in js}  # chapters share jobs
     with sweep(list(jobs.values()), s, progress) as (_, summary):
         pass
@@ -148,7 +140,7 @@ def prefetch(profile: str, chapters: list[str] | None = None, progress: bool = T
 
 def chapter_jobs(s: dict, chapters: list[str] | None = None) -> dict[str, list]:
     """chapter -> its jobs (every grid it runs), for the chapters that run experiments."""
-    from calib.book.grids import GRIDS
+    from calib.book.chapters import GRIDS
     from calib.experiments import expand_grid
     out = {}
     for name in chapters or CHAPTERS:
@@ -165,19 +157,18 @@ def print_plan(profile: str, chapters: list[str] | None = None, over: dict | Non
     from calib.models import MODEL_ALIASES
     out = out or sys.stdout
     _check(profile, chapters)
-    with handed_down(over):
-        s = settings(profile)
-        from calib.models import model_path
-        for m in [s["model"]] + ([s["second_model"]] if "beyond" in (chapters or CHAPTERS) else []):
-            if m not in MODEL_ALIASES and not (model_path(m) / "config.json").is_file():
-                raise CalibError(f"--plan: the profile's model {m} is not here (no config.json); pass --set "
-                                 f"model=FOLDER (or second_model=FOLDER): a folder holding only the model's "
-                                 f"config.json is enough to plan, and its tokenizer files, if there, let the plan "
-                                 f"count evaluation tokens")
-        jobs = chapter_jobs(s, chapters)
-        status = P.store_status(s["store"])
-        rows = [P.row(name, P.plan(js, status)) for name, js in jobs.items()]
-        total = P.plan([j for js in jobs.values() for j in js], status)
+    s = settings(profile, over)
+    from calib.models import model_path
+    for m in [s["model"]] + ([s["second_model"]] if "beyond" in (chapters or CHAPTERS) else []):
+        if m not in MODEL_ALIASES and not (model_path(m) / "config.json").is_file():
+            raise CalibError(f"--plan: the profile's model {m} is not here (no config.json); pass --set "
+                             f"model=FOLDER (or second_model=FOLDER): a folder holding only the model's "
+                             f"config.json is enough to plan, and its tokenizer files, if there, let the plan "
+                             f"count evaluation tokens")
+    jobs = chapter_jobs(s, chapters)
+    status = P.store_status(s["store"])
+    rows = [P.row(name, P.plan(js, status)) for name, js in jobs.items()]
+    total = P.plan([j for js in jobs.values() for j in js], status)
     print(f"profile {profile}: {len(jobs)} chapters with experiments; store {s['store']} "
           f"({len(status)} rows)" + (f"; settings {json.dumps(over, sort_keys=True)}" if over else ""), file=out)
     print(P.table(rows + [P.row("book (distinct)", total)]), file=out)
@@ -186,7 +177,7 @@ def print_plan(profile: str, chapters: list[str] | None = None, over: dict | Non
 
 
 def _absolute(over: dict) -> dict:
-    """Relative model and task-folder paths resolved here, since the notebooks run in the repository root."""
+    """Relative model, task-folder and store paths resolved against the working directory, once."""
     out = dict(over)
     for k in ("model", "second_model"):
         if isinstance(out.get(k), str) and Path(out[k]).expanduser().exists():
@@ -202,7 +193,7 @@ def _absolute(over: dict) -> dict:
 def main(argv=None) -> int:
     from calib.experiments.plan import parse_cost
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--profile", default="toy", help=" | ".join(PROFILE_NAMES))
+    ap.add_argument("--profile", default=DEFAULT_PROFILE, help=" | ".join(PROFILE_NAMES))
     ap.add_argument("--chapter", action="append", help="only these chapters (repeatable)")
     ap.add_argument("--force", action="store_true", help="re-execute even if up to date")
     ap.add_argument("--settings", action="append", metavar="FILE",

@@ -16,6 +16,7 @@ import pandas as pd
 
 from calib.book import published
 from calib.book import statistics as st
+from calib.book.grids import AT, SPARSITY  # the cells the grids run at the headline sparsity
 from calib.book.profiles import METHOD_NAMES, by_role, label, role
 
 SHORT_PREFIXES = (1, 2, 4)  # the paper's best prefix lengths (Sec. 6.2)
@@ -150,7 +151,7 @@ def fig1(df, s: dict) -> st.Verdict:
     Wanda with the pretraining-role data minus Wanda with the Wikipedia-role data; second,
     Wanda with the pretraining-role data minus OWL with the Wikipedia-role data."""
     pre, wiki = by_role(s, "dclm"), by_role(s, "wikipedia")
-    d = df[(df.setting == "60%") & ~df.synthetic]
+    d = df[(df.setting == AT) & ~df.synthetic]
     head, h = _headline(_wanda(d), "source", pre, wiki, label="fig1",
                         claim=f"Wanda at 60%: {_name(s, 'dclm')} minus {_name(s, 'wikipedia')} data")
     parts = [head]
@@ -169,12 +170,12 @@ def fig2(df, s: dict) -> st.Verdict:
     The forest plot shows the pretraining-role minus Wikipedia-role gap at 60% per task."""
     w = _wanda(df, synthetic=False)
     pre, wiki = by_role(s, "dclm"), by_role(s, "wikipedia")
-    parts = [[st.range_test(w[w.setting == "60%"], "source", label="fig2_range60", metric=m,
+    parts = [[st.range_test(w[w.setting == AT], "source", label="fig2_range60", metric=m,
                             claim="the range across sources at 60% exceeds what noise alone produces")
               for m in METRICS]]
     un = w[w.pattern == "unstructured"]
     if un.sparsity.nunique() > 1:
-        parts.append([st.range_trend(un, pre, wiki, x="sparsity", high=0.6, label="fig2_trend", metric=m,
+        parts.append([st.range_trend(un, pre, wiki, x="sparsity", high=SPARSITY, label="fig2_trend", metric=m,
                                      claim=f"the {_name(s, 'dclm')} minus {_name(s, 'wikipedia')} gap grows from "
                                            f"{un.sparsity.min():.0%} to 60% sparsity") for m in METRICS])
     nm = w[w.pattern == "2:4"]
@@ -183,7 +184,7 @@ def fig2(df, s: dict) -> st.Verdict:
                                     claim="the range across sources at 2:4 exceeds what noise alone produces")
                       for m in METRICS])
     return _verdict(parts, "the source matters more at high sparsity and for N:M patterns",
-                    (w[w.setting == "60%"], "source", pre, wiki, {"label": "fig2_gap60"}))
+                    (w[w.setting == AT], "source", pre, wiki, {"label": "fig2_gap60"}))
 
 
 def fig3(df, s: dict) -> st.Verdict:
@@ -221,7 +222,7 @@ def table2(df, s: dict) -> st.Verdict:
     minus original, Wanda at 60%, averaged over the sources; then DSnoT, OWL, the pretraining-role
     source alone (the paper: +0.3-0.7 even there), and the paper's language-modelling column,
     Alpaca(-role) perplexity (lower is better)."""
-    d = df[df.setting == "60%"]
+    d = df[df.setting == AT]
     wd = _wanda(d)
     head, h = _headline(wd, "synthetic", True, False, by=["source"], label="table2",
                         claim="Wanda at 60%: self-generated minus original data, mean over sources")
@@ -247,7 +248,7 @@ def table2_cells(df, s: dict, metrics=METRICS) -> pd.DataFrame:
     method and source alone (``statistics.paired_contrast`` on the seeds both arms share), with its
     95% CI, and the paper's Δ for that method and source (accuracy; NaN where it has none).
     Descriptive: the verdict's tests are ``table2``'s; these CIs are not adjusted."""
-    d = df[(df.setting == "60%")]
+    d = df[(df.setting == AT)]
     paper = published.table("table2")
     paper = paper[paper.synthetic].set_index(["method", "source"])["delta"]
     rows = []
@@ -300,7 +301,7 @@ def fig4(df, s: dict) -> st.Verdict:
     """Fig. 4: short prefixes (1-4 tokens) work best. Headline: self-generated with a 1-4 token
     prefix minus the original data (mean over prefixes and sources); then 1-4 tokens minus the
     longest prefix."""
-    w = _wanda(df, "60%")
+    w = _wanda(df, AT)
     head, h = _headline(_short_vs(w, w[~w.synthetic], "original"), "arm", "short", "original",
                         by=["source", "p"], label="fig4",
                         claim="self-generated with a 1-4 token prefix minus the original data")
@@ -316,7 +317,7 @@ def fig4(df, s: dict) -> st.Verdict:
 def table4(df, s: dict) -> st.Verdict:
     """Table 4: filtering the highest-perplexity texts helps a little. Headline: self-generated
     (the paper's 20% filter) minus the original data; then filtered at 10-20% minus unfiltered."""
-    w = _wanda(df, "60%")
+    w = _wanda(df, AT)
     syn20 = w[w.synthetic & (w.filter_rate == 20)]
     head, h = _headline(_stack(w, {"syn": syn20, "original": w[~w.synthetic]}), "arm", "syn", "original",
                         by=["source"], label="table4", claim="self-generated (20% filtered) minus the original data")

@@ -81,10 +81,11 @@ def _build(args) -> int:
 
 
 def _sources(args) -> int:
+    from calib.sources import PAPER_CORPORA
     from calib.world.sources import SOURCES
     for s in SOURCES.values():
         mix = ", ".join(f"{d} {w:.1%}" for d, w in s.mixture)
-        print(f"{s.name:22s} {s.role:11s} {s.sampling:9s} {s.description}\n{'':22s} {mix}")
+        print(f"{s.name:22s} {PAPER_CORPORA[s.role]:11s} {s.sampling:9s} {s.description}\n{'':22s} {mix}")
     return 0
 
 

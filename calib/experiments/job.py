@@ -151,11 +151,19 @@ class Job:
         return self.evaluation.version
 
     @property
+    def source_version(self) -> str | None:
+        """The calibration source's version (its record's, calib.sources); None where it has none."""
+        rec = data.source_record(self.calibration["source"])
+        return rec.version if rec is not None else None
+
+    @property
     def key(self) -> str:
         if self._key is None:
             p = self.params()
             p["model"] = model_identity(model_path(self.model))
             if self.suite_version is not None:
                 p["suite_version"] = self.suite_version
+            if self.source_version is not None:  # editing a source re-runs its own jobs, and only those
+                p["source_version"] = self.source_version
             self._key = digest(p)[:32]
         return self._key

@@ -108,7 +108,7 @@ def calibration_key(job: Job) -> str:
     """The name of the job's cached calibration set (model, calibration and synthetic settings)."""
     mid, s = model_identity(model_path(job.model)), job.synthetic
     return digest({"model": mid, "calibration": job.calibration, "synthetic": s,
-                   "generation": s and _generation_spec(job, mid)})[:32]
+                   "generation": s and _generation_spec(job, mid), "source_version": job.source_version})[:32]
 
 
 def generation_key(job: Job) -> str | None:
@@ -146,7 +146,7 @@ def dense_file(job: Job) -> Path:
 
 def _generation_spec(job: Job, mid: str) -> dict:
     s, c = job.synthetic, job.calibration
-    spec = {"model": mid, "dtype": job.dtype, "source": c["source"],
+    spec = {"model": mid, "dtype": job.dtype, "source": c["source"], "source_version": job.source_version,
             **{k: v for k, v in s.items() if k != "filter_rate"}}
     if s["generator"] == "pruned":  # the generator is pruned like the job, on the original source
         spec["pruned_by"] = {"method": job.method, "sparsity": job.sparsity, "pattern": job.pattern,

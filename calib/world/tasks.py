@@ -41,10 +41,13 @@ PAPER_TASK = {"world_boolq": "boolq", "world_winogrande": "winogrande", "world_p
               "world_arc_challenge": "arc_challenge", "world_mmlu": "mmlu"}
 
 
+ALPACA_SOURCE, HELDOUT_SOURCE = "world/instructions", "world/pretrain"  # the evaluation texts' sources
+
+
 @lru_cache(maxsize=1)
 def _alpaca() -> tuple[str, ...]:
     from calib.world import sources
-    return tuple(sources.documents("world/instructions", N_ALPACA, seed=0, split="eval"))
+    return tuple(sources.documents(ALPACA_SOURCE, N_ALPACA, seed=0, split="eval"))
 
 
 def alpaca_texts(n: int = N_ALPACA) -> list[str]:
@@ -56,15 +59,18 @@ def heldout_texts(n: int = N_HELDOUT) -> list[str]:
     """Held-out documents of the pretraining mixture (split "calib", data seed 1000: never
     trained on, never drawn as calibration data, whose pools use data seed 0)."""
     from calib.world import sources
-    return sources.documents("world/pretrain", n, seed=1000, split="calib")
+    return sources.documents(HELDOUT_SOURCE, n, seed=1000, split="calib")
 
 
 def version() -> str:
-    """A hash of the code every world evaluation text depends on (items, Alpaca-role and
-    held-out documents): results measured on other tasks never count as these."""
-    h = hashlib.sha256()
-    for name in ("tasks.py", "kb.py", "sources.py", "domains.py"):
-        h.update((Path(__file__).parent / name).read_bytes())
+    """A hash of what every world evaluation text depends on: this file's item makers and the
+    two sources it draws documents from (Alpaca-role and held-out; their versions cover the
+    knowledge base and the domain writers). Results measured on other tasks never count as
+    these; another source's edit leaves it unchanged."""
+    from calib.world import sources
+    h = hashlib.sha256((Path(__file__).parent / "tasks.py").read_bytes())
+    for name in (ALPACA_SOURCE, HELDOUT_SOURCE):
+        h.update(sources.version(name).encode())
     return h.hexdigest()[:12]
 
 
