@@ -106,6 +106,9 @@ def _lean_lm_eval():
 
 SCORERS = {"fast": "calib-fast", "hflm": "hf"}
 """scorer -> lm-eval model name (calib-fast is registered by calib.scorer)."""
+# the output version of scoring (a suite's metrics and item records), part of every job key and
+# of the dense evaluations' cache: bump it whenever a change alters a score (tests/test_golden.py)
+VERSION = 1
 SCORER = "fast"  # the default: calib.scorer's exact multiple-choice scorer
 
 _BUILT: dict = {}  # (include_path, task name, num_fewshot) -> built lm-eval Task/Group objects

@@ -16,9 +16,11 @@ import socket
 import time
 
 import calib
+from calib import data, evaluate as ev_mod, filters, synth
 from calib.cache import cache_dir, digest
 from calib.errors import CalibError
 from calib.experiments.job import Job
+from calib.hub import revision_of
 from calib.io import atomic_write, file_lock
 from calib.models import model_identity, model_path
 from calib.synth import texts_digest
@@ -106,7 +108,7 @@ def calibration_key(job: Job) -> str:
     """The name of the job's cached calibration set (model, calibration and synthetic settings)."""
     mid, s = model_identity(model_path(job.model)), job.synthetic
     return digest({"model": mid, "calibration": job.calibration, "synthetic": s,
-                   "generation": s and _generation_spec(job, mid)})[:32]
+                   "generation": s and _generation_spec(job, mid), "sampling": data.VERSION})[:32]
 
 
 def generation_key(job: Job) -> str | None:
@@ -117,13 +119,13 @@ def generation_key(job: Job) -> str | None:
 def dense_key(job: Job) -> str:
     """The name of the cached dense evaluation of the job's model, dtype and suite."""
     return digest({"model": model_identity(model_path(job.model)), "dtype": job.dtype, "suite": job.suite,
-                   "suite_version": job.suite_version})[:32]
+                   "suite_version": job.suite_version, "scoring": ev_mod.VERSION})[:32]
 
 
 def _generation_spec(job: Job, mid: str) -> dict:
     s, c = job.synthetic, job.calibration
-    spec = {"model": mid, "dtype": job.dtype, "source": c["source"],
-            **{k: v for k, v in s.items() if k != "filter_rate"}}
+    spec = {"model": mid, "dtype": job.dtype, "source": c["source"], "generation": synth.VERSION,
+            "filter": filters.VERSION, **{k: v for k, v in s.items() if k != "filter_rate"}}
     if s["generator"] == "pruned":  # the generator is pruned like the job, on the original source
         spec["pruned_by"] = {"method": job.method, "sparsity": job.sparsity, "pattern": job.pattern,
                              "options": job.options, "calibration": c}
@@ -231,7 +233,7 @@ def run_job(job: Job) -> dict:
     timer["total"] = time.perf_counter() - t0
     info = {"calibration": cinfo, "prune": {k: res.report[k] for k in ("overall", "owl") if k in res.report},
             "execution": job.execution, "device": dev, "pid": os.getpid(), "suite_version": job.suite_version,
-            "items": items}
+            "stages": job.stages, "revision": revision_of(model_path(job.model)), "items": items}
     return {"key": job.key, "status": "done", "params": job.params(), "calib_hash": cinfo["hash"],
             "mask_hash": res.mask_hash, "metrics": metrics, "dense": dense,
             "versions": {**calib.versions(), **meta}, "timings": dict(timer), "info": info,
@@ -240,5 +242,6 @@ def run_job(job: Job) -> dict:
 
 def failed_row(job: Job, error: str, attempts: int) -> dict:
     return {"key": job.key, "status": "failed", "params": job.params(), "error": error,
-            "attempts": attempts, "versions": calib.versions(), "info": {"execution": job.execution},
+            "attempts": attempts, "versions": calib.versions(),
+            "info": {"execution": job.execution, "stages": job.stages, "revision": revision_of(model_path(job.model))},
             "host": socket.gethostname()}

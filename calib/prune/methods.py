@@ -17,6 +17,9 @@ from calib.models import ARCHITECTURES as SUPPORTED_ARCHS  # noqa: F401 - the on
 from calib.models import BLOCK_PARTS, check_architecture  # noqa: F401 - re-exported
 
 METHODS = ("magnitude", "wanda", "sparsegpt", "dsnot", "owl")
+# Each pruner's output version, part of every job key: bump a method's number whenever a change
+# alters its masks or weights (tests/test_golden.py fails until it is bumped).
+VERSIONS = {"magnitude": 1, "wanda": 1, "sparsegpt": 1, "dsnot": 1, "owl": 1}
 
 # Every method option, with the reference implementations' defaults.
 OPTIONS = {
