@@ -35,7 +35,7 @@ from factory import save, tiny_world_model
 
 CTX = 128  # the tiny model's positions
 
-PRUNE = "--nsamples 2 --seqlen 16 --no-progress --out {W}/pruned"
+PRUNE = "--calib world/pretrain --nsamples 2 --seqlen 16 --no-progress --out {W}/pruned"  # non-world models: c4
 GEN = "--out {W}/gen.jsonl --ndocs 2 --max-new-tokens 4 --model {M}"
 EVAL = "--suite ppl --ppl 2 --heldout 0"
 BIG = 10 ** 12  # windows no machine holds
