@@ -63,7 +63,10 @@ def _model_dir(model: str, given: str | None = None) -> Path:
 
 def _table(out: dict) -> str:
     rows = [("task", "n-shot", "items", "acc", "acc_norm")]
+    ppl = {t: m for t, m in out["tasks"].items() if "word_perplexity" in m}  # wikitext: no accuracy
     for t, m in out["tasks"].items():
+        if t in ppl:
+            continue
         n = len(out["items"].get(t, [])) or ""
         rows.append((t, str(out["n_shot"].get(t, "")), str(n), f"{m.get('acc', float('nan')):.4f}",
                      f"{m['acc_norm']:.4f}" if "acc_norm" in m else ""))
@@ -76,6 +79,9 @@ def _table(out: dict) -> str:
     if "alpaca_ppl" in out:
         lines.append(f"alpaca perplexity {out['alpaca_ppl']:.3f} (token-weighted {out['alpaca_ppl_corpus']:.3f}, "
                      f"{out['ppl_texts']} texts)")
+    for t, m in ppl.items():
+        lines.append(f"{t} word perplexity {m['word_perplexity']:.3f} (byte perplexity {m['byte_perplexity']:.4f}, "
+                     f"{m['bits_per_byte']:.4f} bits per byte)")
     if "heldout_nll" in out:
         lines.append(f"held-out loss {out['heldout_nll']:.4f} nats/token ({out['heldout_texts']} documents)")
     return "\n".join(lines)
