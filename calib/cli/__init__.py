@@ -34,20 +34,19 @@ class Parser(argparse.ArgumentParser):
 
 MODEL_HELP = ("a model folder (save_pretrained layout), a hub id org/name (downloaded, or read from the local "
               "hub cache with HF_HUB_OFFLINE=1), or alias world | world-qwen (the packaged world models)")
-DTYPE_HELP = ("weights' dtype; auto: bfloat16 on a GPU that has it, float32 on a CPU; unset: the model's own "
+DTYPE_HELP = ("auto | float32 | bfloat16 | float16: the weights' dtype; auto: bfloat16 on a GPU that has it, float32 on a CPU; unset: the model's own "
               "(world models: float32, any other: auto)")
 
 
 def model_options(p, required: bool = False, default_help: str = "", dtype: bool = True) -> None:
     """--model, --revision, --trust-remote-code and --dtype: the same on every command that loads a model."""
-    from calib.models import AUTO, DTYPES
     p.add_argument("--model", required=required, default=None, help=MODEL_HELP + default_help)
     p.add_argument("--revision", default=None,
                    help="hub ids: the branch, tag or commit to use (unset: main); recorded as a commit hash")
     p.add_argument("--trust-remote-code", action="store_true",
                    help="run the model's own code from its folder (transformers' trust_remote_code)")
     if dtype:
-        p.add_argument("--dtype", default=None, choices=[AUTO, *DTYPES], help=DTYPE_HELP)
+        p.add_argument("--dtype", default=None, help=DTYPE_HELP)
 
 
 def chosen(args, command: str, source: str | None = None, suite: bool = False, dtype: bool = True) -> dict:
@@ -69,9 +68,11 @@ def chosen(args, command: str, source: str | None = None, suite: bool = False, d
             args.suite = d["suite"]
         said.append(f"suite {args.suite}")
     if dtype:
+        from calib.errors import check_choice
+        from calib.models import AUTO, DTYPES, resolve_dtype
         if getattr(args, "dtype", None) is None:
             args.dtype = d["dtype"]
-        from calib.models import AUTO, resolve_dtype
+        check_choice("dtype", args.dtype, [AUTO, *DTYPES])
         here = f" ({resolve_dtype(AUTO, getattr(args, 'device', None))} here)" if args.dtype == AUTO else ""
         said.append(f"dtype {args.dtype}{here}")
     print(f"calib {command}: " + ", ".join(said), file=sys.stderr)
