@@ -99,6 +99,16 @@ def test_hub_id_from_local_cache_offline(hub_cache, corpus, tmp_path, capsys):
         assert len(err) == 1 and "not in the local hub cache" in err[0] and f"`hf download {name}`" in err[0], err
 
 
+def test_a_grid_job_takes_a_hub_id(hub_cache, cache_env):
+    from calib.experiments import Job
+    from calib.experiments.run import calibration_key
+    j = Job(model="org/tiny", method="magnitude", calibration={"nsamples": 2, "seqlen": 8})
+    assert j.model == "org/tiny" and j.calibration["source"] == "c4" and j.suite["name"] == "paper"
+    assert j.dtype == "float32"  # auto, on this CPU-only machine
+    assert j.stages == {"sampling": 1, "scoring": 1, "pruner": {"magnitude": 1}}
+    assert len(j.key) == 32 and calibration_key(j)
+
+
 def test_revision_needs_a_hub_id(model_dir, corpus, capsys):
     assert main(["sample", str(corpus), "--model", model_dir, "--revision", "main", "--text-field", "body"]) == 2
     assert "--revision 'main' applies to hub model ids" in _err(capsys)[-1]

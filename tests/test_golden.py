@@ -24,6 +24,9 @@ def _floats(values, digits: int = 5) -> str:
     return hashlib.sha256(json.dumps([float(f"{v:.{digits}g}") for v in values]).encode()).hexdigest()
 
 
+pytestmark = pytest.mark.slow  # 30 s of CPU: five pruners, a generation and the world suite
+
+
 @pytest.fixture(scope="module")
 def outputs(tmp_path_factory):
     import torch

@@ -43,7 +43,8 @@ def add_parser(sub) -> None:
         "prune", help=f"prune a model layer by layer ({', '.join(methods.METHODS)})",
         description="Prune a decoder-only Hugging Face model (LLaMA, Mistral, Qwen2/3, OLMo-2, Gemma 2/3, "
                     "Phi-3; DCLM-7B's OpenLM with open_lm installed) layer by layer "
-                    "and save it with dense weights and exact zeros, plus prune_report.json.",
+                    "and save it with dense weights and exact zeros, plus prune_report.json and a model card "
+                    "(README.md, with Hugging Face metadata). Prints the calibration source and dtype it chose.",
     )
     model_options(p, required=True)
     p.add_argument("--method", default="wanda", help=" | ".join(methods.METHODS))

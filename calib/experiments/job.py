@@ -16,6 +16,7 @@ from pathlib import Path
 from calib import data, evaluate, filters, synth
 from calib.cache import digest
 from calib.errors import CalibError, at, check_choice, integer, section
+from calib.hub import looks_like_id
 from calib.models import (AUTO, DTYPES, MODEL_ALIASES, check_device, context_length, defaults, model_config,
                           model_identity, model_path, resolve_dtype)
 from calib.prune import methods
@@ -60,7 +61,7 @@ class Job:
         self.model = self.model or "world"
         own = defaults(self.model)  # the model's defaults: source, suite, dtype
         config = model_config(self.model)  # before resolving, so an error names the model as given
-        if self.model not in MODEL_ALIASES:
+        if self.model not in MODEL_ALIASES and not looks_like_id(self.model):  # a hub id stays as given
             self.model = str(Path(self.model).expanduser().resolve())
         with at(f"model {self.model}"):
             methods.check_architecture(config)  # from its config.json: no weights read
