@@ -35,7 +35,7 @@ from factory import save, tiny_world_model
 
 CTX = 128  # the tiny model's positions
 
-PRUNE = "--calib world/pretrain --nsamples 2 --seqlen 16 --no-progress --out {W}/pruned"  # non-world models: c4
+PRUNE = "--nsamples 2 --seqlen 16 --no-progress --out {W}/pruned"
 GEN = "--out {W}/gen.jsonl --ndocs 2 --max-new-tokens 4 --model {M}"
 EVAL = "--suite ppl --ppl 2 --heldout 0"
 BIG = 10 ** 12  # windows no machine holds
@@ -522,6 +522,8 @@ def test_bad_input(work, argv, expect, capsys):
     from calib.cli import main
     W, M = work
     args = shlex.split(argv.format(W=W, M=M))
+    if args[0] == "prune" and "--calib" not in args:  # the tiny models are not world models: c4 by default
+        args += ["--calib", "world/pretrain"]
     before = snapshot(W)
     try:
         rc = main(args)
