@@ -54,6 +54,9 @@ LOCAL_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".tx
 SYNTH_GENERATOR = "calib.synth"  # value of the "generator" field in rows written by calib.synth
 
 DEFAULT_POOL = {"world": 2000, "hub": 5000}  # documents read from an unbounded source
+# the output version of sampling (a calibration set from a source), part of every job key:
+# bump it whenever a change alters the windows drawn (tests/test_golden.py)
+VERSION = 1
 NSAMPLES, SEQLEN = 128, 2048  # the paper's calibration set: 128 windows of 2048 tokens
 
 
@@ -331,6 +334,42 @@ def sample(source: str, tokenizer, nsamples: int, seqlen: int, seed: int = 0, mo
     return out
 
 
-def calibration_tensor(source, tokenizer, nsamples, seqlen, seed=0, mode=None, context=None):
+def saved_set(source) -> dict | None:
+    """{path, meta} of a calibration set written by `calib sample --out F` (F and F.json), else None."""
+    p = Path(str(source)).expanduser()
+    side = Path(str(p) + ".json")
+    if not p.is_file() or not side.is_file():
+        return None
+    with open(p, "rb") as f:
+        if f.read(2) != b"PK":  # torch.save's zip archive
+            return None
+    try:
+        meta = json.loads(side.read_text())
+    except ValueError as e:
+        raise CalibError(f"{side}: not valid JSON ({e}); it should be the meta `calib sample --out` wrote") from None
+    if not isinstance(meta, dict) or not {"nsamples", "seqlen", "mode", "hash"} <= set(meta):
+        raise CalibError(f"{side}: not the meta of a calibration set written by `calib sample --out`")
+    return {"path": p, "meta": meta}
+
+
+def saved_ids(saved: dict, tokenizer):
+    """The [nsamples, seqlen] ids of a saved set, checked against its recorded hash and the
+    tokenizer's vocabulary."""
+    import torch
+    p = saved["path"]
+    try:
+        ids = torch.load(p, map_location="cpu", weights_only=True)["input_ids"]
+    except Exception as e:  # a truncated or foreign file
+        raise CalibError(f"{p}: not a calibration set written by `calib sample --out` ({type(e).__name__})") from e
+    if calibration_hash(ids) != saved["meta"]["hash"]:
+        raise CalibError(f"{p}: its ids do not match the hash in {p}.json; draw it again with `calib sample`")
+    if int(ids.max()) >= len(tokenizer):
+        raise CalibError(f"{p}: token id {int(ids.max())} is outside this model's vocabulary ({len(tokenizer)}); "
+                         f"the set was drawn with another tokenizer ({saved['meta'].get('tokenizer')})")
+    return ids
+
+
+def calibration_tensor(source, tokenizer, nsamples, seqlen, seed=0, mode=None, context=None, text_field="text"):
     """[nsamples, seqlen] LongTensor of calibration windows (see ``sample``)."""
-    return sample(source, tokenizer, nsamples, seqlen, seed=seed, mode=mode, context=context).input_ids
+    return sample(source, tokenizer, nsamples, seqlen, seed=seed, mode=mode, context=context,
+                  text_field=text_field).input_ids

@@ -6,6 +6,7 @@ all get the same one-line message; nothing here imports the rest of calib.
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 
 
@@ -51,3 +52,13 @@ def integer(where: str, v, lo: int = 0, hi: int | None = None, none: bool = Fals
         null = " or null" if none and not where.startswith("--") else ""
         raise CalibError(f"{where}: expected {rng}{null}; got {v!r}")
     return v
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every default shown once, by argparse: appended as ``(default: X)`` unless it is None or
+    a flag's False (their help says what unset means) or the help already places it."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or "%(default)" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)

@@ -39,6 +39,10 @@ PAPER_TASKS = {"boolq": 0, "winogrande": 0, "piqa": 0, "hellaswag": 0, "arc_easy
                "mmlu": 5}
 """The paper's tasks with their shot counts. The paper's released code ran MMLU
 0-shot; the paper says 5-shot. The count is explicit so either can be chosen."""
+OPTIONAL_TASKS = {"wikitext": 0}
+"""Paper-suite tasks run only when named (``tasks: [..., wikitext]``, ``--tasks ...,wikitext``):
+lm-eval's WikiText-2 perplexity, the headline metric of the Wanda and SparseGPT papers."""
+PPL_METRICS = ("word_perplexity", "byte_perplexity", "bits_per_byte")  # what a perplexity task reports
 BATCH_SIZE = 32  # sequences per forward pass when evaluating (memory, not results)
 SUITE_NAMES = ("world", "paper", "ppl")  # ppl: perplexities only (no lm-eval), for quick sweeps
 
@@ -108,6 +112,9 @@ def _lean_lm_eval():
 SCORERS = {"fast": "calib.scorer.FastLM, calib's exact prefix-sharing scorer",
            "hflm": "lm-eval's HFLM (the same scores, slower)"}
 """scorer -> what scores; both classes are built here directly, not through lm-eval's registry."""
+# the output version of scoring (a suite's metrics and item records), part of every job key and
+# of the dense evaluations' cache: bump it whenever a change alters a score (tests/test_golden.py)
+VERSION = 1
 SCORER = "fast"  # the default: calib.scorer's exact multiple-choice scorer
 
 _BUILT: dict = {}  # (include_path, task name, num_fewshot) -> built lm-eval Task/Group objects
@@ -219,7 +226,7 @@ class Suite:
         integer(name("n_alpaca"), s["n_alpaca"], 0)  # 0: no Alpaca perplexity
         integer(name("n_heldout"), s["n_heldout"], 0)
         valid = cls.valid_tasks(s["name"])
-        tasks = valid if s["tasks"] is None else s["tasks"]
+        tasks = [t for t in valid if t not in OPTIONAL_TASKS] if s["tasks"] is None else s["tasks"]
         if not isinstance(tasks, (list, tuple)) or (s["name"] == "ppl" and tasks):
             raise CalibError(f"{name('tasks')}: expected a list of task names of suite {s['name']!r}: "
                              f"{', '.join(valid) or 'none'}; got {tasks!r}")
@@ -234,7 +241,8 @@ class Suite:
             with at(name("shots")):
                 check_choice("task", t, tasks)
             integer(f"{name('shots')}.{t}", n, 0)
-        shots = tuple((t, shots.get(t, PAPER_TASKS[t])) for t in tasks) if s["name"] == "paper" else ()
+        own = {**PAPER_TASKS, **OPTIONAL_TASKS}
+        shots = tuple((t, shots.get(t, own[t])) for t in tasks) if s["name"] == "paper" else ()
         inc = s["include_path"]
         if inc is not None:
             if s["name"] != "paper":
@@ -250,7 +258,7 @@ class Suite:
     @staticmethod
     def valid_tasks(name: str) -> list[str]:
         from calib.world.tasks import TASKS
-        return {"world": list(TASKS), "paper": list(PAPER_TASKS), "ppl": []}[name]
+        return {"world": list(TASKS), "paper": [*PAPER_TASKS, *OPTIONAL_TASKS], "ppl": []}[name]
 
     def as_dict(self) -> dict:
         """The canonical mapping (a job's ``suite`` and part of its key); ``include_path`` only when
@@ -500,7 +508,7 @@ def run_suite(model, tokenizer, suite: Suite | dict | str | None = None, batch_s
     res = lm_eval_tasks(model, tokenizer, shots, include_path=include, batch_size=batch_size, limit=suite.limit,
                         scorer=scorer, progress=progress)
     for t in suite.tasks:
-        for m in ("acc", "acc_norm"):
+        for m in ("acc", "acc_norm", *PPL_METRICS):
             if m in res["tasks"].get(t, {}):
                 metrics[f"{t}/{m}"] = res["tasks"][t][m]
     accs = [res["tasks"][t]["acc"] for t in suite.tasks if "acc" in res["tasks"].get(t, {})]

@@ -17,6 +17,9 @@ if TYPE_CHECKING:  # numpy loads with the first score, so `calib --help` stays f
 
 log = logging.getLogger("calib.filters")
 
+# the output version of the perplexity filter's scores, part of the job key of every job with
+# synthetic data: bump it whenever a change alters the perplexities (tests/test_golden.py)
+VERSION = 1
 FILTER_RATE = 20  # percent of highest-perplexity texts dropped (the paper's k)
 MINK = 50  # Min-K%++'s k (the paper: Min-50%++)
 BATCH_SIZE = 8  # texts scored together

@@ -145,12 +145,62 @@ def reading(name: str, load_args: dict, names):
 
 
 # ---------------------------------------------------------------------------------- models
+def looks_like_id(given: str) -> bool:
+    """``org/name`` that is not a local path: a hub model id."""
+    p = Path(given).expanduser()
+    return given.count("/") == 1 and not given.startswith((".", "/", "~")) and not p.exists() \
+        and not p.parent.exists() and all(given.split("/"))
+
+
+def resolve_model(given: str, revision: str | None = None) -> str:
+    """A hub model id's local snapshot folder (downloaded through huggingface_hub, or read from
+    its cache when offline: HF_HUB_OFFLINE); anything else is returned as given. Offline and not
+    cached, or unreachable, is a one-line CalibError naming `hf download`."""
+    given = str(given)
+    if not looks_like_id(given):
+        if revision is not None:
+            raise CalibError(f"--revision {revision!r} applies to hub model ids (org/name) only; {given!r} is "
+                             f"a local folder or an alias")
+        return given
+    from huggingface_hub import snapshot_download
+    fetch = f"fetch it with `hf download {given}" + (f" --revision {revision}" if revision else "") + "`"
+    if not offline():
+        probe_model(given, fetch)
+    try:
+        return snapshot_download(given, revision=revision, local_files_only=offline())
+    except Exception as e:  # not cached offline, a missing or gated repository, a network error
+        why = "offline (HF_HUB_OFFLINE) and not in the local hub cache" if offline() else \
+            f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"
+        raise CalibError(f"hub model {given!r}" + (f" at revision {revision!r}" if revision else "") +
+                         f" cannot be read ({why}); {fetch} (a gated model needs its licence accepted on the hub "
+                         f"and HF_TOKEN set)") from None
+
+
+def probe_model(given: str, fetch: str) -> None:
+    """Fail at once when the hub endpoint cannot be reached (a cached snapshot is used offline)."""
+    if any(os.environ.get(k) for k in _PROXIES):
+        return
+    from huggingface_hub import constants
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)),
+                                 timeout=PROBE_TIMEOUT).close()
+    except OSError as e:
+        raise CalibError(f"hub model {given!r} cannot be read ({url.hostname} is unreachable: {e.strerror or e}); "
+                         f"{fetch}, or set HF_HUB_OFFLINE=1 to use the local hub cache") from None
+
+
+def revision_of(path) -> str | None:
+    """The hub commit of a snapshot folder (``.../models--org--name/snapshots/<commit>``), else None."""
+    p = Path(path)
+    parts = p.resolve().parts if p.exists() else p.parts
+    if len(parts) >= 3 and parts[-2] == "snapshots" and parts[-3].startswith("models--"):
+        return parts[-1]
+    return None
+
+
 def model_hint(given: str) -> str:
     """What to add when ``given`` is neither a model folder nor an alias and looks like a hub id ('' otherwise)."""
-    p = Path(given).expanduser()
-    looks_like_id = given.count("/") == 1 and not given.startswith((".", "/", "~")) and not p.parent.exists()
-    if looks_like_id:
-        return (f"; {given!r} looks like a hub model id, but calib loads local folders only (it does not download): "
-                f"fetch it with `huggingface-cli download {given} --local-dir DIR` (a gated model needs its licence "
-                f"accepted on the hub and HF_TOKEN set) and pass DIR")
+    if looks_like_id(given):
+        return f"; {given!r} looks like a hub model id: fetch it with `hf download {given}`"
     return ""

@@ -50,6 +50,22 @@ def check_output(path: str | Path, what: str = "output", folder: bool = False) -
     return path
 
 
+def check_not_input(out: str | Path, inputs: dict, what: str = "--out") -> None:
+    """Raise CalibError when the output ``out`` is one of the command's ``inputs`` (flag -> path;
+    a name that is not an existing path, e.g. a source name, is skipped), lies inside one (a
+    model folder), or holds one (a folder output replaced whole): writing would destroy it,
+    with --overwrite too."""
+    o = Path(out).expanduser().resolve()
+    for flag, given in inputs.items():
+        if given is None or not Path(str(given)).expanduser().exists():
+            continue
+        i = Path(str(given)).expanduser().resolve()
+        if o == i or i in o.parents or (o.is_dir() and o in i.parents):
+            how = "is" if o == i else "lies inside" if i in o.parents else "holds"
+            raise CalibError(f"{what} {out} {how} the input {flag} {given}; write the output elsewhere "
+                             f"(the input is left as it is)")
+
+
 def atomic_write(path: str | Path, data: str | bytes) -> None:
     """Write to a hidden sibling (``.NAME.HOST-PID.tmp``), fsync, rename: readers see the old
     file or the new one. The siblings that dead processes left are removed first."""

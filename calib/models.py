@@ -20,6 +20,46 @@ from calib.io import atomic_write
 
 MODEL_ALIASES = ("world", "world-qwen")  # the packaged world models (`calib world build [--arch qwen2]`)
 DTYPES = ("float32", "bfloat16", "float16")
+AUTO = "auto"  # bfloat16 on a GPU that has it, float32 on a CPU (``resolve_dtype``)
+
+# ----------------------------------------------------------------------- defaults
+# What a model calibrates on, is evaluated on and loads as, when the user does not say: the one
+# owner the CLI, the grids (experiments/job.py), the profiles and the notebooks ask. Strings only.
+WORLD_DEFAULTS = {"source": "world/pretrain", "suite": "world", "dtype": "float32"}
+# any other model: the peers' calibration default (Wanda, SparseGPT: C4), the paper's suite
+PEER_DEFAULTS = {"source": "c4", "suite": "paper", "dtype": AUTO}
+# a packaged model's own defaults, by alias (a packaged real model adds its entry here)
+PACKAGED_DEFAULTS = {"world": WORLD_DEFAULTS, "world-qwen": WORLD_DEFAULTS}
+
+
+def defaults(model: str | Path | None) -> dict:
+    """{source, suite, dtype} for ``model`` (None: the world model). A packaged model's folder
+    counts as its alias, and a folder written by `calib prune` takes its base model's defaults."""
+    model = "world" if model is None else str(model)
+    if model in PACKAGED_DEFAULTS:
+        return dict(PACKAGED_DEFAULTS[model])
+    path = Path(model).expanduser()
+    try:
+        here = path.resolve()
+        for alias in PACKAGED_DEFAULTS:
+            if here == model_path(alias).resolve():
+                return dict(PACKAGED_DEFAULTS[alias])
+        rep = json.loads((path / "prune_report.json").read_text())
+        base = rep.get("base_model") or rep.get("model")
+    except (OSError, ValueError, AttributeError):
+        base = None
+    if isinstance(base, str) and base != model:
+        return defaults(base)
+    return dict(PEER_DEFAULTS)
+
+
+def resolve_dtype(dtype: str, device: str | None = None) -> str:
+    """A concrete dtype for ``dtype``: "auto" is bfloat16 on a GPU that has it, else float32."""
+    if dtype != AUTO:
+        return dtype
+    import torch
+    gpu = (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
+    return "bfloat16" if gpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"
 
 # ----------------------------------------------------------------------- architectures
 # The one list of decoders the pruner (prune/sequential.py walks their blocks), the fast scorer
@@ -96,16 +136,34 @@ def num_layers(config) -> int:
 
 
 def model_path(model: str | Path) -> Path:
-    """The folder of a model alias ('world', 'world-qwen') or of a path."""
+    """The folder of a model alias ('world', 'world-qwen'), of a hub id (org/name: its snapshot
+    in the local hub cache, downloaded when online) or of a path."""
     from calib.world.model import MODEL_DIR, QWEN_DIR
-    return dict(zip(MODEL_ALIASES, (MODEL_DIR, QWEN_DIR))).get(str(model)) or Path(model).expanduser()
+    from calib import hub
+    alias = dict(zip(MODEL_ALIASES, (MODEL_DIR, QWEN_DIR))).get(str(model))
+    if alias is not None:
+        return alias
+    return Path(_hub_snapshot(str(model)) if hub.looks_like_id(str(model)) else model).expanduser()
+
+
+@lru_cache(maxsize=16)
+def _hub_snapshot(given: str) -> str:
+    from calib import hub
+    return hub.resolve_model(given)
+
+
+def take_model(given: str | None, revision: str | None = None) -> str:
+    """``--model`` as given on the command line: an alias, a folder, or a hub id with an optional
+    revision, which becomes its snapshot folder here (once). None: the world model."""
+    from calib import hub
+    return "world" if given is None else hub.resolve_model(str(given), revision)
 
 
 def _missing(path: Path) -> CalibError:
     from calib.hub import model_hint
     return CalibError(f"no model at {path} (config.json missing); valid: 'world' or 'world-qwen' (the packaged "
-                      f"world models; `calib world build [--arch qwen2]` creates them) or a folder written by "
-                      f"save_pretrained{model_hint(str(path))}")
+                      f"world models; `calib world build [--arch qwen2]` creates them), a hub id (org/name) or a "
+                      f"folder written by save_pretrained{model_hint(str(path))}")
 
 
 def model_config(model: str | Path) -> dict:
@@ -123,15 +181,17 @@ def model_config(model: str | Path) -> dict:
     return config
 
 
-def check_causal_lm(model: str | Path) -> dict:
+def check_causal_lm(model: str | Path, trust_remote_code: bool = False) -> dict:
     """The config of a causal language model, or a CalibError that says what the folder
-    holds instead (before a tokenizer or weights are read: their errors would mislead)."""
+    holds instead (before a tokenizer or weights are read: their errors would mislead).
+    With ``trust_remote_code`` a config whose auto_map names its own causal-LM class passes."""
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
     config = model_config(model)
     path, mt = model_path(model), config["model_type"]
     if mt == OPENLM:
         check_architecture(config)  # open_lm installed, or what to install
-    elif mt not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+    elif mt not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and not (
+            trust_remote_code and "AutoModelForCausalLM" in (config.get("auto_map") or {})):
         raise CalibError(f"the model at {path} is a {mt!r} model, not a causal language model; valid: a "
                          f"decoder-only causal LM (calib prunes {supported()})")
     return config
@@ -202,14 +262,14 @@ def model_identity(path) -> str:
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")
 
 
-def load_tokenizer(model: str | Path):
+def load_tokenizer(model: str | Path, trust_remote_code: bool = False):
     """The tokenizer class the folder declares. transformers 5's AutoTokenizer swaps in
     the model type's own class for some types (a qwen2 config gets Qwen2Tokenizer, which
     re-splits digits and adds a pad token outside the vocabulary); the world tokenizers
     are plain tokenizers.json files and must load as such."""
     from transformers import AutoTokenizer
     path = model_path(model)
-    check_causal_lm(path)
+    check_causal_lm(path, trust_remote_code)
     if not any((path / f).is_file() for f in _TOKENIZER_FILES):
         raise CalibError(f"no tokenizer at {path} (none of {', '.join(_TOKENIZER_FILES)}); save the tokenizer "
                          f"with save_pretrained next to the model")
@@ -218,18 +278,19 @@ def load_tokenizer(model: str | Path):
         if cfg.is_file() and json.loads(cfg.read_text()).get("tokenizer_class") == "TokenizersBackend":
             from transformers import TokenizersBackend
             return TokenizersBackend.from_pretrained(path)
-        return AutoTokenizer.from_pretrained(path)
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except Exception as e:  # corrupt tokenizer.json, bad JSON, a missing backend ...
         first = (str(e).strip().splitlines() or [""])[0]
         raise CalibError(f"could not load the tokenizer at {path}: {type(e).__name__}: {first}") from e
 
 
 
-def load(model: str | Path | None = None, dtype: str = "float32", progress: bool = True):
+def load(model: str | Path | None = None, dtype: str = "float32", progress: bool = True,
+         trust_remote_code: bool = False):
     """(model, tokenizer) of an alias or a causal-LM folder, in eval mode on the CPU, with a
     clear error and a rebuild hint when the folder is missing or corrupt. ``dtype`` is one
-    of DTYPES, or "auto" for the dtype the weights were saved in. ``progress``: transformers'
-    "Loading weights" bar."""
+    of DTYPES, or "auto" (``resolve_dtype``). ``progress``: transformers' "Loading weights" bar.
+    ``trust_remote_code``: run the model's own code from its folder (transformers' flag)."""
     import torch
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
@@ -240,10 +301,11 @@ def load(model: str | Path | None = None, dtype: str = "float32", progress: bool
         "point --model at a folder written by save_pretrained"
     if not (path / "config.json").is_file():
         raise CalibError(f"no model at {path} (config.json missing); {hint}") if path == MODEL_DIR else _missing(path)
-    if dtype != "auto" and dtype not in DTYPES:
-        raise CalibError(f"unknown dtype {dtype!r}; valid choices: auto, {', '.join(DTYPES)}")
+    if dtype != AUTO and dtype not in DTYPES:
+        raise CalibError(f"unknown dtype {dtype!r}; valid choices: {AUTO}, {', '.join(DTYPES)}")
+    dtype = resolve_dtype(dtype)
     try:
-        tok = load_tokenizer(path)  # checks first that the folder holds a causal LM
+        tok = load_tokenizer(path, trust_remote_code)  # checks first that the folder holds a causal LM
     except CalibError as e:
         if path != MODEL_DIR:
             raise
@@ -252,7 +314,8 @@ def load(model: str | Path | None = None, dtype: str = "float32", progress: bool
     if not progress:
         hf_logging.disable_progress_bar()
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype="auto" if dtype == "auto" else getattr(torch, dtype))
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype),
+                                                     trust_remote_code=trust_remote_code)
     except Exception as e:  # corrupt weights, truncated safetensors, missing weight files ...
         first = (str(e).strip().splitlines() or [""])[0]
         raise CalibError(f"could not load the model at {path}: {type(e).__name__}: {first}; {hint}") from e

@@ -28,6 +28,9 @@ from calib.io import atomic_write, check_output
 log = logging.getLogger("calib.synth")
 
 SAMPLING = {"top_k": 50, "top_p": 0.95, "temperature": 0.6, "repetition_penalty": 1.2}
+# the output version of self-generation, part of the job key of every job with synthetic data:
+# bump it whenever a change alters the texts generated (tests/test_golden.py)
+VERSION = 1
 PREFIX_LEN = 2
 MAX_PREFIX_LEN = 1024
 MAX_NEW_TOKENS = 2048  # what the original script passes to generate()

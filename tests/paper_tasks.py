@@ -232,3 +232,23 @@ def built_requests(include_path, shots: dict, limit=None) -> list:
         suite = Suite.of({"name": "paper", "tasks": list(shots), "shots": shots, "limit": limit,
                           "include_path": str(include_path)})
     return [i for _, group in suite_requests(suite) for i in group]
+
+
+def write_wikitext(path: str | Path, n: int = 6, seed: int = 0) -> Path:
+    """A stand-in for lm-eval's ``wikitext`` (WikiText-2 word/byte perplexity) in ``path``: its
+    task YAML is lm-eval's own, included, with the dataset pointed at a local jsonl of ``n``
+    documents in WikiText's ``page`` field (world facts, in WikiText's spaced-out punctuation),
+    so the rolling log-likelihood, the detokenizer and the metrics are upstream's."""
+    import lm_eval
+    path = Path(path).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    w = _Writer(seed)
+    pages = [" = Page {} = \n ".format(i) + " ".join(w.fact().replace(",", " ,").replace(".", " .") for _ in range(6))
+             for i in range(n)]
+    data = path / "wikitext.jsonl"
+    data.write_text("".join(json.dumps({"page": p}) + "\n" for p in pages))
+    upstream = Path(lm_eval.__file__).parent / "tasks" / "wikitext" / "wikitext.yaml"
+    (path / "wikitext.yaml").write_text(
+        f"include: {upstream}\ntask: wikitext\ndataset_path: json\ndataset_name: null\ndataset_kwargs:\n"
+        f"  data_files:\n    test: {data}\ntraining_split: null\nvalidation_split: null\ntest_split: test\n")
+    return path

@@ -361,7 +361,7 @@ def test_pruned_checkpoint_reloads_in_plain_transformers(arch, tiny_tokenizer, t
     from calib import data
     from calib.cli import main
 
-    def shim_ids(source, tokenizer, nsamples, seqlen, seed=0, mode=None):
+    def shim_ids(source, tokenizer, nsamples, seqlen, seed=0, mode=None, **_):
         return torch.randint(0, len(tokenizer), (nsamples, seqlen), generator=torch.Generator().manual_seed(seed))
     monkeypatch.setattr(data, "calibration_tensor", shim_ids)
     monkeypatch.setattr(data, "default_mode", lambda source: "document")

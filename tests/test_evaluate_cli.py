@@ -42,7 +42,7 @@ def test_evaluates_a_pruned_checkpoint(pruned, tmp_path, capsys, cache_env):
     table = capsys.readouterr().out
     assert "world_mmlu" in table and "avg" in table and "alpaca perplexity" in table
     # the same checkpoint scored by lm-eval's HFLM: the same items right and wrong
-    rc = main(["evaluate", "--model", str(pruned), "--limit", "5", "--ppl", "0", "--scorer", "hflm",
+    rc = main(["evaluate", "--model", str(pruned), "--suite", "world", "--limit", "5", "--ppl", "0", "--scorer", "hflm",
                "--json", str(tmp_path / "hflm.json")])
     hflm = json.loads((tmp_path / "hflm.json").read_text())
     assert rc == 0 and hflm["tasks"] == res["tasks"]
@@ -77,7 +77,7 @@ def test_packaged_model_alias(capsys, cache_env):
     (["--limit", "0"], "--limit: expected an integer >= 1; got 0"),
     (["--ppl", "-1"], "--ppl: expected an integer >= 0; got -1"),
     (["--suite", "paper", "--include-path", "/tmp"], "the paper suite's Alpaca perplexity (--ppl 0 skips it)"),
-    (["--dtype", "int8"], "unknown dtype 'int8'"),
+    (["--dtype", "int8"], "unknown dtype 'int8'; valid choices: auto, float32, bfloat16, float16"),
     (["--suite", "paper", "--include-path", "/nonexistent/tasks"], "is not a folder"),
 ])
 def test_bad_input_is_a_clear_error(argv, message, capsys):

@@ -17,7 +17,7 @@ import pytest
 from calib.errors import CalibError
 from factory import save, tiny_world_model
 
-SMALL = {"calibration": {"nsamples": 4, "seqlen": 32, "pool": 40},
+SMALL = {"calibration": {"source": "world/pretrain", "nsamples": 4, "seqlen": 32, "pool": 40},  # a non-world model: c4 unless set
          "suite": {"name": "ppl", "n_alpaca": 8}}
 
 

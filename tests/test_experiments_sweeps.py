@@ -37,7 +37,7 @@ def models(tiny_tokenizer, tmp_path_factory):
 def grid(models, tmp_path_factory):
     good, bad = models
     g = {"model": str(good), "method": ["wanda", "sparsegpt"], "sparsity": 0.5,
-         "calibration": {"nsamples": 4, "seqlen": 32, "pool": 40, "seed": {"range": 2}},
+         "calibration": {"source": "world/pretrain", "nsamples": 4, "seqlen": 32, "pool": 40, "seed": {"range": 2}},
          "suite": SUITE,
          "grids": [{}, {"model": str(bad), "method": "wanda", "suite": "ppl", "calibration": {"seed": 0}}]}
     path = tmp_path_factory.mktemp("grid") / "world_small.yaml"

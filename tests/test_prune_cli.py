@@ -30,7 +30,7 @@ def model_dir(tmp_path_factory):
     return d
 
 
-def _shim_ids(source, tokenizer, nsamples, seqlen, seed=0, mode=None):
+def _shim_ids(source, tokenizer, nsamples, seqlen, seed=0, mode=None, **_):
     g = torch.Generator().manual_seed(seed)
     return torch.randint(0, VOCAB, (nsamples, seqlen), generator=g)
 

@@ -70,7 +70,7 @@ def setup(tiny_tokenizer, tmp_path_factory):
     for i, sparsities in enumerate(([0.2, 0.3, 0.4], [0.5, 0.6, 0.7])):
         g = {"model": model, "method": ["wanda", "magnitude"], "sparsity": sparsities,
              "suite": {"name": "ppl", "n_alpaca": 300},
-             "calibration": {"nsamples": 8, "seqlen": 64, "pool": 40}}
+             "calibration": {"source": "world/pretrain", "nsamples": 8, "seqlen": 64, "pool": 40}}
         grids.append(root / f"grid{i}.yaml")
         grids[-1].write_text(yaml.safe_dump(g))
     return root, grids

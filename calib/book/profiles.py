@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from calib.errors import CalibError, check_choice
+from calib.models import defaults  # what a model calibrates on, is evaluated on and loads as
 from calib.prune.methods import DISPLAY_NAMES
 from calib.sources import PAPER_CORPORA
 
@@ -29,7 +30,7 @@ METHOD_NAMES = DISPLAY_NAMES  # the methods' records (calib.prune.methods), in t
 PROFILES = {
     # CI: every table and figure from real runs on a reduced grid, the whole book in minutes
     "smoke": dict(
-        model="world", dtype="float32", sources=WORLD_SOURCES, seeds=2, headline_seeds=2, nsamples=16, seqlen=128,
+        model="world", dtype=defaults("world")["dtype"], sources=WORLD_SOURCES, seeds=2, headline_seeds=2, nsamples=16, seqlen=128,
         suite={"name": "world", "limit": 8, "n_alpaca": 32, "n_heldout": 32},
         methods=["wanda", "dsnot", "owl"], figure_methods=[], sparsities=[0.4, 0.6], patterns=["2:4"],
         amounts=[8, 16], table3_settings=[0.5, "2:4"],
@@ -40,7 +41,7 @@ PROFILES = {
     # (calib.book.statistics): the evaluation items, not the seeds, limit the CIs, so headline arms get
     # 4 seeds (8 would narrow them by under 5%) and the rest 2, to fit the hour on 2 cores
     "toy": dict(
-        model="world", dtype="float32", sources=WORLD_SOURCES, seeds=2, headline_seeds=4, nsamples=64, seqlen=256,
+        model="world", dtype=defaults("world")["dtype"], sources=WORLD_SOURCES, seeds=2, headline_seeds=4, nsamples=64, seqlen=256,
         suite={"name": "world", "limit": None, "n_alpaca": 128, "n_heldout": 100},
         methods=["wanda", "dsnot", "owl"], figure_methods=[], sparsities=[0.3, 0.5, 0.6], patterns=["4:8", "2:4"],
         amounts=[16, 64, 256], table3_settings=[0.5, 0.65, "4:8", "2:4"],

@@ -25,7 +25,7 @@ from pathlib import Path
 from calib.book import overrides as book_overrides
 from calib.book import chapters as book_chapters
 from calib.book.profiles import DEFAULT_PROFILE, PROFILE_NAMES, ROOT, settings
-from calib.errors import CalibError
+from calib.errors import CalibError, HelpFormatter
 
 BOOK = ROOT / "book"
 CHAPTERS = list(book_chapters.CHAPTERS)  # in reading order; each executed into book/<name>.ipynb
@@ -192,15 +192,17 @@ def _absolute(over: dict) -> dict:
 
 def main(argv=None) -> int:
     from calib.experiments.plan import parse_cost
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m calib.book", formatter_class=HelpFormatter,
+                                 description=" ".join(__doc__.split("\n\n")[0].split()).replace(
+                                     " (python -m calib.book)", "") + " " + " ".join(__doc__.split("\n\n")[1].split()))
     ap.add_argument("--profile", default=DEFAULT_PROFILE, help=" | ".join(PROFILE_NAMES))
-    ap.add_argument("--chapter", action="append", help="only these chapters (repeatable)")
+    ap.add_argument("--chapter", action="append", help="only these chapters (repeatable; unset: all)")
     ap.add_argument("--force", action="store_true", help="re-execute even if up to date")
     ap.add_argument("--settings", action="append", metavar="FILE",
                     help="YAML mapping of settings laid over the profile's (repeatable; e.g. model, store, sources)")
     ap.add_argument("--set", action="append", dest="sets", metavar="KEY=VALUE",
                     help="one setting, VALUE as YAML (repeatable, after --settings; dotted keys: suite.limit=100)")
-    ap.add_argument("--book-dir", type=Path, default=BOOK, help="where the executed notebooks go (default book/)")
+    ap.add_argument("--book-dir", type=Path, default=BOOK, help="where the executed notebooks go")
     ap.add_argument("--plan", action="store_true",
                     help="print the jobs, their distinct work and forward tokens per chapter; run nothing")
     ap.add_argument("--token-cost", default=None,

@@ -1,19 +1,17 @@
 """`calib sample | generate | filter | similarity`: the calibration-data steps."""
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
 from calib import data, filters, synth
 from calib.errors import CalibError, integer
-from calib.io import atomic_write, check_output
+from calib.cli import chosen, model_options
+from calib.io import atomic_write, check_not_input, check_output
 
 SOURCE_HELP = ("a world source (world/pretrain, world/web, world/encyclopedia, world/mixed, "
                "world/instructions), a hub source (c4, wikipedia, slimpajama, dclm, alpaca), "
                "a local .jsonl/.json/.parquet/.txt file, or a jsonl written by `calib generate`")
-MODEL_HELP = "model folder (save_pretrained) or alias world | world-qwen; default: world"
-FMT = argparse.ArgumentDefaultsHelpFormatter
 
 
 def _device(args) -> str:
@@ -27,7 +25,9 @@ def _load(args):
     from calib import models
     dev = _device(args)
     torch.manual_seed(0)
-    model, tok = models.load(args.model or "world", progress=not getattr(args, "no_progress", False))
+    model, tok = models.load(args.model, dtype=models.resolve_dtype(args.dtype, dev),
+                             progress=not getattr(args, "no_progress", False),
+                             trust_remote_code=args.trust_remote_code)
     return model.to(dev), tok
 
 
@@ -42,12 +42,15 @@ def cmd_sample(args) -> int:
     import torch
     from calib import models
     _device(args)  # unused by sampling, but a bad one is an error here as everywhere
+    chosen(args, "sample", dtype=False)
+    model = args.model
     if args.out:
         check_output(args.out, "--out")
         check_output(str(args.out) + ".json", "--out")
-    model = args.model or "world"
+        for out in (args.out, str(args.out) + ".json"):
+            check_not_input(out, {"source": args.source, "--model": models.model_path(model)})
     config = models.model_config(model)
-    tok = models.load_tokenizer(model)  # the tokenizer alone: no weights needed
+    tok = models.load_tokenizer(model, args.trust_remote_code)  # the tokenizer alone: no weights needed
     ctx = models.context_length(config)
     seqlen = data.default_seqlen(ctx) if args.seqlen is None else args.seqlen
     cs = data.sample(args.source, tok, args.nsamples, seqlen, seed=args.seed, mode=args.mode, pool=args.pool,
@@ -74,6 +77,8 @@ def cmd_generate(args) -> int:
     check_output(args.out, "--out")
     check_output(synth.meta_path(args.out), "--out")
     _device(args)
+    chosen(args, "generate")
+    _not_inputs(args, args.source, args.out, synth.meta_path(args.out))
     texts = data.load_texts(args.source, args.ndocs, args.text_field)
     model, tok = _load(args)
     rows = synth.generate(model, tok, texts, args.out, prefix_len=args.prefix_len,
@@ -91,6 +96,8 @@ def cmd_filter(args) -> int:
     filters.check_batch_size(args.batch_size)
     check_output(args.out, "--out")
     _device(args)
+    chosen(args, "filter")
+    _not_inputs(args, args.input, args.out)
     rows, texts = data.jsonl_texts(args.input, args.text_field)
     if not rows:
         raise CalibError(f"{args.input} is empty: nothing to filter")
@@ -124,7 +131,10 @@ def cmd_similarity(args) -> int:
     _device(args)  # used by --mink only, but a bad one is an error here as everywhere
     if args.mink is not None:
         from calib import models
-        models.check_causal_lm(args.model or "world")  # before the corpora are read
+        chosen(args, "similarity")
+        models.check_causal_lm(args.model, args.trust_remote_code)  # before the corpora are read
+    if args.out:
+        _not_inputs(args, [args.a, args.b], args.out)
     a = data.load_texts(args.a, args.ndocs, args.text_field)
     b = data.load_texts(args.b, args.ndocs, args.text_field)
     out = {"a": args.a, "b": args.b, "documents": [len(a), len(b)], "n": args.n, "num_perm": args.num_perm,
@@ -145,18 +155,29 @@ def cmd_similarity(args) -> int:
     return 0
 
 
+def _not_inputs(args, sources, *outs):
+    """No output may be one of the inputs (a source file, the model's folder), or inside one."""
+    from calib import models
+    sources = [sources] if isinstance(sources, str) else sources
+    inputs = {f"source {s}": s for s in sources}
+    if args.model is not None:
+        inputs["--model"] = models.model_path(args.model)
+    for out in outs:
+        check_not_input(out, inputs)
+
+
 # ---------------------------------------------------------------------------- parser
-def _common(p, model=True, progress=True):
+def _common(p, model=True, progress=True, dtype=True):
     p.add_argument("--text-field", default="text", help="field that holds the text in local files")
     if model:
-        p.add_argument("--model", default=None, help=MODEL_HELP)
-        p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+        model_options(p, default_help="; unset: world", dtype=dtype)
+        p.add_argument("--device", default=None, help="torch device (unset: cuda if available, else cpu)")
     if progress:
         p.add_argument("--no-progress", action="store_true", help="no progress bars (model loading included)")
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("sample", formatter_class=FMT, help="draw a calibration set of token windows",
+    p = sub.add_parser("sample", help="draw a calibration set of token windows",
                        description="Draw NSAMPLES windows of SEQLEN tokens (the paper: 128 x 2048, 20 seeds). "
                        "Modes: 'document' takes a random window inside one document with >= SEQLEN tokens "
                        "(the paper's C4, SlimPajama, DCLM); 'concat' joins the documents with spaces and takes "
@@ -165,16 +186,16 @@ def add_parser(sub) -> None:
     p.add_argument("source", help=SOURCE_HELP)
     p.add_argument("--nsamples", type=int, default=data.NSAMPLES, help="windows to draw (paper: 128)")
     p.add_argument("--seqlen", type=int, default=None,
-                   help=f"tokens per window (paper: {data.SEQLEN}; default {data.SEQLEN} capped to the model's context)")
+                   help=f"tokens per window (paper: {data.SEQLEN}; unset: {data.SEQLEN} capped to the model's context)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (the document pool is fixed)")
-    p.add_argument("--mode", choices=list(data.MODES), default=None, help="default: the source's")
+    p.add_argument("--mode", choices=list(data.MODES), default=None, help="unset: the source's own")
     p.add_argument("--pool", type=int, default=None,
-                   help="documents read from the source (default: 2000 world, 5000 hub, all of a file)")
+                   help="documents read from the source (unset: 2000 world, 5000 hub, all of a file)")
     p.add_argument("--out", default=None, help="save {input_ids, meta} with torch.save (+ OUT.json meta)")
-    _common(p, progress=False)
+    _common(p, progress=False, dtype=False)
     p.set_defaults(func=cmd_sample)
 
-    p = sub.add_parser("generate", formatter_class=FMT, help="self-generate synthetic calibration texts",
+    p = sub.add_parser("generate", help="self-generate synthetic calibration texts",
                        description="Paper §4: keep the first PREFIX_LEN tokens of each source document "
                        "(BOS is added and not counted; 0 = BOS only) and let the dense model continue with "
                        "top-k 50, top-p 0.95, temperature 0.6, repetition penalty 1.2 (the paper used 5000 "
@@ -189,29 +210,30 @@ def add_parser(sub) -> None:
                    help="new tokens at most (the original script: 2048; cut to the model's positions)")
     p.add_argument("--batch-size", type=int, default=synth.BATCH_SIZE, help="prompts decoded together")
     p.add_argument("--seed", type=int, default=0, help="generation seed (each row: seed + document index)")
-    p.add_argument("--top-k", type=int, default=synth.SAMPLING["top_k"])
-    p.add_argument("--top-p", type=float, default=synth.SAMPLING["top_p"])
-    p.add_argument("--temperature", type=float, default=synth.SAMPLING["temperature"])
-    p.add_argument("--repetition-penalty", type=float, default=synth.SAMPLING["repetition_penalty"])
+    p.add_argument("--top-k", type=int, default=synth.SAMPLING["top_k"], help="sample from the k likeliest tokens")
+    p.add_argument("--top-p", type=float, default=synth.SAMPLING["top_p"], help="nucleus sampling mass")
+    p.add_argument("--temperature", type=float, default=synth.SAMPLING["temperature"], help="sampling temperature")
+    p.add_argument("--repetition-penalty", type=float, default=synth.SAMPLING["repetition_penalty"],
+                   help="transformers' repetition penalty")
     p.add_argument("--skip-short", action="store_true", help="skip documents shorter than the prefix")
     _common(p)
     p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser("filter", formatter_class=FMT, help="drop the highest-perplexity synthetic texts",
+    p = sub.add_parser("filter", help="drop the highest-perplexity synthetic texts",
                        description="Paper §4/§6.3: score each text's perplexity exp(mean token NLL) under the "
                        "dense model and keep those strictly below np.percentile(ppl, 100 - K) (paper: K = 20).")
     p.add_argument("input", help="jsonl with a 'text' field (e.g. from `calib generate`)")
     p.add_argument("--out", required=True, help="filtered jsonl (rows gain a 'ppl' field)")
     p.add_argument("--k", type=float, default=float(filters.FILTER_RATE),
                    help="percent of highest-perplexity texts to drop, in (0, 100)")
-    p.add_argument("--batch-size", type=int, default=filters.BATCH_SIZE)
+    p.add_argument("--batch-size", type=int, default=filters.BATCH_SIZE, help="texts scored together")
     _common(p)
     p.set_defaults(func=cmd_filter)
 
-    p = sub.add_parser("similarity", formatter_class=FMT, help="how alike two corpora are",
+    p = sub.add_parser("similarity", help="how alike two corpora are",
                        description="Paper §3.4: word-3-gram Jaccard similarity of two corpora, estimated with "
                        "MinHash (datasketch); --exact adds the exact value. Paper §6.4: with --mink K, also the "
-                       "mean Min-K%%++ score of each corpus under the model (paper: K = 50; higher means "
+                       "mean Min-K%++ score of each corpus under the model (paper: K = 50; higher means "
                        "closer to the model's training data).")
     p.add_argument("a", help=SOURCE_HELP)
     p.add_argument("b", help="the second corpus, same kinds as A")
@@ -224,7 +246,7 @@ def add_parser(sub) -> None:
                    help="also report the share of A's documents with an LSH near-duplicate in B")
     p.add_argument("--mink", type=float, default=None, metavar="K",
                    help=f"also score Min-K%%++ with the model (paper: K = {filters.MINK})")
-    p.add_argument("--batch-size", type=int, default=filters.BATCH_SIZE)
+    p.add_argument("--batch-size", type=int, default=filters.BATCH_SIZE, help="texts scored together (--mink)")
     p.add_argument("--out", default=None, help="write the result as JSON")
     _common(p)
     p.set_defaults(func=cmd_similarity)

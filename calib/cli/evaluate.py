@@ -8,7 +8,6 @@ and its defaults are `calib.evaluate.Suite`'s; this module maps flags onto it. P
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -22,20 +21,19 @@ FLAGS = {"name": "--suite", "tasks": "--tasks", "limit": "--limit", "n_alpaca": 
 
 def add_parser(sub) -> None:
     from calib.evaluate import BATCH_SIZE, SCORER, SCORERS, SUITE_NAMES
-    from calib.models import DTYPES
     from calib.world.tasks import N_ALPACA, N_HELDOUT
     p = sub.add_parser(
         "evaluate", help="evaluate a model folder on the world or the paper suite",
         description="Evaluate a causal LM (a save_pretrained folder, e.g. written by `calib prune`) on the "
                     "world suite or the paper's lm-eval tasks; print a table and optionally write JSON.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--model", required=True,
-                   help="model folder, or 'world' / 'world-qwen' (the packaged world models)")
-    p.add_argument("--suite", default="world", help=" | ".join(SUITE_NAMES))
+    from calib.cli import model_options
+    model_options(p, required=True)
+    p.add_argument("--suite", default=None,
+                   help=f"{' | '.join(SUITE_NAMES)}; unset: the model's own (world models: world, any other: paper)")
     p.add_argument("--tasks", default=None,
-                   help="comma-separated subset of the suite's tasks (default: all of them)")
-    p.add_argument("--limit", type=int, default=None, help="items per task (default: all)")
+                   help="comma-separated subset of the suite's tasks (unset: all of them)")
+    p.add_argument("--limit", type=int, default=None, help="items per task (unset: all)")
     p.add_argument("--scorer", default=SCORER, help=f"{' | '.join(SCORERS)} (hflm: lm-eval's HFLM; same scores, slower)")
     p.add_argument("--ppl", type=int, default=N_ALPACA,
                    help="Alpaca-role texts for perplexity, 0 to skip (the paper suite reads Alpaca from the hub "
@@ -44,17 +42,18 @@ def add_parser(sub) -> None:
                    help="world suite: held-out pretraining documents for the held-out loss, 0 to skip")
     p.add_argument("--include-path", default=None,
                    help="paper suite: a local lm-eval task folder holding the tasks (instead of lm-eval's own)")
-    p.add_argument("--batch-size", type=int, default=BATCH_SIZE)
-    p.add_argument("--device", default=None, help="compute device (default: cuda if available, else cpu)")
-    p.add_argument("--dtype", default="float32", help=" | ".join(DTYPES))
-    p.add_argument("--json", dest="json_out", default=None, type=Path, help="write the results here")
+    p.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="sequences per forward pass")
+    p.add_argument("--device", default=None, help="compute device (unset: cuda if available, else cpu)")
+    p.add_argument("--json", dest="json_out", default=None, type=Path,
+                   help="write the results here (never into the model's folder)")
     p.set_defaults(func=handler)
 
 
-def _model_dir(model: str) -> Path:
+def _model_dir(model: str, given: str | None = None) -> Path:
     from calib.hub import model_hint
     from calib.models import MODEL_ALIASES, model_path
     path = model_path(model)
+    model = given or model
     if not (path / "config.json").is_file():
         raise CalibError(f"--model: no model at {path} (config.json missing); valid: "
                          f"{' or '.join(map(repr, MODEL_ALIASES))} (the packaged world models) or a folder "
@@ -64,7 +63,10 @@ def _model_dir(model: str) -> Path:
 
 def _table(out: dict) -> str:
     rows = [("task", "n-shot", "items", "acc", "acc_norm")]
+    ppl = {t: m for t, m in out["tasks"].items() if "word_perplexity" in m}  # wikitext: no accuracy
     for t, m in out["tasks"].items():
+        if t in ppl:
+            continue
         n = len(out["items"].get(t, [])) or ""
         rows.append((t, str(out["n_shot"].get(t, "")), str(n), f"{m.get('acc', float('nan')):.4f}",
                      f"{m['acc_norm']:.4f}" if "acc_norm" in m else ""))
@@ -77,6 +79,9 @@ def _table(out: dict) -> str:
     if "alpaca_ppl" in out:
         lines.append(f"alpaca perplexity {out['alpaca_ppl']:.3f} (token-weighted {out['alpaca_ppl_corpus']:.3f}, "
                      f"{out['ppl_texts']} texts)")
+    for t, m in ppl.items():
+        lines.append(f"{t} word perplexity {m['word_perplexity']:.3f} (byte perplexity {m['byte_perplexity']:.4f}, "
+                     f"{m['bits_per_byte']:.4f} bits per byte)")
     if "heldout_nll" in out:
         lines.append(f"held-out loss {out['heldout_nll']:.4f} nats/token ({out['heldout_texts']} documents)")
     return "\n".join(lines)
@@ -92,28 +97,32 @@ def suite_of(args):
 
 
 def handler(args) -> int:
+    from calib.cli import chosen
     from calib.errors import check_choice, integer
     from calib.evaluate import SCORERS
-    from calib.io import check_output
-    from calib.models import DTYPES
+    from calib.io import check_not_input, check_output
     t0 = time.perf_counter()
     # everything checkable without the model fails before anything is loaded
+    given = args.model
+    chosen(args, "evaluate", suite=True)
     suite = suite_of(args)
     check_choice("scorer", args.scorer, SCORERS)
-    check_choice("dtype", args.dtype, DTYPES)
     integer("--batch-size", args.batch_size, 1)
+    path = _model_dir(args.model, given)
     if args.json_out:
         check_output(args.json_out, "--json")
-    path = _model_dir(args.model)
+        check_not_input(args.json_out, {"--model": path, "--include-path": args.include_path}, "--json")
     from calib import evaluate as ev
-    from calib.models import device, load
+    from calib.hub import revision_of
+    from calib.models import device, load, resolve_dtype
     dev = device(args.device)
     suite.preflight(FLAGS)
-    model, tok = load(path, dtype=args.dtype)
+    dtype = resolve_dtype(args.dtype, dev)
+    model, tok = load(path, dtype=dtype, trust_remote_code=args.trust_remote_code)
     model = model.to(dev)
     res = ev.run_suite(model, tok, suite, batch_size=args.batch_size, scorer=args.scorer)
-    out: dict = {"model": str(path), "suite": suite.name, "scorer": args.scorer, "limit": suite.limit,
-                 "dtype": args.dtype, "device": dev, **res["metrics"],
+    out: dict = {"model": str(path), "revision": revision_of(path), "suite": suite.name, "scorer": args.scorer,
+                 "limit": suite.limit, "dtype": dtype, "device": dev, **res["metrics"],
                  **({"ppl_texts": res["meta"]["alpaca_texts"]} if "alpaca_texts" in res["meta"] else {}),
                  **({"heldout_texts": res["meta"]["heldout_texts"]} if "heldout_texts" in res["meta"] else {}),
                  "tasks": res["tasks"], "items": ev.item_rows(res["records"]),
@@ -121,6 +130,8 @@ def handler(args) -> int:
                  "task_versions": res["meta"].get("task_versions", {})}
     out = {k: v for k, v in out.items() if "/" not in k}  # per-task accuracies are under "tasks"
     out["seconds"] = time.perf_counter() - t0
+    import calib
+    out["versions"] = calib.versions()
     report = path / "prune_report.json"
     if report.is_file():
         rep = json.loads(report.read_text())

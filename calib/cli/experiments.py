@@ -12,30 +12,30 @@ def add_parser(sub) -> None:
                        description="Expand a YAML grid into jobs and run those not yet finished in the store. "
                                    "Safe to kill and re-run: finished rows are kept and skipped.")
     p.add_argument("grid", type=Path, help="grid file (YAML); see docs/experiments.md")
-    p.add_argument("--store", type=Path, default=Path("runs.db"), help="SQLite results store (default runs.db)")
+    p.add_argument("--store", type=Path, default=Path("runs.db"), help="SQLite results store")
     p.add_argument("--executor", default="local",
-                   help="local (in sequence, the default) | ray")
-    p.add_argument("--retries", type=int, default=1, help="extra attempts for a failing job (default 1)")
-    p.add_argument("--ray-address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+                   help="local (in sequence) | ray")
+    p.add_argument("--retries", type=int, default=1, help="extra attempts for a failing job")
+    p.add_argument("--ray-address", default=None, help="Ray cluster address (unset: RAY_ADDRESS, else a local Ray)")
     p.add_argument("--ray-num-cpus", type=int, default=None, help="CPUs of a local Ray started by this command")
     p.add_argument("--dry-run", action="store_true", help="list the jobs and what is done; run nothing")
     p.add_argument("--plan", action="store_true",
                    help="print the distinct work after deduplication and its forward tokens (and hours); run nothing")
     p.add_argument("--token-cost", default=None,
                    help="with --plan: seconds per forward token (one number, or prune=S,generate=S,evaluate=S,"
-                        "per_job=S; default: the world model's CPU cost, for world models only)")
-    p.add_argument("--no-progress", action="store_true")
+                        "per_job=S; unset: the world model's CPU cost, for world models only)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_run_cmd)
 
     r = sub.add_parser("results", help="export the results store: mean ± std over seeds, or raw rows",
                        description="Export a results store as a table (stdout) or CSV.")
-    r.add_argument("--store", type=Path, default=Path("runs.db"))
+    r.add_argument("--store", type=Path, default=Path("runs.db"), help="SQLite results store")
     r.add_argument("--csv", type=Path, default=None, help="write CSV here instead of printing")
     r.add_argument("--raw", action="store_true", help="one line per row, no aggregation")
     r.add_argument("--over", default="calibration.seed",
-                   help="comma-separated parameters to average over (default calibration.seed)")
-    r.add_argument("--status", default="done", help="done | failed | all (default done)")
-    r.add_argument("--metrics", default=None, help="comma-separated metrics to keep (default all)")
+                   help="comma-separated parameters to average over")
+    r.add_argument("--status", default="done", help="done | failed | all")
+    r.add_argument("--metrics", default=None, help="comma-separated metrics to keep (unset: all)")
     r.set_defaults(func=_results_cmd)
 
 
@@ -48,8 +48,9 @@ def _run_cmd(args) -> int:
         raise CalibError(f"--ray-num-cpus must be >= 1, got {args.ray_num_cpus}")
     if args.plan:
         return _plan(args)
-    from calib.io import check_output
+    from calib.io import check_not_input, check_output
     check_output(args.store, "--store")  # what the run would write, under --dry-run too
+    check_not_input(args.store, {"grid": args.grid}, "--store")
     jobs = expand_grid(args.grid)
     if args.dry_run:  # reads the store if there is one; creates nothing
         status = {}
@@ -95,10 +96,11 @@ def _plan(args) -> int:
 
 def _results_cmd(args) -> int:
     from calib.experiments import Store, sweep
-    from calib.io import check_output
+    from calib.io import check_not_input, check_output
     check_choice("status", args.status, ("done", "failed", "all"))
     if args.csv:
         check_output(args.csv, "--csv")
+        check_not_input(args.csv, {"--store": args.store}, "--csv")
     with Store(args.store, create=False) as store:
         over = [o for o in args.over.split(",") if o]
         metrics = [m for m in args.metrics.split(",") if m] if args.metrics is not None else None

@@ -16,14 +16,14 @@ def add_parser(sub) -> None:
     b.add_argument("--arch", default="llama",
                    help="llama (the world model, calib/world/model) | qwen2 (the Qwen-style second model, "
                         "calib/world/model_qwen, trained by QWEN_RECIPE)")
-    b.add_argument("--model", type=Path, default=None, help="model folder (default: the packaged folder of --arch)")
+    b.add_argument("--model", type=Path, default=None, help="model folder (unset: the packaged folder of --arch)")
     b.add_argument("--retrain", action="store_true", help="train from the recipe even if a model exists")
     b.add_argument("--steps", type=int, default=None, help="truncate training to this many steps (testing)")
-    b.add_argument("--device", default="cpu",
-                   help="cpu | cuda: where to train (the committed weights were trained on one H100 in ~6 min; "
+    b.add_argument("--device", default=None,
+                   help="where to train (unset: cuda if available, else cpu) (the committed weights were trained on one H100 in ~6 min; "
                         "roughly 10 hours on one CPU thread)")
     b.add_argument("--report", type=Path, default=None,
-                   help="where to write the JSON report (default: calib/world/report.json)")
+                   help="where to write the JSON report (unset: calib/world/report.json)")
     b.add_argument("--no-report", action="store_true", help="skip the realism report")
     b.add_argument("--no-prune", action="store_true", help="skip the pruning measurements (R2, R3) of the report")
     b.set_defaults(func=_build)
@@ -33,13 +33,13 @@ def add_parser(sub) -> None:
 
     sh = wsub.add_parser("show", help="print documents of a source")
     sh.add_argument("source", help="e.g. world/pretrain")
-    sh.add_argument("-n", type=int, default=3)
-    sh.add_argument("--seed", type=int, default=0)
+    sh.add_argument("-n", type=int, default=3, help="documents to print")
+    sh.add_argument("--seed", type=int, default=0, help="which documents (a sampling seed)")
     sh.add_argument("--split", default="calib", help="train | calib | eval")
     sh.set_defaults(func=_show)
 
     t = wsub.add_parser("tasks", help="write the world's lm-eval tasks (YAML + jsonl) to a folder")
-    t.add_argument("--out", type=Path, required=True)
+    t.add_argument("--out", type=Path, required=True, help="folder to write the tasks into")
     t.set_defaults(func=_tasks)
 
 
@@ -49,7 +49,7 @@ def _build(args) -> int:
     from calib.models import device, load
     from calib.world import model as wm
     check_choice("architecture", args.arch, wm.ARCHS)
-    device(args.device)  # every sub-command checks --device, whether it trains or not
+    args.device = device(args.device)  # every sub-command checks --device, whether it trains or not
     integer("--steps", args.steps, 1, none=True)
     recipe = wm.RECIPE if args.arch == "llama" else wm.QWEN_RECIPE
     target = args.model or (wm.MODEL_DIR if args.arch == "llama" else wm.QWEN_DIR)

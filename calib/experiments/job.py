@@ -2,8 +2,10 @@
 data, evaluation suite), validated and with every default filled in.
 
 A job's key hashes its canonical parameters with the model replaced by a hash of
-its files: the same cell on the same model has the same key anywhere, and a changed
-model never reuses a row. ``execution`` (batch sizes, device) is recorded but not
+its files, and the output versions of the stages it runs (``stages``): the same cell on
+the same model has the same key anywhere, and a changed model, or a stage whose output
+changed (its version bumped), never reuses a row. Unset model-dependent defaults (the
+calibration source, the suite, the dtype) come from ``calib.models.defaults``. ``execution`` (batch sizes, device) is recorded but not
 part of the key. This module only describes jobs; running them is ``run.py``.
 """
 from __future__ import annotations
@@ -14,8 +16,9 @@ from pathlib import Path
 from calib import data, evaluate, filters, synth
 from calib.cache import digest
 from calib.errors import CalibError, at, check_choice, integer, section
-from calib.models import (DTYPES, MODEL_ALIASES, check_device, context_length, model_config, model_identity,
-                          model_path)
+from calib.hub import looks_like_id
+from calib.models import (AUTO, DTYPES, MODEL_ALIASES, check_device, context_length, defaults, model_config,
+                          model_identity, model_path, resolve_dtype)
 from calib.prune import methods
 
 TOP = ("model", "method", "sparsity", "pattern", "options", "dtype", "calibration", "synthetic", "suite",
@@ -23,7 +26,7 @@ TOP = ("model", "method", "sparsity", "pattern", "options", "dtype", "calibratio
 GENERATORS = ("dense", "pruned")
 
 
-CALIBRATION = {"source": "world/pretrain", "mode": None, "nsamples": data.NSAMPLES, "seqlen": None, "seed": 0,
+CALIBRATION = {"source": None, "mode": None, "nsamples": data.NSAMPLES, "seqlen": None, "seed": 0,
                "pool": None}
 SYNTHETIC = {"generator": "dense", "n_docs": synth.N_DOCS, "prefix_len": synth.PREFIX_LEN,
              "max_new_tokens": synth.MAX_NEW_TOKENS, "gen_seed": None, "filter_rate": filters.FILTER_RATE,
@@ -42,7 +45,7 @@ class Job:
     sparsity: float | None = None
     pattern: str = "unstructured"
     options: dict = field(default_factory=dict)
-    dtype: str = "float32"
+    dtype: str | None = None
     calibration: dict = field(default_factory=dict)
     synthetic: dict | None = None
     suite: dict = field(default_factory=dict)
@@ -56,8 +59,9 @@ class Job:
             raise CalibError(f"model: expected a model folder or one of {', '.join(MODEL_ALIASES)}; "
                              f"got {self.model!r}")
         self.model = self.model or "world"
+        own = defaults(self.model)  # the model's defaults: source, suite, dtype
         config = model_config(self.model)  # before resolving, so an error names the model as given
-        if self.model not in MODEL_ALIASES:
+        if self.model not in MODEL_ALIASES and not looks_like_id(self.model):  # a hub id stays as given
             self.model = str(Path(self.model).expanduser().resolve())
         with at(f"model {self.model}"):
             methods.check_architecture(config)  # from its config.json: no weights read
@@ -72,9 +76,11 @@ class Job:
         with at(f"model {self.model}"):  # N:M against the linears' widths in config.json
             self._setting.check_widths(config)
         with at("dtype"):
-            check_choice("dtype", self.dtype, DTYPES)
+            self.dtype = self.dtype or own["dtype"]
+            check_choice("dtype", self.dtype, [AUTO, *DTYPES])
 
         c = section("calibration", self.calibration, CALIBRATION)
+        c["source"] = c["source"] or own["source"]
         if not isinstance(c["source"], str):
             raise CalibError(f"calibration.source: expected a source name or file; got {c['source']!r}")
         if Path(c["source"]).expanduser().is_file():
@@ -100,7 +106,9 @@ class Job:
                 methods.check_architecture(config, "generate")
         else:
             self.synthetic = None
-        self._evaluation = evaluate.Suite.of(self.suite)
+        suite = {"name": self.suite} if isinstance(self.suite, str) else dict(self.suite or {})
+        suite.setdefault("name", own["suite"])
+        self._evaluation = evaluate.Suite.of(suite)
         self.suite = self._evaluation.as_dict()
         e = section("execution", self.execution, EXECUTION)
         integer("execution.prune_batch_size", e["prune_batch_size"], 1)
@@ -112,6 +120,8 @@ class Job:
         with at("execution.scorer"):
             check_choice("scorer", e["scorer"], evaluate.SCORERS)
         self.execution = e
+        if self.dtype == AUTO:  # a concrete dtype in the key: bfloat16 on the job's GPU, float32 on a CPU
+            self.dtype = resolve_dtype(AUTO, e["device"])
 
     @staticmethod
     def _synthetic(value) -> dict:
@@ -157,9 +167,21 @@ class Job:
         return rec.version if rec is not None else None
 
     @property
+    def stages(self) -> dict:
+        """The output versions of the stages the job runs (sampling, generation and its filter,
+        the pruner and any method its options name, e.g. a start or a base rule, scoring): part of the key."""
+        names = {self.method} | {v for v in self.options.values() if isinstance(v, str) and v in methods.METHODS}
+        out = {"sampling": data.VERSION, "scoring": evaluate.VERSION,
+               "pruner": {m: methods.VERSIONS[m] for m in sorted(names)}}
+        if self.synthetic:
+            out.update(generation=synth.VERSION, filter=filters.VERSION)
+        return out
+
+    @property
     def key(self) -> str:
         if self._key is None:
             p = self.params()
+            p["stages"] = self.stages
             p["model"] = model_identity(model_path(self.model))
             if self.suite_version is not None:
                 p["suite_version"] = self.suite_version

@@ -17,9 +17,11 @@ import time
 from pathlib import Path
 
 import calib
+from calib import data, evaluate as ev_mod, filters, synth
 from calib.cache import cache_dir, digest
 from calib.errors import CalibError
 from calib.experiments.job import Job
+from calib.hub import revision_of
 from calib.io import atomic_write, file_lock
 from calib.models import model_identity, model_path
 from calib.prune.methods import outlier_reports
@@ -108,7 +110,8 @@ def calibration_key(job: Job) -> str:
     """The name of the job's cached calibration set (model, calibration and synthetic settings)."""
     mid, s = model_identity(model_path(job.model)), job.synthetic
     return digest({"model": mid, "calibration": job.calibration, "synthetic": s,
-                   "generation": s and _generation_spec(job, mid), "source_version": job.source_version})[:32]
+                   "generation": s and _generation_spec(job, mid), "source_version": job.source_version,
+                   "sampling": data.VERSION})[:32]
 
 
 def generation_key(job: Job) -> str | None:
@@ -119,7 +122,7 @@ def generation_key(job: Job) -> str | None:
 def dense_key(job: Job) -> str:
     """The name of the cached dense evaluation of the job's model, dtype and suite."""
     return digest({"model": model_identity(model_path(job.model)), "dtype": job.dtype, "suite": job.suite,
-                   "suite_version": job.suite_version})[:32]
+                   "suite_version": job.suite_version, "scoring": ev_mod.VERSION})[:32]
 
 
 # ------------------------------------------------------------------ the cache's layout
@@ -147,6 +150,7 @@ def dense_file(job: Job) -> Path:
 def _generation_spec(job: Job, mid: str) -> dict:
     s, c = job.synthetic, job.calibration
     spec = {"model": mid, "dtype": job.dtype, "source": c["source"], "source_version": job.source_version,
+            "generation": synth.VERSION, "filter": filters.VERSION,
             **{k: v for k, v in s.items() if k != "filter_rate"}}
     if s["generator"] == "pruned":  # the generator is pruned like the job, on the original source
         spec["pruned_by"] = {"method": job.method, "sparsity": job.sparsity, "pattern": job.pattern,
@@ -256,7 +260,7 @@ def run_job(job: Job) -> dict:
     plans = {k: v for k, v in outlier_reports(res.report).items() if v is not None}
     info = {"calibration": cinfo, "prune": {"overall": res.report["overall"], **plans},
             "execution": job.execution, "device": dev, "pid": os.getpid(), "suite_version": job.suite_version,
-            "items": items}
+            "stages": job.stages, "revision": revision_of(model_path(job.model)), "items": items}
     return {"key": job.key, "status": "done", "params": job.params(), "calib_hash": cinfo["hash"],
             "mask_hash": res.mask_hash, "metrics": metrics, "dense": dense,
             "versions": {**calib.versions(), **meta}, "timings": dict(timer), "info": info,
@@ -265,5 +269,6 @@ def run_job(job: Job) -> dict:
 
 def failed_row(job: Job, error: str, attempts: int) -> dict:
     return {"key": job.key, "status": "failed", "params": job.params(), "error": error,
-            "attempts": attempts, "versions": calib.versions(), "info": {"execution": job.execution},
+            "attempts": attempts, "versions": calib.versions(),
+            "info": {"execution": job.execution, "stages": job.stages, "revision": revision_of(model_path(job.model))},
             "host": socket.gethostname()}

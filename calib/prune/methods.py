@@ -96,6 +96,9 @@ class Method:
     plan: Callable | None = None
     check_linears: Callable | None = None
     order: int = 100  # position in the book's tables (the paper's order)
+    # the output version, part of every job key: bump it whenever a change alters the method's masks
+    # or weights (tests/test_golden.py fails until it is bumped)
+    version: int = 1
 
     @property
     def defaults(self) -> dict:
@@ -158,6 +161,7 @@ class _View(Mapping):
 
 OPTIONS = _View(lambda m: m.defaults)  # method -> {option: default}
 DISPLAY_NAMES = _View(lambda m: m.display, key=lambda m: m.order)  # the book's names, in the paper's order
+VERSIONS = _View(lambda m: m.version)  # method -> its output version
 
 
 def outlier_reports(report: dict) -> dict:
