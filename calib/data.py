@@ -53,7 +53,7 @@ HUB_SOURCES = {s.name: (s.load, "text", s.sampling) for s in REGISTRY.values() i
 LOCAL_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".txt": "text"}
 SYNTH_GENERATOR = "calib.synth"  # value of the "generator" field in rows written by calib.synth
 
-DEFAULT_POOL = {"world": 2000, "hub": 5000}  # documents read from an unbounded source
+DEFAULT_POOL = {"world": 2000, "hub": 5000, "real": 500}  # documents read from a large source
 # the output version of sampling (a calibration set from a source), part of every job key:
 # bump it whenever a change alters the windows drawn (tests/test_golden.py)
 VERSION = 1
@@ -69,6 +69,7 @@ def default_seqlen(context: int | None) -> int:
 def source_record(name: str) -> Source | None:
     """The record of a named source (calib.sources), None for anything else (a file). The
     modules that register sources are imported here."""
+    import calib.real  # noqa: F401  (registers the real texts')
     import calib.world.sources  # noqa: F401  (registers the world's)
     return REGISTRY.get(str(name))
 
@@ -166,7 +167,8 @@ def load_texts(source: str, pool: int | None = None, text_field: str = "text") -
 
     ``pool`` caps how many documents are read (None: a local file is read whole,
     unbounded sources read DEFAULT_POOL). World documents come from split "calib",
-    data seed 0, so the pool is fixed and only the sampling seed varies.
+    data seed 0, so the pool is fixed and only the sampling seed varies; real documents from
+    their calibration split (``calib.real``), never the held-out one.
     """
     check_pool(pool)
     if not isinstance(text_field, str) or not text_field:

@@ -27,7 +27,7 @@ ROLE_COLOURS = {"dclm": "#1b9e77", "c4": "#d95f02", "slimpajama": "#7570b3", "wi
 @dataclass(frozen=True)
 class Source:
     name: str  # what --calib and grids take: "world/web", "c4", "real/..."
-    role: str  # the paper corpus it plays (a PAPER_CORPORA key)
+    role: str | None  # the paper corpus it plays (a PAPER_CORPORA key); None: plays none (real text)
     sampling: str  # the paper's sampling mode for that corpus: "document" or "concat"
     display: str  # its short name: "web" (shown as "web (C4)"), "C4" for the corpus itself
     kind: str  # who reads its documents: "world", "hub", or the registering module's own kind
@@ -37,7 +37,9 @@ class Source:
     colour: str | None = None  # None: its role's
 
     def __post_init__(self):
-        if self.role not in PAPER_CORPORA:
+        if self.role is None and self.colour is None:
+            raise CalibError(f"source {self.name!r}: a source that plays no paper corpus needs its own colour")
+        if self.role is not None and self.role not in PAPER_CORPORA:
             raise CalibError(f"source {self.name!r}: unknown role {self.role!r}; valid: {', '.join(PAPER_CORPORA)}")
         if self.sampling not in SAMPLING:
             raise CalibError(f"source {self.name!r}: unknown sampling {self.sampling!r}; valid: {', '.join(SAMPLING)}")
@@ -46,7 +48,9 @@ class Source:
 
     @property
     def label(self) -> str:
-        """'web (C4)' for a source playing a corpus, 'C4' for the corpus itself."""
+        """'web (C4)' for a source playing a corpus, 'C4' for the corpus itself, its own name otherwise."""
+        if self.role is None:
+            return self.display
         corpus = PAPER_CORPORA[self.role]
         return corpus if self.display == corpus else f"{self.display} ({corpus})"
 

@@ -33,7 +33,7 @@ class Parser(argparse.ArgumentParser):
 
 
 MODEL_HELP = ("a model folder (save_pretrained layout), a hub id org/name (downloaded, or read from the local "
-              "hub cache with HF_HUB_OFFLINE=1), or alias world | world-qwen (the packaged world models)")
+              "hub cache with HF_HUB_OFFLINE=1), or alias world | world-qwen (the packaged world models) | smollm2 (SmolLM2-135M, packaged)")
 DTYPE_HELP = ("auto | float32 | bfloat16 | float16: the weights' dtype; auto: bfloat16 on a GPU that has it, float32 on a CPU; unset: the model's own "
               "(world models: float32, any other: auto)")
 
