@@ -138,7 +138,7 @@ def test_a_registered_method_is_everywhere(toy, tmp_path, capsys):
         main(["prune", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert f"--method METHOD {' | '.join(methods.METHODS)} (default: wanda)" in text and "owl | toy" in text
-    assert "--toy-power TOY_POWER toy: power of the mean input (default: 1.0)" in text
+    assert "--toy-power TOY_POWER toy: power of the mean input (unset: 1.0)" in text
     # a real prune of the world model
     out = tmp_path / "pruned"
     assert main(["prune", "--model", "world", "--method", "toy", "--toy-power", "2", "--sparsity", "0.6",

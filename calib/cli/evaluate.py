@@ -37,11 +37,11 @@ def add_parser(sub) -> None:
     p.add_argument("--limit", type=int, default=None, help="items per task (unset: all)")
     p.add_argument("--scorer", default=SCORER, help=f"{' | '.join(SCORERS)} (hflm: lm-eval's HFLM; same scores, slower)")
     p.add_argument("--ppl", type=int, default=None,
-                   help=f"Alpaca-role texts for perplexity, 0 to skip (default: {N_ALPACA}; the paper suite reads "
+                   help=f"Alpaca-role texts for perplexity, 0 to skip (unset: {N_ALPACA}; the paper suite reads "
                         f"Alpaca from the hub or a local copy, CALIB_SOURCES; the real suite has none)")
     p.add_argument("--heldout", type=int, default=None,
-                   help=f"world suite: held-out pretraining documents for the held-out loss, 0 to skip (default: "
-                        f"{N_HELDOUT}); real suite: held-out documents per real source (default: {REAL_HELDOUT})")
+                   help=f"world suite: held-out pretraining documents for the held-out loss, 0 to skip (unset: "
+                        f"{N_HELDOUT}); real suite: held-out documents per real source (unset: {REAL_HELDOUT})")
     p.add_argument("--include-path", default=None,
                    help="paper suite: a local lm-eval task folder holding the tasks (instead of lm-eval's own)")
     p.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="sequences per forward pass")

@@ -63,7 +63,7 @@ def _add_option_flags(p) -> None:
         if opt.choices and len(opt.choices) <= 4:
             text += f": {' | '.join(opt.choices)}"
         if opt.default is not None:
-            text += f" (default: {str(opt.default).lower() if opt.type is bool else opt.default})"
+            text += f" (unset: {str(opt.default).lower() if opt.type is bool else opt.default})"
         kw = {"dest": opt.name, "default": None, "help": text}
         if opt.type is bool and opt.default is False:
             kw.update(action="store_const", const=True)
