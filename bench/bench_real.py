@@ -58,8 +58,9 @@ def main() -> None:
             "prune (wanda 50%, real/code)": _cli("prune", "--model", "smollm2", "--method", "wanda", "--sparsity",
                                                  "0.5", "--calib", "real/code", "--nsamples", str(a.nsamples),
                                                  "--seqlen", str(a.seqlen), "--out", str(out)),
-            f"generate ({a.ndocs} documents)": _cli("generate", "real/code", "--model", "smollm2", "--ndocs",
-                                                    str(a.ndocs), "--out", str(Path(tmp) / "gen.jsonl"),
+            f"generate ({a.ndocs} documents x 64 new tokens)": _cli("generate", "real/code", "--model", "smollm2", "--ndocs",
+                                                    str(a.ndocs), "--max-new-tokens", "64",
+                                                    "--out", str(Path(tmp) / "gen.jsonl"),
                                                     "--no-progress"),
             f"evaluate (suite real, {a.heldout} documents per source)": _cli(
                 "evaluate", "--model", str(out), "--suite", "real", "--heldout", str(a.heldout)),
