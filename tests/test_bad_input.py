@@ -329,7 +329,7 @@ CASES = [
     ("evaluate --model {W}/m_trunc --json {W}/afile/r.json " + EVAL, ["--json", "afile"]),
     ("evaluate --model {M} --json {W}/adir " + EVAL, ["--json", "adir", "folder"]),
     ("evaluate --model {M} --suite nosuch", ["'nosuch'", "world, paper, ppl"]),
-    ("evaluate --model {M} --tasks nosuch", ["'nosuch'", "world_boolq"]),
+    ("evaluate --model {M} --suite world --tasks nosuch", ["'nosuch'", "world_boolq"]),
     ("evaluate --model {M} --limit 0", ["--limit", "0"]),
     ("evaluate --model {M} --ppl -1", ["--ppl", "-1"]),
     ("evaluate --model {M} --heldout -1", ["--heldout", "-1"]),
