@@ -23,7 +23,7 @@ from calib.book.profiles import (
     METHOD_NAMES, NAMES, PAPER_SOURCES, PROFILE_NAMES, PROFILES, WORLD_SOURCES, by_role, label, role, settings,
 )
 from calib.book.published import claim, stated
-from calib.book import statistics, verdicts
+from calib.book import real, statistics, verdicts
 
 __all__ = [
     "by_method", "curves", "forest", "source_colour", "synthetic_gain", "mean_std", "number", "run", "seeds", "spread",
@@ -31,7 +31,7 @@ __all__ = [
     "GRIDS", "fig1_grid", "fig2_grid", "fig3_grid", "fig4_grid", "pruned_generator_grid", "second_model_grid",
     "table1_grid", "table2_grid", "table3_grid", "table4_grid", "predictors", "pretraining_texts",
     "METHOD_NAMES", "NAMES", "PAPER_SOURCES", "PROFILE_NAMES", "PROFILES", "WORLD_SOURCES", "by_role", "label",
-    "role", "settings", "claim", "stated", "statistics", "verdicts", "report", "setup",
+    "role", "settings", "claim", "stated", "real", "statistics", "verdicts", "report", "setup",
 ]
 
 

@@ -9,6 +9,7 @@ so every comparison stays paired). Cells that no verdict or figure needs are not
 from __future__ import annotations
 
 from calib.book.profiles import by_role, role
+from calib.book.real import real_grid
 
 
 def pair(s: dict) -> list[str]:
@@ -151,4 +152,5 @@ GRIDS = {
     "table1_similarity": [table1_grid], "table2_synthetic": [table2_grid], "table3_settings": [table3_grid],
     "fig4_prefix": [fig4_grid], "table4_filter": [table4_grid], "fig5_mink": [table2_grid],
     "beyond": [table2_grid, pruned_generator_grid, second_model_grid],
+    "real_model": [real_grid],
 }

@@ -30,7 +30,8 @@ NOTEBOOKS = ROOT / "notebooks"
 BOOK = ROOT / "book"
 # notebook -> chapter file in book/, in reading order
 CHAPTERS = ["world", "fig1_methods", "fig2_sparsity", "fig3_amount", "table1_similarity", "table2_synthetic",
-            "table3_settings", "fig4_prefix", "table4_filter", "fig5_mink", "beyond"]
+            "table3_settings", "fig4_prefix", "table4_filter", "fig5_mink", "beyond",
+            "real_model"]
 
 
 def _package_hash() -> str:

@@ -1,0 +1,118 @@
+"""The real-model chapter (calib.book.real): its grid per profile, and its verdicts computed on
+a small synthetic frame whose true effects are known."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from calib import book as C
+from calib.book import real as R
+from calib.experiments import expand_grid
+
+DOMAINS = ("real/code", "real/reference", "real/docs")
+
+
+def _world(profile):
+    """The chapter's settings with the world model, three world sources and the world's ppl
+    suite: the grid's shape does not depend on the model."""
+    s = R.settings(profile, model="world", sources=C.WORLD_SOURCES[:3])
+    s["real"]["suite"] = {"name": "ppl"}
+    return s
+
+
+@pytest.mark.parametrize("profile", ["smoke", "toy"])
+def test_grid_sizes(profile):
+    s = _world(profile)
+    r = s["real"]
+    jobs = list({j.key: j for j in expand_grid(R.real_grid(s))}.values())
+    n_src, n_seed = len(r["sources"]), r["seeds"]
+    wanda = [j for j in jobs if j.method == "wanda" and j.synthetic is None]
+    assert len(wanda) == n_src * n_seed * (len(r["sparsities"]) + len(r["patterns"]))
+    assert sum(j.method == "sparsegpt" for j in jobs) == n_src * n_seed
+    assert sum(j.method == "magnitude" for j in jobs) == 1
+    syn = [j for j in jobs if j.synthetic is not None]
+    assert len(syn) == n_src * n_seed * len(r["filter_rates"])
+    assert {j.synthetic["filter_rate"] for j in syn} == set(r["filter_rates"]) == {0, 20}
+    assert {j.sparsity for j in syn} == {r["synthetic_sparsity"]} and r["synthetic_sparsity"] in r["sparsities"]
+    assert {(j.calibration["nsamples"], j.calibration["seqlen"]) for j in jobs} == {(r["nsamples"], r["seqlen"])}
+    assert len(jobs) == {"smoke": 37, "toy": 73}[profile]
+
+
+def test_profiles_name_the_real_model():
+    s = R.settings("toy")
+    assert s["real"]["model"] == "smollm2" and len(s["real"]["sources"]) >= 3
+    assert s["real"]["suite"]["name"] == "real" and s["real"]["pair"] == s["real"]["sources"][:2]
+    assert "real_model" in C.GRIDS and R.METRIC == "nll" and R.DIRECTION == -1
+
+
+def _frame(s, effects: dict, seeds=4, docs=40, noise=0.02, rng=0) -> pd.DataFrame:
+    """A tidy frame of the chapter's jobs with per-document NLL records: a document's NLL is its
+    own difficulty, plus the job's true effect (``effects``: (method, setting, data) -> nats), plus
+    seed noise and document x job noise."""
+    g = np.random.default_rng(rng)
+    r = s["real"]
+    base = {d: g.gamma(4.0, 0.8, docs) for d in DOMAINS}
+    facts = {d: np.array([f"{d}/{i}" for i in range(docs)], dtype=object) for d in DOMAINS}
+    rows = []
+
+    def job(method, x, src, seed, synthetic=False, k=np.nan):
+        data = src if not synthetic else f"syn{k:g}"
+        shift = effects.get((method, x, data), effects.get((method, x), 0.0)) + g.normal(0, noise)
+        recs = {d: {"nll": base[d] + shift + g.normal(0, noise, docs), "fact": facts[d]} for d in DOMAINS}
+        pattern = x if isinstance(x, str) else "unstructured"
+        rows.append({"method": method, "source": src, "seed": seed, "setting": R.setting(x),
+                     "sparsity": None if isinstance(x, str) else x, "pattern": pattern, "synthetic": synthetic,
+                     "filter_rate": k, "records": recs})
+
+    for src in r["sources"]:
+        for seed in range(seeds):
+            for x in [*r["sparsities"], *r["patterns"]]:
+                job("wanda", x, src, seed)
+            job("sparsegpt", r["method_sparsity"], src, seed)
+            for k in r["filter_rates"]:
+                job("wanda", r["synthetic_sparsity"], src, seed, True, k)
+    job("magnitude", r["method_sparsity"], r["sources"][0], 0)
+    return R.with_nll(pd.DataFrame(rows))
+
+
+def test_verdicts_on_a_synthetic_frame():
+    s = R.settings("smoke", sources=list(DOMAINS))
+    r = s["real"]
+    a, b = r["pair"]
+    eff = {("magnitude", 0.5): 1.0,                       # magnitude is 1 nat worse: both methods beat it
+           ("wanda", 0.6, b): 0.3, ("wanda", "2:4", b): 0.3,  # the second source is worse at 60% and 2:4 only
+           ("wanda", 0.6, "syn0"): -0.2, ("wanda", 0.6, "syn20"): -0.2}  # self-generated helps, filter or not
+    df = _frame(s, eff)
+    assert set(df.columns) >= {"nll", "ppl", *(f"nll:{d}" for d in DOMAINS)} and R.domains(df) == list(DOMAINS)
+    assert np.allclose(df.ppl, np.exp(df.nll))
+
+    m = R.methods(df, s)
+    wanda, sgpt = m.parts
+    assert wanda.metric == "nll" and wanda.unit == R.UNIT and wanda.outcome == "reproduced"
+    assert wanda.effect == pytest.approx(-100.0, abs=5) and wanda.ci[1] < 0 and sgpt.outcome == "reproduced"
+    assert wanda.n_facts == 3 * 40 and set(m.per_task.task) == set(DOMAINS)
+
+    v = R.sources(df, s)
+    top, nm, trend = v.parts
+    assert top.outcome == "reproduced" and nm.outcome == "reproduced"
+    # a gains on b from 50% to 60%: (a - b at 60%) - (a - b at 50%) = -0.3 nats, lower is better
+    assert trend.effect == pytest.approx(-30, abs=5) and trend.outcome == "reproduced"
+
+    y = R.synthetic(df, s)
+    syn0, syn20, filt = y.parts
+    assert syn0.outcome == syn20.outcome == "reproduced" and syn0.effect == pytest.approx(-30, abs=5)  # -0.2, and b 0.3 worse at 60%
+    assert filt.outcome == "inconclusive" and filt.ci[0] < 0 < filt.ci[1]   # no true effect of the filter
+
+    cells = R.cells(df, s)
+    assert len(cells) == len(r["sources"]) * 2 and (cells.effect < 0).all()
+
+    mean, std = R.table(df, s)
+    assert list(mean.index[:2]) == ["magnitude 50%", "sparsegpt 50%"] and mean.columns[0] == "no data"
+    assert mean.loc["magnitude 50%", "no data"] > mean.loc["wanda 50%", a]
+
+
+def test_a_null_frame_is_inconclusive():
+    s = R.settings("smoke", sources=list(DOMAINS))
+    df = _frame(s, {}, seeds=2, docs=20, rng=1)
+    m = R.methods(df, s)
+    assert [p.outcome for p in m.parts] == ["inconclusive", "inconclusive"]
+    assert all(p.ci[0] < 0 < p.ci[1] for p in m.parts)
