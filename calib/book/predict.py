@@ -12,8 +12,8 @@ def pretraining_texts(s: dict, n: int) -> list[str]:
     """The model's pretraining data: the world model's own training split, or the
     source in the DCLM role for a hub model (the paper's DCLM-7B)."""
     from calib import data
-    from calib.models import MODEL_ALIASES
-    if s["model"] in MODEL_ALIASES:
+    from calib.models import WORLD_MODELS
+    if s["model"] in WORLD_MODELS:
         from calib.world import sources
         return sources.documents("world/pretrain", n, seed=0, split="train")
     return data.load_texts(by_role(s, "dclm"), pool=n)

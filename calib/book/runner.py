@@ -163,7 +163,7 @@ def print_plan(profile: str, chapters: list[str] | None = None, over: dict | Non
     """Print what the chapters will run (calib.experiments.plan): per chapter and for the book,
     whose jobs are shared between chapters (one sweep runs them once). Returns the book's plan."""
     from calib.experiments import plan as P
-    from calib.models import MODEL_ALIASES
+    from calib.models import MODEL_ALIASES, WORLD_MODELS
     out = out or sys.stdout
     _check(profile, chapters)
     with handed_down(over):
@@ -182,7 +182,7 @@ def print_plan(profile: str, chapters: list[str] | None = None, over: dict | Non
     print(f"profile {profile}: {len(jobs)} chapters with experiments; store {s['store']} "
           f"({len(status)} rows)" + (f"; settings {json.dumps(over, sort_keys=True)}" if over else ""), file=out)
     print(P.table(rows + [P.row("book (distinct)", total)]), file=out)
-    print(P.summary(total, cost, world_only=all(m in MODEL_ALIASES for m in total.models)), file=out)
+    print(P.summary(total, cost, world_only=all(m in WORLD_MODELS for m in total.models)), file=out)
     return P.as_dict(total)
 
 

@@ -31,7 +31,7 @@ def add_parser(sub) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--model", required=True,
-                   help="model folder, or 'world' / 'world-qwen' (the packaged world models)")
+                   help="model folder, or 'world' / 'world-qwen' (the packaged world models) or 'smollm2'")
     p.add_argument("--suite", default="world", help=" | ".join(SUITE_NAMES))
     p.add_argument("--tasks", default=None,
                    help="comma-separated subset of the suite's tasks (default: all of them)")
@@ -57,7 +57,7 @@ def _model_dir(model: str) -> Path:
     path = model_path(model)
     if not (path / "config.json").is_file():
         raise CalibError(f"--model: no model at {path} (config.json missing); valid: "
-                         f"{' or '.join(map(repr, MODEL_ALIASES))} (the packaged world models) or a folder "
+                         f"{' or '.join(map(repr, MODEL_ALIASES))} (packaged models) or a folder "
                          f"written by save_pretrained, e.g. by `calib prune --out`{model_hint(model)}")
     return path
 

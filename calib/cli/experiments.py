@@ -77,7 +77,7 @@ def _run_cmd(args) -> int:
 def _plan(args) -> int:
     from calib.experiments import expand_grid
     from calib.experiments import plan as P
-    from calib.models import MODEL_ALIASES
+    from calib.models import WORLD_MODELS
     cost = P.parse_cost(args.token_cost)
     try:
         jobs = expand_grid(args.grid)
@@ -89,7 +89,7 @@ def _plan(args) -> int:
     p = P.plan(jobs, status)
     print(f"{args.grid}: store {args.store} ({len(status)} rows)")
     print(P.table([P.row(args.grid.name, p)]))
-    print(P.summary(p, cost, world_only=all(m in MODEL_ALIASES for m in p.models)))
+    print(P.summary(p, cost, world_only=all(m in WORLD_MODELS for m in p.models)))
     return 0
 
 

@@ -41,7 +41,7 @@ def add_parser(sub) -> None:
                     "Phi-3; DCLM-7B's OpenLM with open_lm installed) layer by layer "
                     "and save it with dense weights and exact zeros, plus prune_report.json.",
     )
-    p.add_argument("--model", required=True, help="model folder (save_pretrained layout) or alias world | world-qwen")
+    p.add_argument("--model", required=True, help="model folder (save_pretrained layout) or alias world | world-qwen | smollm2")
     p.add_argument("--method", default="wanda", help=" | ".join(methods.METHODS))
     p.add_argument("--sparsity", type=float, default=None,
                    help="unstructured sparsity in [0, 1) (default 0.5); implied by N:M patterns")
