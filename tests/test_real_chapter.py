@@ -56,7 +56,8 @@ def _frame(s, effects: dict, seeds=4, docs=40, noise=0.02, rng=0) -> pd.DataFram
 
     def job(method, x, src, seed, synthetic=False, k=np.nan):
         data = src if not synthetic else f"syn{k:g}"
-        shift = effects.get((method, x, data), effects.get((method, x), 0.0)) + g.normal(0, noise)
+        seed_noise = 0.0 if method == "magnitude" else g.normal(0, noise)  # magnitude reads no data
+        shift = effects.get((method, x, data), effects.get((method, x), 0.0)) + seed_noise
         recs = {d: {"nll": base[d] + shift + g.normal(0, noise, docs), "fact": facts[d]} for d in DOMAINS}
         pattern = x if isinstance(x, str) else "unstructured"
         rows.append({"method": method, "source": src, "seed": seed, "setting": R.setting(x),
@@ -105,6 +106,10 @@ def test_verdicts_on_a_synthetic_frame():
     cells = R.cells(df, s)
     assert len(cells) == len(r["sources"]) * 2 and (cells.effect < 0).all()
 
+    text = R.conclusion([m, v, y])
+    assert text.count("**reproduced**") == 7 and text.count("**inconclusive**") == 1
+    assert R.doc_counts(df) == [40, 40, 40]
+
     mean, std = R.table(df, s)
     assert list(mean.index[:2]) == ["magnitude 50%", "sparsegpt 50%"] and mean.columns[0] == "no data"
     assert mean.loc["magnitude 50%", "no data"] > mean.loc["wanda 50%", a]
@@ -112,7 +117,7 @@ def test_verdicts_on_a_synthetic_frame():
 
 def test_a_null_frame_is_inconclusive():
     s = R.settings("smoke", sources=list(DOMAINS))
-    df = _frame(s, {}, seeds=2, docs=20, rng=1)
+    df = _frame(s, {}, seeds=4, docs=20, rng=1)
     m = R.methods(df, s)
     assert [p.outcome for p in m.parts] == ["inconclusive", "inconclusive"]
     assert all(p.ci[0] < 0 < p.ci[1] for p in m.parts)

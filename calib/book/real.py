@@ -91,6 +91,12 @@ def domains(df: pd.DataFrame) -> list[str]:
     return list(next(r for r in df["records"] if r))
 
 
+def doc_counts(df: pd.DataFrame) -> list[int]:
+    """Held-out documents per domain (``domains``' order): the resampled units."""
+    rec = next(r for r in df["records"] if r)
+    return [int(np.size(rec[d][METRIC])) for d in rec]
+
+
 def _magnitude_everywhere(df: pd.DataFrame, sources) -> pd.DataFrame:
     """Magnitude pruning reads no data: its one job stands in every source's stratum, its seed
     made None so it pairs with no calibration seed (it adds no seed variance)."""
@@ -252,5 +258,18 @@ def cells(df: pd.DataFrame, s: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def conclusion(verdicts) -> str:
+    """The chapter's verdicts in one markdown table: every part, its effect with the 95% CI (the
+    Holm-widened one for a secondary part) and its outcome; a range test's CI is descriptive."""
+    lines = ["| verdict | part | effect | 95% CI | outcome |", "|---|---|---:|---:|---|"]
+    for v in verdicts:
+        for i, p in enumerate(v.parts):
+            ci = "" if p.ci is None else f"[{p.ci[0]:+.2f}, {p.ci[1]:+.2f}]"
+            lines.append(f"| {v.claim if i == 0 else ''} | {p.claim} | {p.effect:+.2f} {p.unit} | {ci} | "
+                         f"**{p.outcome}** ({p.p_text()}) |")
+    return "\n".join(lines) + ("\n\nA negative effect is a lower held-out NLL (better) for the first arm; a "
+                               "range is never negative and is tested against seed and document noise.")
+
+
 __all__ = ["METRIC", "DIRECTION", "UNIT", "settings", "real_grid", "with_nll", "domains", "setting", "table",
-           "figure", "methods", "sources", "synthetic", "cells"]
+           "figure", "doc_counts", "methods", "sources", "synthetic", "cells", "conclusion"]
