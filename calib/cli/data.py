@@ -10,7 +10,7 @@ from calib.errors import CalibError, integer
 from calib.io import atomic_write, check_output
 
 SOURCE_HELP = ("a world source (world/pretrain, world/web, world/encyclopedia, world/mixed, "
-               "world/instructions), a hub source (c4, wikipedia, slimpajama, dclm, alpaca), "
+               "world/instructions), a real source (real/code, real/docs, real/reference; for --model smollm2), a hub source (c4, wikipedia, slimpajama, dclm, alpaca), "
                "a local .jsonl/.json/.parquet/.txt file, or a jsonl written by `calib generate`")
 MODEL_HELP = "model folder (save_pretrained) or alias world | world-qwen | smollm2; default: world"
 FMT = argparse.ArgumentDefaultsHelpFormatter
