@@ -2,8 +2,9 @@
 columns and its three headline verdicts, on held-out perplexity of real text.
 
 The metric, declared here before anything runs: per held-out document, its mean negative
-log-likelihood per token (nats; ``METRIC``, a per-item record of the ``real`` suite, the
-document being the item and its own resampled unit, as a fact is in the world), averaged over
+log-likelihood per token (nats; ``METRIC``, from the ``real`` suite's per-document records ``nll``,
+summed, and ``tokens``; the document is the item and its own resampled unit, as a fact is in the
+world), averaged over
 the documents of each domain and then over the domains with equal weight. Every contrast is on
 this log-perplexity, x 100 (``designs.SCALE``), lower better (``DIRECTION``); tables also show
 exp(mean NLL), the perplexity. A contrast pairs jobs by calibration seed and redraws seeds and
@@ -25,7 +26,7 @@ import pandas as pd
 
 from calib.book import statistics as st
 
-METRIC = "nll"      # the real suite's per-document record: mean NLL per token (nats)
+METRIC = "nll_per_token"  # per held-out document: its summed NLL over its scored tokens (the real suite's records)
 DIRECTION = -1      # lower NLL is better: a reproduced "A beats B" has A minus B below zero
 UNIT = "nats×100 per token"
 
@@ -72,13 +73,15 @@ def real_grid(s: dict) -> dict:
 
 # ------------------------------------------------------------------ the frame
 def with_nll(df: pd.DataFrame) -> pd.DataFrame:
-    """The tidy frame with, per job, each domain's mean document NLL (``nll:<domain>``), their mean
-    over domains (``nll``: the declared metric, nats per token) and its exp (``ppl``)."""
-    recs = list(df["records"])
-    if not recs:
+    """The tidy frame with ``METRIC`` added to each document's records (summed NLL / tokens) and,
+    per job, each domain's mean document NLL per token (``nll:<domain>``), their mean over
+    domains (``nll``: the declared metric, nats per token) and its exp (``ppl``)."""
+    if not len(df):
         return df.assign(nll=[], ppl=[])
+    recs = [{d: {**r, METRIC: np.asarray(r["nll"], float) / np.asarray(r["tokens"], float)} for d, r in rec.items()}
+            for rec in df["records"]]
     domains = list(recs[0])
-    out = df.copy()
+    out = df.assign(records=recs)
     for d in domains:
         out[f"nll:{d}"] = [float(np.mean(r[d][METRIC])) for r in recs]
     out["nll"] = out[[f"nll:{d}" for d in domains]].mean(axis=1)
