@@ -39,7 +39,8 @@ PAPER_TASKS = {"boolq": 0, "winogrande": 0, "piqa": 0, "hellaswag": 0, "arc_easy
 """The paper's tasks with their shot counts. The paper's released code ran MMLU
 0-shot; the paper says 5-shot. The count is explicit so either can be chosen."""
 BATCH_SIZE = 32  # sequences per forward pass when evaluating (memory, not results)
-SUITE_NAMES = ("world", "paper", "ppl")  # ppl: perplexities only (no lm-eval), for quick sweeps
+SUITE_NAMES = ("world", "paper", "ppl", "real")  # ppl: perplexities only (no lm-eval), for quick sweeps
+REAL_BATCH = 4  # documents per forward pass in the real suite: logits over SmolLM2's 49k-token vocabulary
 
 
 def token_nll(model, tokenizer, texts: Sequence[str], max_length: int | None = None,
@@ -183,7 +184,9 @@ class Suite:
     * ``world``: the seven world tasks (``calib.world.tasks``), Alpaca-role and held-out texts;
     * ``paper``: the paper's lm-eval tasks (``PAPER_TASKS``), from lm-eval's index or from a local
       task folder (``include_path``), and Alpaca from the hub (``calib.data``);
-    * ``ppl``: the world's perplexities only.
+    * ``ppl``: the world's perplexities only;
+    * ``real``: held-out perplexity on each real source (``calib.real``; ``tasks`` are its sources,
+      ``n_heldout`` its documents per source), for a real model such as ``smollm2``.
 
     Build one with ``Suite.of`` (a name, a grid's mapping, or a Suite): it checks every field and
     fills in the defaults, so two spellings of one suite are equal."""
@@ -210,15 +213,22 @@ class Suite:
             return value
         flags = flags or {}
         name = lambda f: flags.get(f, f"{where}.{f}")  # noqa: E731
-        s = section(where, {"name": value} if isinstance(value, str) else value, cls.defaults())
+        given = {"name": value} if isinstance(value, str) else value
+        s = section(where, given, cls.defaults())
         with at(name("name")):
             check_choice("suite", s["name"], SUITE_NAMES)
+        if s["name"] == "real":  # its own defaults: no Alpaca, held-out documents per real source
+            from calib import real
+            given = given or {}
+            s["n_alpaca"], s["n_heldout"] = given.get("n_alpaca", 0), given.get("n_heldout", real.N_HELDOUT)
+            if s["n_alpaca"] != 0:
+                raise CalibError(f"{name('n_alpaca')}: the real suite has no Alpaca perplexity; valid: 0")
         integer(name("limit"), s["limit"], 1, none=True)
         integer(name("n_alpaca"), s["n_alpaca"], 0)  # 0: no Alpaca perplexity
         integer(name("n_heldout"), s["n_heldout"], 0)
         valid = cls.valid_tasks(s["name"])
         tasks = valid if s["tasks"] is None else s["tasks"]
-        if not isinstance(tasks, (list, tuple)) or (s["name"] == "ppl" and tasks):
+        if not isinstance(tasks, (list, tuple)) or (s["name"] == "ppl" and tasks) or (s["name"] == "real" and not tasks):
             raise CalibError(f"{name('tasks')}: expected a list of task names of suite {s['name']!r}: "
                              f"{', '.join(valid) or 'none'}; got {tasks!r}")
         for t in tasks:
@@ -247,8 +257,9 @@ class Suite:
 
     @staticmethod
     def valid_tasks(name: str) -> list[str]:
+        from calib import real
         from calib.world.tasks import TASKS
-        return {"world": list(TASKS), "paper": list(PAPER_TASKS), "ppl": []}[name]
+        return {"world": list(TASKS), "paper": list(PAPER_TASKS), "ppl": [], "real": list(real.SOURCES)}[name]
 
     def as_dict(self) -> dict:
         """The canonical mapping (a job's ``suite`` and part of its key); ``include_path`` only when
@@ -265,7 +276,7 @@ class Suite:
 
     def lm_eval(self) -> tuple[dict, str | None]:
         """(task -> num_fewshot, None keeping the task's own; the lm-eval include path)."""
-        if self.name == "ppl":
+        if self.name in ("ppl", "real"):
             return {}, None
         if self.name == "world":
             from calib.world.tasks import task_dir
@@ -274,7 +285,7 @@ class Suite:
 
     def alpaca_texts(self) -> list[str]:
         """The Alpaca-role texts: the world's held-out instructions, or Alpaca itself (hub or local copy)."""
-        if not self.n_alpaca:
+        if not self.n_alpaca or self.name == "real":
             return []
         if self.world:
             from calib.world.tasks import alpaca_texts
@@ -293,6 +304,9 @@ class Suite:
     def version(self) -> str | None:
         """The world tasks' version (``world.tasks.version``); None for the paper's lm-eval tasks,
         whose versions lm-eval records in each evaluation."""
+        if self.name == "real":
+            from calib import real
+            return real.version()
         if not self.world:
             return None
         from calib.world.tasks import version
@@ -308,6 +322,10 @@ class Suite:
                 data.load_texts("alpaca", pool=1)
         if self.include_path:
             check_tasks(sorted(self.tasks), self.include_path)
+        if self.name == "real":
+            from calib import real
+            for t in self.tasks:
+                real.documents(t, 1, split="heldout")  # the pinned files are installed
 
 
 # ------------------------------------------------------------------ requests
@@ -342,7 +360,7 @@ def _by_shots(shots: dict) -> list[tuple[int | None, list[str]]]:
 
 
 # ------------------------------------------------------------------ per-item records
-RECORD_FIELDS = ("acc", "acc_norm", "logscore", "fact")
+RECORD_FIELDS = ("acc", "acc_norm", "logscore", "fact", "nll", "tokens")  # nll, tokens: a real document's
 
 
 def _gold(task, doc) -> list[int]:
@@ -387,13 +405,16 @@ def _columns(records: list[dict]) -> dict:
 
 def encode_records(records: dict) -> dict:
     """Per task, the compact form a store row keeps: acc/acc_norm as strings of 0/1, logscore as
-    base64 float32, facts joined by '|'."""
+    base64 float32, facts joined by '|'; a real document's nll sum as base64 float64, its tokens int32."""
     import numpy as np
     out = {}
     for t, r in records.items():
         e = {k: "".join(str(int(v)) for v in r[k]) for k in ("acc", "acc_norm") if k in r}
         if "logscore" in r:
             e["logscore"] = base64.b64encode(np.asarray(r["logscore"], dtype="<f4").tobytes()).decode()
+        for k, dt in (("nll", "<f8"), ("tokens", "<i4")):
+            if k in r:
+                e[k] = base64.b64encode(np.asarray(r[k], dtype=dt).tobytes()).decode()
         if "fact" in r:
             e["fact"] = "|".join(r["fact"])
         out[t] = e
@@ -411,6 +432,9 @@ def decode_records(stored: dict) -> dict:
         r = {k: np.frombuffer(e[k].encode(), dtype=np.uint8) - ord("0") for k in ("acc", "acc_norm") if k in e}
         if "logscore" in e:
             r["logscore"] = np.frombuffer(base64.b64decode(e["logscore"]), dtype="<f4").astype(np.float64)
+        for k, dt, to in (("nll", "<f8", np.float64), ("tokens", "<i4", np.int64)):
+            if k in e:
+                r[k] = np.frombuffer(base64.b64decode(e[k]), dtype=dt).astype(to)
         if "fact" in e:
             r["fact"] = np.array(e["fact"].split("|"), dtype=object)
         out[t] = r
@@ -423,6 +447,27 @@ def item_rows(records: dict) -> dict:
 
 
 # ------------------------------------------------------------------ running
+def real_heldout(model, tokenizer, source: str, n: int, batch_size: int = REAL_BATCH) -> dict:
+    """Held-out perplexity on a real source: its first ``n`` held-out documents (``calib.real``),
+    each scored over its first HELDOUT_TOKENS tokens. Returns ``ppl`` (token-weighted) and the
+    per-document records: ``fact`` the document's id (the unit statistics resample, as a world
+    item's fact), ``nll`` the summed NLL in nats, ``tokens`` the tokens scored."""
+    from calib import real
+    docs = real.documents(source, n, split="heldout")
+    if not docs:
+        raise CalibError(f"real source {source!r} has no held-out documents")
+    cut = logging.getLogger("calib.filters")
+    level, _ = cut.level, cut.setLevel(logging.ERROR)  # cutting to HELDOUT_TOKENS is the design, not news
+    try:
+        nlls = token_nll(model, tokenizer, [t for _, t in docs], max_length=real.HELDOUT_TOKENS,
+                         batch_size=min(batch_size, REAL_BATCH))
+    finally:
+        cut.setLevel(level)
+    nll, tokens = [float(x.sum()) for x in nlls], [len(x) for x in nlls]
+    return {"ppl": math.exp(sum(nll) / sum(tokens)),
+            "records": {"doc_id": list(range(len(docs))), "fact": [i for i, _ in docs], "nll": nll, "tokens": tokens}}
+
+
 def lm_eval_tasks(model, tokenizer, tasks: Sequence[str] | dict, include_path: str | None = None,
                   batch_size: int = BATCH_SIZE, limit: int | None = None, seed: int = 1234,
                   progress: bool = False, scorer: str = SCORER) -> dict:
@@ -493,6 +538,13 @@ def run_suite(model, tokenizer, suite: Suite | dict | str | None = None, batch_s
         meta["heldout_texts"] = len(heldout)
     shots, include = suite.lm_eval()
     out = {"metrics": metrics, "meta": meta, "tasks": {}, "records": {}}
+    if suite.name == "real":  # per source: real/code/ppl ...; real_ppl, their mean (the chapters' average)
+        for t in suite.tasks:
+            r = real_heldout(model, tokenizer, t, suite.n_heldout, batch_size)
+            metrics[f"{t}/ppl"] = r["ppl"]
+            out["records"][t] = r["records"]
+        metrics["real_ppl"] = float(sum(metrics[f"{t}/ppl"] for t in suite.tasks) / len(suite.tasks))
+        meta["heldout_texts"] = {t: len(out["records"][t]["fact"]) for t in suite.tasks}
     if not shots:
         return out
     res = lm_eval_tasks(model, tokenizer, shots, include_path=include, batch_size=batch_size, limit=suite.limit,

@@ -58,6 +58,8 @@ SOURCES: dict[str, RealSource] = {s.name: s for s in [
 ]}
 REAL_DEFAULT_SOURCE = "real/code"  # the smollm2 model's default calibration source (issue 34 wires it)
 REAL_SUITE = "real"  # the suite of the real sources' held-out perplexity (calib.evaluate)
+N_HELDOUT = 32  # held-out documents the real suite scores per source, by default
+HELDOUT_TOKENS = 256  # each scored over its first this many tokens (a CPU's budget; the model has 8192)
 
 
 def data_dir() -> Path:
@@ -164,6 +166,14 @@ def documents(name: str, n: int | None = None, split: str = "calib") -> list[tup
         raise CalibError(f"number of documents must be an integer >= 0, got {n!r}")
     docs = [d for d in _documents(name) if heldout(d[0]) == (split == "heldout")]
     return docs[:n]
+
+
+def version() -> str:
+    """What fixes the real suite's texts: the pinned files and the split and scoring constants."""
+    import json
+    spec = [sorted((s.name, s.file) for s in SOURCES.values()), GCIDE_INDEX, HELDOUT_SHARE, MIN_CHARS, PAGE_CHARS,
+            HELDOUT_TOKENS]
+    return hashlib.sha256(json.dumps(spec).encode()).hexdigest()[:12]
 
 
 def texts(name: str, n: int | None = None, split: str = "calib") -> list[str]:

@@ -23,6 +23,7 @@ FLAGS = {"name": "--suite", "tasks": "--tasks", "limit": "--limit", "n_alpaca": 
 def add_parser(sub) -> None:
     from calib.evaluate import BATCH_SIZE, SCORER, SCORERS, SUITE_NAMES
     from calib.models import DTYPES
+    from calib.real import N_HELDOUT as REAL_HELDOUT
     from calib.world.tasks import N_ALPACA, N_HELDOUT
     p = sub.add_parser(
         "evaluate", help="evaluate a model folder on the world or the paper suite",
@@ -37,11 +38,12 @@ def add_parser(sub) -> None:
                    help="comma-separated subset of the suite's tasks (default: all of them)")
     p.add_argument("--limit", type=int, default=None, help="items per task (default: all)")
     p.add_argument("--scorer", default=SCORER, help=f"{' | '.join(SCORERS)} (hflm: lm-eval's HFLM; same scores, slower)")
-    p.add_argument("--ppl", type=int, default=N_ALPACA,
-                   help="Alpaca-role texts for perplexity, 0 to skip (the paper suite reads Alpaca from the hub "
-                        "or a local copy, CALIB_SOURCES)")
-    p.add_argument("--heldout", type=int, default=N_HELDOUT,
-                   help="world suite: held-out pretraining documents for the held-out loss, 0 to skip")
+    p.add_argument("--ppl", type=int, default=None,
+                   help=f"Alpaca-role texts for perplexity, 0 to skip (default: {N_ALPACA}; the paper suite reads "
+                        f"Alpaca from the hub or a local copy, CALIB_SOURCES; the real suite has none)")
+    p.add_argument("--heldout", type=int, default=None,
+                   help=f"world suite: held-out pretraining documents for the held-out loss, 0 to skip (default: "
+                        f"{N_HELDOUT}); real suite: held-out documents per real source (default: {REAL_HELDOUT})")
     p.add_argument("--include-path", default=None,
                    help="paper suite: a local lm-eval task folder holding the tasks (instead of lm-eval's own)")
     p.add_argument("--batch-size", type=int, default=BATCH_SIZE)
@@ -74,9 +76,15 @@ def _table(out: dict) -> str:
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
              for r in rows]
     lines.insert(1, "-" * len(lines[0]))
+    if not out["tasks"]:  # a perplexity-only suite (real, ppl): no task table
+        lines = []
     if "alpaca_ppl" in out:
         lines.append(f"alpaca perplexity {out['alpaca_ppl']:.3f} (token-weighted {out['alpaca_ppl_corpus']:.3f}, "
                      f"{out['ppl_texts']} texts)")
+    for t, r in out.get("real", {}).items():
+        lines.append(f"{t} held-out perplexity {r['ppl']:.3f} ({r['documents']} documents)")
+    if "real_ppl" in out:
+        lines.append(f"average over the real sources {out['real_ppl']:.3f}")
     if "heldout_nll" in out:
         lines.append(f"held-out loss {out['heldout_nll']:.4f} nats/token ({out['heldout_texts']} documents)")
     return "\n".join(lines)
@@ -86,9 +94,9 @@ def suite_of(args):
     """The Suite the flags describe (the paper suite has no held-out texts: --heldout is ignored there)."""
     from calib.evaluate import Suite
     tasks = None if not args.tasks else [t.strip() for t in args.tasks.split(",") if t.strip()]
-    return Suite.of({"name": args.suite, "tasks": tasks, "limit": args.limit, "n_alpaca": args.ppl,
-                     "n_heldout": args.heldout if args.suite != "paper" else 0,
-                     "include_path": args.include_path}, flags=FLAGS)
+    given = {"n_alpaca": args.ppl, "n_heldout": args.heldout if args.suite != "paper" else 0}
+    return Suite.of({"name": args.suite, "tasks": tasks, "limit": args.limit, "include_path": args.include_path,
+                     **{k: v for k, v in given.items() if v is not None}}, flags=FLAGS)
 
 
 def handler(args) -> int:
@@ -119,6 +127,9 @@ def handler(args) -> int:
                  "tasks": res["tasks"], "items": ev.item_rows(res["records"]),
                  "n_shot": res["meta"].get("n_shot", {}), "lm_eval_version": res["meta"].get("lm_eval"),
                  "task_versions": res["meta"].get("task_versions", {})}
+    if suite.name == "real":  # per real source: its held-out perplexity and documents
+        out["real"] = {t: {"ppl": res["metrics"][f"{t}/ppl"], "documents": res["meta"]["heldout_texts"][t]}
+                       for t in suite.tasks}
     out = {k: v for k, v in out.items() if "/" not in k}  # per-task accuracies are under "tasks"
     out["seconds"] = time.perf_counter() - t0
     report = path / "prune_report.json"
