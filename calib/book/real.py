@@ -56,14 +56,15 @@ def _setting(x) -> dict:
 
 def real_grid(s: dict) -> dict:
     """Every job of the chapter, from the profile's ``real`` settings: Wanda with every source at
-    every sparsity and pattern (the source headline), SparseGPT with every source and magnitude
-    (one job, no data) at ``method_sparsity`` (the methods headline), and Wanda with each source
-    self-generated at ``synthetic_sparsity``, unfiltered and filtered (the synthetic headline)."""
+    every sparsity and pattern (the source headline), the other ``methods`` (SparseGPT) with every
+    source and magnitude (one job, no data) at ``method_sparsity``, one of ``sparsities`` (the
+    methods headline), and Wanda with each source self-generated at ``synthetic_sparsity``,
+    unfiltered and filtered (the synthetic headline)."""
     r = s["real"]
     settings_ = [*r["sparsities"], *r["patterns"]]
     syn = [{**r["synthetic"], "filter_rate": k} for k in r["filter_rates"]]
     subs = [{"method": "wanda", **_setting(x)} for x in settings_]
-    subs.append({"method": "sparsegpt", "sparsity": r["method_sparsity"]})
+    subs += [{"method": m, "sparsity": r["method_sparsity"]} for m in r["methods"] if m != "wanda"]
     subs.append({"method": "magnitude", "sparsity": r["method_sparsity"],
                  "calibration": {"source": r["sources"][0], "seed": 0}})
     subs.append({"method": "wanda", "sparsity": r["synthetic_sparsity"], "synthetic": syn})
