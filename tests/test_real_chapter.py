@@ -49,7 +49,8 @@ def test_profiles_name_the_real_model():
 
 def _frame(s, effects: dict, seeds=4, docs=40, noise=0.02, rng=0) -> pd.DataFrame:
     """A tidy frame of the chapter's jobs with the real suite's per-document records (summed NLL and
-    tokens): a document's NLL per token is its own difficulty, plus the job's true effect (``effects``: (method, setting, data) -> nats), plus
+    tokens): a document's NLL per token is its own difficulty, plus the job's true effect
+    (``effects``: (method, setting, data) -> nats), plus
     seed noise and document x job noise."""
     g = np.random.default_rng(rng)
     r = s["real"]
@@ -105,7 +106,8 @@ def test_verdicts_on_a_synthetic_frame():
 
     y = R.synthetic(df, s)
     syn0, syn20, filt = y.parts
-    assert syn0.outcome == syn20.outcome == "reproduced" and syn0.effect == pytest.approx(-30, abs=5)  # -0.2, and b 0.3 worse at 60%
+    # -0.2 nats, and the second source's original data is 0.3 worse at 60%: -0.3 over sources
+    assert syn0.outcome == syn20.outcome == "reproduced" and syn0.effect == pytest.approx(-30, abs=5)
     # no true effect of the filter: near zero (its CI covers 0 in 95% of such frames; not asserted)
     assert abs(filt.effect) < 5 and filt.outcome != "reproduced"
 

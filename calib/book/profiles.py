@@ -72,8 +72,9 @@ _REAL = dict(model="smollm2", sources=REAL_SOURCES, pair=REAL_SOURCES[:2], metho
              suite={"name": "real", "n_heldout": 16}, nsamples=16, seqlen=128, seeds=2, sparsities=[0.5, 0.6],
              patterns=["2:4"], method_sparsity=0.5, synthetic_sparsity=0.6, filter_rates=[0, 20],
              synthetic={"n_docs": 32, "max_new_tokens": 96, "batch_size": 16})
-PROFILES["smoke"]["real"] = dict(_REAL, sources=REAL_SOURCES[:2], methods=["wanda"], suite={"name": "real", "n_heldout": 8},
-                                 nsamples=8, sparsities=[0.6], method_sparsity=0.6,
+PROFILES["smoke"]["real"] = dict(_REAL, sources=REAL_SOURCES[:2], methods=["wanda"],
+                                 suite={"name": "real", "n_heldout": 8}, nsamples=8, sparsities=[0.6],
+                                 method_sparsity=0.6,
                                  synthetic={"n_docs": 16, "max_new_tokens": 96, "batch_size": 16})
 PROFILES["toy"]["real"] = _REAL
 PROFILES["paper"]["real"] = PROFILES["paper-olmo2"]["real"] = _REAL

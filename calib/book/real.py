@@ -137,7 +137,8 @@ def table(df: pd.DataFrame, s: dict, column: str = "ppl") -> tuple[pd.DataFrame,
 
 
 def figure(df: pd.DataFrame, s: dict):
-    """Left: held-out perplexity (exp of the declared metric, the mean NLL over domains) by method at ``method_sparsity``, one dot per source. Right: Wanda's perplexity
+    """Left: held-out perplexity (exp of the declared metric, the mean NLL over domains) by method
+    at ``method_sparsity``, one dot per source. Right: Wanda's perplexity
     per source at each sparsity and pattern, log scale; bars: std over seeds."""
     import matplotlib.pyplot as plt
     r = s["real"]
@@ -240,8 +241,8 @@ def synthetic(df: pd.DataFrame, s: dict) -> st.Verdict:
                              f"Wanda at {x:.0%}, mean over sources") for k in rates]
     if len(rates) > 1:
         parts.append(_contrast(w, "data", arm(rates[-1]), arm(rates[0]), by=["source"], label="real_filter",
-                               claim=f"{rates[-1]:g}% filtered minus {'unfiltered' if rates[0] == 0 else arm(rates[0])} "
-                                     f"self-generated data"))
+                               claim=f"{rates[-1]:g}% filtered minus "
+                                     f"{'unfiltered' if rates[0] == 0 else arm(rates[0])} self-generated data"))
     per = _per_domain(w, "data", arm(rates[0]), "original", by=["source"], label=f"real_syn{rates[0]:g}")
     return st.combine(parts, claim="self-generated calibration data beats the real sources", per_task=per)
 
