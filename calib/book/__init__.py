@@ -35,14 +35,14 @@ __all__ = [
 ]
 
 
-def report(verdict, kind: str = "finding", paper: dict | None = None):
+def report(verdict, kind: str = "finding", paper: dict | None = None, where: str = "In the world"):
     """Show a chapter's verdict: the outcome on each metric with each part's effect, CI, p and n,
     then a table (``frames.verdict_table``) with the CI half-width and the detectable effect next to
     the paper's effect, then
     the headline's effect per task for both metrics (a forest plot), where it was computed."""
     from IPython.display import Markdown, display
     from IPython.display import HTML
-    display(Markdown(verdicts.headline(verdict, kind)))
+    display(Markdown(verdicts.headline(verdict, kind, where)))
     t = verdicts.summary(verdict, paper, kind)
     display(HTML(verdict_table(t, "Verdict: effects with 95% CIs over calibration seeds and the facts the "
                                   "evaluation items rest on (where a level is shown, the Holm-adjusted one); ±: the "
