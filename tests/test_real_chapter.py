@@ -82,7 +82,7 @@ def _frame(s, effects: dict, seeds=4, docs=40, noise=0.02, rng=0) -> pd.DataFram
 
 
 def test_verdicts_on_a_synthetic_frame():
-    s = R.settings("smoke", sources=list(DOMAINS))
+    s = R.settings("toy")  # three sources, SparseGPT, two sparsities and 2:4: every part
     r = s["real"]
     a, b = r["pair"]
     eff = {("magnitude", 0.5): 1.0,                       # magnitude is 1 nat worse: both methods beat it
@@ -124,7 +124,7 @@ def test_verdicts_on_a_synthetic_frame():
 
 
 def test_a_null_frame_is_inconclusive():
-    s = R.settings("smoke", sources=list(DOMAINS))
+    s = R.settings("toy")  # three sources, SparseGPT, two sparsities and 2:4: every part
     df = _frame(s, {}, seeds=4, docs=20, rng=1)
     m = R.methods(df, s)
     assert [p.outcome for p in m.parts] == ["inconclusive", "inconclusive"]
