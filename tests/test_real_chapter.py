@@ -16,7 +16,7 @@ def _world(profile):
     suite: the grid's shape does not depend on the model."""
     n = len(C.settings(profile)["real"]["sources"])
     s = R.settings(profile, model="world", sources=C.WORLD_SOURCES[:n])
-    s["real"]["suite"] = {"name": "ppl"}
+    s["real"]["suite"] = {"name": "ppl", "n_heldout": s["real"]["suite"]["n_heldout"]}
     return s
 
 
@@ -27,17 +27,23 @@ def test_grid_sizes(profile):
     jobs = list({j.key: j for j in expand_grid(R.real_grid(s))}.values())
     n_src, n_seed = len(r["sources"]), r["seeds"]
     wanda = [j for j in jobs if j.method == "wanda" and j.synthetic is None]
-    assert len(wanda) == n_src * n_seed * (len(r["sparsities"]) + len(r["patterns"]))
-    assert sum(j.method == "sparsegpt" for j in jobs) == n_src * n_seed * ("sparsegpt" in r["methods"])
+    trend = r["trend_sparsity"] is not None
+    assert len(wanda) == n_seed * (n_src * (len(r["sparsities"]) + len(r["patterns"])) + 2 * trend)
+    assert {j.calibration["source"] for j in wanda if j.sparsity == r["trend_sparsity"] and j.pattern == "unstructured"} \
+        <= set(r["pair"])
+    sgpt = [j for j in jobs if j.method == "sparsegpt"]
+    assert len(sgpt) == 2 * n_seed * ("sparsegpt" in r["methods"]) and {j.calibration["source"] for j in sgpt} <= set(
+        r["pair"])
     assert r["method_sparsity"] in r["sparsities"], "the methods headline reuses Wanda's jobs"
     assert sum(j.method == "magnitude" for j in jobs) == 1
     syn = [j for j in jobs if j.synthetic is not None]
     assert len(syn) == n_src * n_seed * len(r["filter_rates"])
-    assert {j.synthetic["filter_rate"] for j in syn} == set(r["filter_rates"]) == {0, 20}
+    assert {j.synthetic["filter_rate"] for j in syn} == set(r["filter_rates"]) == {"smoke": {0}, "toy": {0, 20}}[profile]
     assert {j.sparsity for j in syn} == {r["synthetic_sparsity"]} and r["synthetic_sparsity"] in r["sparsities"]
     assert {(j.calibration["nsamples"], j.calibration["seqlen"]) for j in jobs} == {(r["nsamples"], r["seqlen"])}
-    # sized from a measured job (profiles.py): smoke 2 sources, Wanda only; toy 3 sources and SparseGPT
-    assert len(jobs) == {"smoke": 17, "toy": 37}[profile] and n_src == {"smoke": 2, "toy": 3}[profile]
+    assert {j.suite["n_heldout"] for j in jobs} == {r["suite"]["n_heldout"]}
+    # sized from a measured job (profiles.py): about a CPU-minute each, 2 cores
+    assert len(jobs) == {"smoke": 9, "toy": 33}[profile] and n_src == {"smoke": 2, "toy": 3}[profile]
 
 
 def test_profiles_name_the_real_model():
@@ -74,7 +80,9 @@ def _frame(s, effects: dict, seeds=4, docs=40, noise=0.02, rng=0) -> pd.DataFram
         for seed in range(seeds):
             for x in [*r["sparsities"], *r["patterns"]]:
                 job("wanda", x, src, seed)
-            job("sparsegpt", r["method_sparsity"], src, seed)
+            if src in r["pair"]:
+                job("wanda", r["trend_sparsity"], src, seed)
+                job("sparsegpt", r["method_sparsity"], src, seed)
             for k in r["filter_rates"]:
                 job("wanda", r["synthetic_sparsity"], src, seed, True, k)
     job("magnitude", r["method_sparsity"], r["sources"][0], 0)
@@ -85,7 +93,7 @@ def test_verdicts_on_a_synthetic_frame():
     s = R.settings("toy")  # three sources, SparseGPT, two sparsities and 2:4: every part
     r = s["real"]
     a, b = r["pair"]
-    eff = {("magnitude", 0.5): 1.0,                       # magnitude is 1 nat worse: both methods beat it
+    eff = {("magnitude", 0.6): 1.0,                       # magnitude is 1 nat worse: both methods beat it
            ("wanda", 0.6, b): 0.3, ("wanda", "2:4", b): 0.3,  # the second source is worse at 60% and 2:4 only
            ("wanda", 0.6, "syn0"): -0.2, ("wanda", 0.6, "syn20"): -0.2}  # self-generated helps, filter or not
     df = _frame(s, eff)
@@ -95,7 +103,8 @@ def test_verdicts_on_a_synthetic_frame():
     m = R.methods(df, s)
     wanda, sgpt = m.parts
     assert wanda.metric == "nll_per_token" and wanda.unit == R.UNIT and wanda.outcome == "reproduced"
-    assert wanda.effect == pytest.approx(-100.0, abs=5) and wanda.ci[1] < 0 and sgpt.outcome == "reproduced"
+    # Wanda: 1 nat better, less 0.3 for the second of three sources at 60%
+    assert wanda.effect == pytest.approx(-90.0, abs=5) and sgpt.effect == pytest.approx(-100.0, abs=5) and wanda.ci[1] < 0 and sgpt.outcome == "reproduced"
     assert wanda.n_facts == 3 * 40 and set(m.per_task.task) == set(DOMAINS)
 
     v = R.sources(df, s)
@@ -119,8 +128,8 @@ def test_verdicts_on_a_synthetic_frame():
     assert R.doc_counts(df) == [40, 40, 40]
 
     mean, std = R.table(df, s)
-    assert list(mean.index[:2]) == ["magnitude 50%", "sparsegpt 50%"] and mean.columns[0] == "no data"
-    assert mean.loc["magnitude 50%", "no data"] > mean.loc["wanda 50%", a]
+    assert list(mean.index) == ["magnitude 60%", "sparsegpt 60%", "wanda 50%", "wanda 60%", "wanda 2:4"]
+    assert mean.columns[0] == "no data" and mean.loc["magnitude 60%", "no data"] > mean.loc["wanda 60%", a]
 
 
 def test_a_null_frame_is_inconclusive():

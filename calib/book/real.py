@@ -56,15 +56,19 @@ def _setting(x) -> dict:
 
 def real_grid(s: dict) -> dict:
     """Every job of the chapter, from the profile's ``real`` settings: Wanda with every source at
-    every sparsity and pattern (the source headline), the other ``methods`` (SparseGPT) with every
-    source and magnitude (one job, no data) at ``method_sparsity``, one of ``sparsities`` (the
-    methods headline), and Wanda with each source self-generated at ``synthetic_sparsity``,
-    unfiltered and filtered (the synthetic headline)."""
+    each of ``sparsities`` and ``patterns``, and with the ``pair`` at ``trend_sparsity`` (the
+    source headline); the other ``methods`` (SparseGPT) with the pair, and magnitude (one job, no
+    data), at ``method_sparsity``, one of ``sparsities`` (the methods headline); Wanda with each
+    source self-generated at ``synthetic_sparsity``, unfiltered and filtered (the synthetic
+    headline). Seeds are spent where CPU time allows: one SmolLM2 job is about a CPU-minute."""
     r = s["real"]
-    settings_ = [*r["sparsities"], *r["patterns"]]
+    pair = _cal(r, r["pair"], r["seeds"])
     syn = [{**r["synthetic"], "filter_rate": k} for k in r["filter_rates"]]
-    subs = [{"method": "wanda", **_setting(x)} for x in settings_]
-    subs += [{"method": m, "sparsity": r["method_sparsity"]} for m in r["methods"] if m != "wanda"]
+    subs = [{"method": "wanda", **_setting(x)} for x in [*r["sparsities"], *r["patterns"]]]
+    if r["trend_sparsity"] is not None:
+        subs.append({"method": "wanda", "sparsity": r["trend_sparsity"], "calibration": pair})
+    subs += [{"method": m, "sparsity": r["method_sparsity"], "calibration": pair}
+             for m in r["methods"] if m != "wanda"]
     subs.append({"method": "magnitude", "sparsity": r["method_sparsity"],
                  "calibration": {"source": r["sources"][0], "seed": 0}})
     subs.append({"method": "wanda", "sparsity": r["synthetic_sparsity"], "synthetic": syn})
@@ -127,7 +131,7 @@ def table(df: pd.DataFrame, s: dict, column: str = "ppl") -> tuple[pd.DataFrame,
     g = d.groupby(["row", "data"], sort=False)[column].agg(["mean", "std"]).reset_index()
     rows = [f"{m} {setting(x)}" for m, x in
             [("magnitude", r["method_sparsity"]), ("sparsegpt", r["method_sparsity"])]
-            + [("wanda", x) for x in [*r["sparsities"], *r["patterns"]]]]
+            + [("wanda", x) for x in [*sorted({*r["sparsities"], r["trend_sparsity"]} - {None}), *r["patterns"]]]]
     rows = [x for x in rows if x in set(g.row)]
     cols = list(dict.fromkeys(["no data", *r["sources"], *g.data]))
     cols = [c for c in cols if c in set(g.data)]
@@ -156,7 +160,7 @@ def figure(df: pd.DataFrame, s: dict):
     a.set_xticks(range(len(meth)), meth)
     a.set(ylabel="held-out perplexity (mean over domains)", title=f"Methods at {x}", yscale="log")
     a.legend(fontsize=7)
-    order = [setting(v) for v in [*r["sparsities"], *r["patterns"]]]
+    order = [setting(v) for v in sorted({*r["sparsities"], r["trend_sparsity"]} - {None})] + list(r["patterns"])
     w = df[(df.method == "wanda") & ~df.synthetic]
     for src in r["sources"]:
         g = w[w.source == src].groupby("setting").ppl.agg(["mean", "std"]).reindex(order)
@@ -187,12 +191,16 @@ def methods(df: pd.DataFrame, s: dict) -> st.Verdict:
     r = s["real"]
     x = r["method_sparsity"]
     d = df[(df.setting == setting(x)) & ~df.synthetic]
-    d = _magnitude_everywhere(d, r["sources"])
-    parts = [_contrast(d, "method", m, "magnitude", by=["source"], label=f"real_{m}",
-                       claim=f"{m.capitalize() if m == 'wanda' else 'SparseGPT'} minus magnitude at {x:.0%}, "
-                             f"mean over {len(r['sources'])} calibration sources")
-             for m in ("wanda", "sparsegpt") if m in set(d.method)]
-    per = _per_domain(d, "method", "wanda", "magnitude", by=["source"], label="real_wanda")
+    parts = []
+    for m in [m for m in ("wanda", "sparsegpt") if m in set(d.method)]:
+        srcs = list(dict.fromkeys(d[d.method == m].source))   # SparseGPT runs with the pair only
+        dm = _magnitude_everywhere(d[d.method.isin([m, "magnitude"])], srcs)
+        parts.append(_contrast(dm, "method", m, "magnitude", by=["source"], label=f"real_{m}",
+                               claim=f"{'Wanda' if m == 'wanda' else 'SparseGPT'} minus magnitude at {x:.0%}, "
+                                     f"mean over {len(srcs)} calibration sources"))
+    wanda_sources = list(dict.fromkeys(d[d.method == "wanda"].source))
+    dw = _magnitude_everywhere(d[d.method.isin(["wanda", "magnitude"])], wanda_sources)
+    per = _per_domain(dw, "method", "wanda", "magnitude", by=["source"], label="real_wanda")
     return st.combine(parts, claim="Wanda and SparseGPT prune a real model better than magnitude pruning",
                       per_task=per)
 
@@ -206,17 +214,17 @@ def sources(df: pd.DataFrame, s: dict) -> st.Verdict:
     """The calibration source matters, and more at higher sparsity and at 2:4. Headline: the range
     of Wanda's NLL across sources at the highest sparsity against seed and document noise; then
     the range at 2:4, and the growth of the ``pair`` gap (first minus second source, a
-    difference-in-differences) from the lowest to the highest sparsity, both ways decided."""
+    difference-in-differences) from ``trend_sparsity`` to the highest sparsity, both ways decided."""
     r = s["real"]
     w = df[(df.method == "wanda") & ~df.synthetic]
-    top, low = max(r["sparsities"]), min(r["sparsities"])
+    top, low = max(r["sparsities"]), r["trend_sparsity"]
     at = lambda x: w[w.setting == setting(x)]  # noqa: E731
     parts = [_range(at(top), "real_range_top", f"the range across sources at {top:.0%} exceeds noise")]
     for p in r["patterns"]:
         parts.append(_range(at(p), f"real_range_{p}", f"the range across sources at {p} exceeds noise"))
     a, b = r["pair"]
-    un = w[w.pattern == "unstructured"]
-    if un.sparsity.nunique() > 1:
+    un = w[(w.pattern == "unstructured") & w.source.isin([a, b])]
+    if low is not None:
         from dataclasses import replace
         f = st.range_trend(un, a, b, x="sparsity", low=low, high=top, metric=METRIC, direction=DIRECTION,
                            label="real_trend", claim=f"{a} gains on {b} from {low:.0%} to {top:.0%} sparsity")
