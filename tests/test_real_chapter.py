@@ -80,8 +80,9 @@ def _frame(s, effects: dict, seeds=4, docs=40, noise=0.02, rng=0) -> pd.DataFram
         for seed in range(seeds):
             for x in [*r["sparsities"], *r["patterns"]]:
                 job("wanda", x, src, seed)
-            if src in r["pair"]:
+            if src in r["pair"] and r["trend_sparsity"] is not None:
                 job("wanda", r["trend_sparsity"], src, seed)
+            if src in r["pair"] and "sparsegpt" in r["methods"]:
                 job("sparsegpt", r["method_sparsity"], src, seed)
             for k in r["filter_rates"]:
                 job("wanda", r["synthetic_sparsity"], src, seed, True, k)
