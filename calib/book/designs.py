@@ -6,7 +6,7 @@ choice's normalised log-probability), tasks weighted equally, and it depends on 
   generated from which prefixes too): jobs that share a seed share that draw;
 * the evaluation items, which rest on knowledge-base facts: items about one fact succeed or fail
   together, across tasks, so the unit of independence is the fact (``records[...]["fact"]``; a
-  real task's document), not the item.
+  real task's document; for held-out perplexity, the document itself), not the item.
 ``Items`` holds the item layout and the fact clusters; ``item_matrix`` reads the frame; ``cells``
 groups a frame's jobs by arm and stratum; ``Design`` draws the mean of each block of jobs under
 resampled seeds and facts. Pure numpy/pandas; the tests built on these are in ``inference``.
@@ -79,7 +79,8 @@ def item_matrix(df, metric: str = "acc") -> tuple[np.ndarray, Items]:
     first = df.iloc[0]
     if not isinstance(first["records"], dict) or not first["records"]:
         raise CalibError(f"records of job ({describe(first)}) must be a non-empty dict task -> per-item fields")
-    sizes = {t: int(np.size(r.get("acc", []))) for t, r in first["records"].items()}
+    # items counted on the metric itself: a held-out document's NLL has no accuracy beside it
+    sizes = {t: int(np.size(r.get(metric, []))) for t, r in first["records"].items()}
     facts = None
     rows = []
     for _, r in df.iterrows():

@@ -30,7 +30,8 @@ POWER = 0.80          # the power of the minimum detectable effect
 # log-probability normalised over the item's choices (calib.evaluate's records), x 100
 METRICS = {"acc": "accuracy", "logscore": "log-score"}
 UNITS = {"acc": "points", "logscore": "nats×100"}
-NAMES = {**METRICS, "alpaca_ppl": "Alpaca-role perplexity"}  # what a metric is called in text
+NAMES = {**METRICS, "alpaca_ppl": "Alpaca-role perplexity",   # what a metric is called in text
+         "nll_per_token": "held-out NLL per token"}            # the real-model chapter's (calib.book.real)
 PAPER_METRIC = "acc"
 
 

@@ -10,6 +10,7 @@ so every comparison stays paired). Cells that no verdict or figure needs are not
 from __future__ import annotations
 
 from calib.book.profiles import by_role, role
+from calib.book.real import real_grid
 
 SPARSITY = 0.6  # the paper's headline unstructured sparsity: the cells its verdicts compare
 

@@ -422,11 +422,11 @@ def summary(v: st.Verdict, paper: dict | None = None, kind: str = "finding") -> 
     return pd.DataFrame(rows)
 
 
-def headline(v: st.Verdict, kind: str = "finding") -> str:
+def headline(v: st.Verdict, kind: str = "finding", where: str = "In the world") -> str:
     """The chapter's verdict (markdown): the outcome on each metric, never merged, then each part's line."""
     words = OUTCOME_WORDS[kind]
     outcomes = " ".join(f"{_metric_title(m)}: {words[o]}." for m, o in v.outcomes.items())
-    lines = [f"**{outcomes}** In the world: {v.claim}."]
+    lines = [f"**{outcomes}** {where}: {v.claim}."]
     for p in v.parts:
         lines.append(f"- {p.claim} ({p.metric_name}): {p.text()}")
     return "\n".join(lines)
