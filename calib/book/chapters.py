@@ -54,7 +54,7 @@ CHAPTERS: dict[str, Chapter] = {c.name: c for c in [
     Chapter("fig5_mink", "sec5", (G.table2_grid,), "fig5", "fig5"),
     Chapter("beyond", "beyond", (G.table2_grid, G.pruned_generator_grid, G.second_model_grid, G.fig4_grid),
             "pruned_generator"),
-    Chapter("real_model", "real", (G.real_grid,)),
+    Chapter("real_model", "real", (G.real_grid,), "real_model"),
 ]}
 
 

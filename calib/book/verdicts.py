@@ -430,3 +430,10 @@ def headline(v: st.Verdict, kind: str = "finding", where: str = "In the world") 
     for p in v.parts:
         lines.append(f"- {p.claim} ({p.metric_name}): {p.text()}")
     return "\n".join(lines)
+
+
+def real_model(df, s: dict):
+    """The real chapter's headline: on a real pretrained model the calibration source matters, and
+    more at 2:4 and at higher sparsity (calib.book.real.sources; its other two verdicts are there)."""
+    from calib.book import real
+    return real.sources(df, s)
