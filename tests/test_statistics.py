@@ -128,12 +128,13 @@ def test_reproduced_and_contradicted_on_both_metrics():
     assert contrast(df).effect == pytest.approx(df[df.source == "a"].avg.mean() - df[df.source == "b"].avg.mean())
 
 
-def test_inconclusive_when_the_arms_are_the_same_jobs_reshuffled():
-    df = simulate({"a": 0.0}, seeds=6, rng=2)
-    twin = df.copy()
-    twin["source"] = "b"
-    f = V.paired_contrast(pd.concat([df, twin]), "source", "a", "b", n_resamples=FAST)
-    assert f.outcome == "inconclusive" and f.effect == 0 and f.p == 1.0
+def test_a_null_effect_between_different_jobs_is_rarely_decided():
+    """Two arms of different jobs drawn alike (not the same jobs twice, where se = 0 forces p = 1):
+    over 40 frames at 4 seeds, at most 4 contrasts are decided (5% expected), on both metrics."""
+    for m in ("acc", "logscore"):
+        decided = sum(contrast(simulate({"a": 0.0, "b": 0.0}, seeds=4, rng=500 + r), metric=m).outcome != "inconclusive"
+                      for r in range(40))
+        assert decided <= 4, (m, decided)
 
 
 def test_the_log_score_resolves_what_accuracy_cannot():
@@ -144,26 +145,42 @@ def test_the_log_score_resolves_what_accuracy_cannot():
     assert log.outcome == "reproduced" and abs(log.effect / log.detail["se"]) > 2 * abs(acc.effect / acc.detail["se"])
 
 
-def _coverage(make, runs: int, **kw) -> float:
-    hits = 0
-    for r in range(runs):
-        f = make(r)
-        hits += f.ci[0] > 0 or f.ci[1] < 0
-    return hits / runs
+def _rejection_rate(make, runs: int) -> float:
+    """The share of ``runs`` Findings whose CI excludes zero (a false-positive rate under a null)."""
+    return sum(f.ci[0] > 0 or f.ci[1] < 0 for f in map(make, range(runs))) / runs
 
 
-def test_defect_4_two_seeds_get_a_seed_term_with_one_degree_of_freedom():
-    """With 2 seeds and seed noise dominating, a bootstrap over the 2 seeds (3 distinct draws) is
-    far too narrow (the old CI excluded a zero effect in 53% of 60 such runs); the seed term with
-    S - 1 = 1 degree of freedom keeps it near 95% (8.7% of 150 runs: Satterthwaite's df is a little
-    generous when the one-df term happens to come out small; at the world's designs, where the facts
-    dominate, it is not)."""
-    def make(r):
-        df = simulate({"a": 0.0, "b": 0.0}, seeds=2, seed_sd=4.0, shared_sd=0.0, flip=0.0, facts=200, rng=100 + r)
-        return V.paired_contrast(df, "source", "a", "b", n_resamples=99)
-    assert _coverage(make, 80) <= 0.15
-    f = make(0)
+def _bench():
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "bench" / "bench_statistics.py"
+    spec = importlib.util.spec_from_file_location("bench_statistics", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_defect_4_two_seeds_with_seeds_dominating_hold_their_level():
+    """bench/bench_statistics.py, fast: 2 seeds, seeds carrying 80% of the estimate's variance,
+    200 null contrasts. Plain Welch-Satterthwaite pooled the seed term's 1 df into the facts'
+    many and rejected 10% of them here (issue 32); the seed term entered at its upper bound
+    holds 5%. The tolerance, 7.5%, fails the old rule."""
+    b = _bench()
+    assert b.cell(0.8, 2, 0.0, runs=200, resamples=99, start=77_000) <= 0.075
+    f = V.paired_contrast(b.frame(0.8, 2, rng=1), "source", "a", "b", metric="logscore", n_resamples=99)
     assert f.detail["df"] < 3  # the seed term's single degree of freedom dominates
+
+
+def test_coverage_at_a_non_null_effect_and_power_at_the_mde():
+    """At 4 seeds and a true effect of 2 SE the 95% CI covers it in 90-99% of 100 runs; at a
+    true effect equal to the reported MDE, at least 80% of contrasts are decided (70+ of 100: the
+    MDE may err on the large side, with the seed term's df taken low, never on the small)."""
+    b = _bench()
+    assert 0.90 <= 1 - b.cell(0.2, 4, 2.0, runs=100, resamples=99, start=88_000) <= 0.99
+    mde = V.paired_contrast(b.frame(0.2, 4, rng=2), "source", "a", "b", metric="logscore", n_resamples=99).mde
+    found = sum(V.paired_contrast(b.frame(0.2, 4, mde, rng=90_000 + r), "source", "a", "b", metric="logscore",
+                                  n_resamples=99).outcome == "reproduced" for r in range(100))
+    assert found >= 70, (mde, found)
 
 
 def test_defect_5_facts_not_items_are_the_units():
@@ -174,7 +191,7 @@ def test_defect_5_facts_not_items_are_the_units():
         df = simulate({"a": 0.0, "b": 0.0}, seeds=4, seed_sd=0.1, shared_sd=0.0, fact_arm_sd=0.5, flip=0.0,
                       facts=60, per_fact=per_fact, rng=200 + r)
         return V.paired_contrast(df, "source", "a", "b", n_resamples=199)
-    assert _coverage(make, 40) <= 0.12
+    assert _rejection_rate(make, 40) <= 0.12
     df = simulate({"a": 0.0, "b": 0.0}, seeds=4, fact_arm_sd=0.5, flip=0.0, facts=60, per_fact=4, rng=7)
     by_fact = contrast(df)
     as_items = df.assign(records=[{t: {**r, "fact": np.array([f"{t}/{i}" for i in range(len(r["fact"]))])}
@@ -247,20 +264,24 @@ def test_defect_8_independent_streams_and_detectable_effects():
     assert x.effect == y.effect and x.detail["fact_var"] != y.detail["fact_var"]
     assert contrast(df, label="x").detail["fact_var"] == x.detail["fact_var"]  # reproducible
     assert V.stream("x", "acc") != V.stream("x", "logscore")
-    assert x.mde == pytest.approx(x.detail["spread"].mde()) and x.mde > x.half_width
+    assert x.mde == pytest.approx(x.detail["spread"].mde())
 
 
 def test_defect_7_one_rule_for_p_and_ci():
     """Whatever the test, p < 0.05 exactly when the 95% CI excludes zero (the old correlation took
-    its outcome from a bootstrap CI and its p from a permutation test)."""
+    its outcome from a bootstrap CI and its p from a permutation test). For a t-based contrast that
+    holds by construction; what can fail is that p and the CI use the same se and df: the CI at
+    level 1 - p has an endpoint at zero."""
     g = np.random.default_rng(13)
     for r in range(12):
         x = g.normal(size=24)
         y = 0.25 * r / 6 * x + g.normal(size=24)
-        for f in (V.correlation(x, y, n_resamples=499, rng=r), V.mean_difference(x + 0.1 * r, y, n_resamples=499, rng=r),
-                  contrast(simulate({"a": 0.4 * r, "b": 0.0}, seeds=3, rng=r))):
+        for f in (V.correlation(x, y, n_resamples=499, rng=r), V.mean_difference(x + 0.1 * r, y, n_resamples=499, rng=r)):
             assert (f.p < 0.05) == (f.ci[0] > 0 or f.ci[1] < 0), (r, f.p, f.ci)
             assert (f.outcome != "inconclusive") == (f.p < 0.05)
+        f = contrast(simulate({"a": 0.4 * r, "b": 0.0}, seeds=3, rng=r))
+        low, high = f.ci_at(1 - f.p)
+        assert min(abs(low), abs(high)) == pytest.approx(0, abs=1e-6 * (1 + abs(f.effect))), (r, f.p, low, high)
 
 
 def test_defect_6_a_correlation_resamples_cells_not_jobs():
@@ -279,9 +300,11 @@ def test_defect_6_a_correlation_resamples_cells_not_jobs():
 
 
 def test_range_null_no_effect_is_mostly_inconclusive_strong_effect_reproduced():
+    """Four sources alike: at most 6 of 60 range tests decided (5% expected; a 20% false-positive
+    rate passes this with probability 0.005)."""
     four = {"a": 0.0, "b": 0.0, "c": 0.0, "d": 0.0}
-    nulls = [V.range_test(simulate(four, seeds=4, rng=400 + r), n_resamples=299).outcome for r in range(8)]
-    assert nulls.count("reproduced") <= 1
+    nulls = [V.range_test(simulate(four, seeds=4, facts=60, rng=400 + r), n_resamples=199).outcome for r in range(60)]
+    assert nulls.count("inconclusive") >= 54, nulls.count("inconclusive")
     strong = V.range_test(simulate({"a": 10.0, "b": 0.0, "c": 5.0, "d": 0.0}, seeds=4, rng=14), n_resamples=FAST)
     assert strong.outcome == "reproduced" and strong.descriptive_ci and strong.p < 0.05 and strong.measure == "range"
 
