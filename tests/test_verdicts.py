@@ -90,7 +90,9 @@ def test_table2_self_generated_minus_original_averaged_over_sources_and_alpaca()
     alpaca = parts(v, "alpaca_ppl")
     assert len(alpaca) == 1 and alpaca[0].label == "table2_alpaca" and alpaca[0].effect == pytest.approx(-0.12)
     assert alpaca[0].direction == -1 and alpaca[0].outcome == "reproduced"  # lower perplexity, as the paper's
-    assert set(v.outcomes) == {"acc", "logscore", "alpaca_ppl"}
+    # a labelled diagnostic (issue 32): unadjusted, outside the family, no chapter outcome of its own
+    assert alpaca[0].diagnostic and not alpaca[0].adjusted and set(v.outcomes) == {"acc", "logscore"}
+    assert "(diagnostic, not decided)" in V.headline(v) and acc[0].adjusted.startswith("Bonferroni")
 
 
 def test_table3_and_table4_and_fig4_run_on_their_own_frames():
@@ -120,13 +122,14 @@ def test_partly_when_parts_disagree_and_the_summary_says_what_it_would_take():
     t = V.summary(v)
     assert list(t.columns[:6]) == ["comparison", "metric", "effect", "CI", "CI half-width", "MDE (80% power)"]
     owl = t[t.comparison.str.startswith("OWL") & (t.metric == "accuracy")].iloc[0]
-    assert owl["outcome"].startswith("Inconclusive (p = ") and "Holm" in owl["outcome"]
+    assert owl["outcome"].startswith("Inconclusive (p = ") and "Bonferroni" in owl["outcome"]
     assert owl["paper"] == pytest.approx(V.paper_effects()["table2_owl"])
     assert owl["MDE (80% power)"] > owl["CI half-width"] > 0
     # 4 seeds x 150 items per task cannot reach ±0.5: the table says what would
     assert "seeds x" in owl["for ±0.5 points it would take"] and "items per task" in owl["for ±0.5 points it would take"]
     text = V.headline(v)
     assert text.startswith("**Accuracy (the paper's measure): Partly reproduced. Log-score: ")
+    assert " on the log-score." in text.split("**")[1]  # never a bare outcome off the primary metric
     assert t[t.metric == "log-score"].paper.eq("").all()  # the paper's effects are accuracies
 
 
@@ -181,7 +184,7 @@ def test_the_verdict_table_groups_each_comparison_and_keeps_numbers_on_one_line(
     # numbers sit in one-line cells, signed where they are effects; the paper's words go to the heading
     nums = re.findall(r'<td class="num">(.*?)</td>', html)
     assert len(nums) == 5 * len(t) and "+2.25" in nums and "white-space:nowrap" in html
-    assert "paper: best at 10-20% &lt;said&gt;" in html and '<span class="level">' in html  # Holm's levels
+    assert "paper: best at 10-20% &lt;said&gt;" in html and '<span class="level">' in html  # adjusted levels
     assert "<td>Alpaca-role perplexity</td>" in html and "<b>Inconclusive</b>" in html
 
 

@@ -45,7 +45,8 @@ def report(verdict, kind: str = "finding", paper: dict | None = None):
     display(Markdown(verdicts.headline(verdict, kind)))
     t = verdicts.summary(verdict, paper, kind)
     display(HTML(verdict_table(t, "Verdict: effects with 95% CIs over calibration seeds and the facts the "
-                                  "evaluation items rest on (where a level is shown, the Holm-adjusted one); ±: the "
+                                  "evaluation items rest on (where a level is shown, the Bonferroni-adjusted one, "
+                                  "simultaneous over the chapter's parts); ±: the "
                                   "CI's half-width; MDE: the smallest effect the design finds with 80% power; "
                                   "paper: the paper's effect")))
     if verdict.per_task is not None:

@@ -105,7 +105,7 @@ def forest(per_task, title: str = ""):
 def synthetic_gain(cells, verdict=None, labels: dict | None = None):
     """Table 2's claim at a glance: self-generated minus original data for each source, one row of
     panels per method and one column per metric, each effect with its 95% CI; a diamond for the
-    verdict's mean over sources (its CI, Holm-widened for a secondary part) and, for accuracy, a
+    verdict's mean over sources (its CI, widened by the chapter's Bonferroni family) and, for accuracy, a
     black ring for the paper's Δ on DCLM-7B. Each panel has its own x scale, so that one method's
     wide CIs (2 seeds: a t with one degree of freedom) do not flatten another's. ``cells``:
     ``verdicts.table2_cells``; ``verdict``: ``verdicts.table2``; ``labels``: method -> the verdict

@@ -78,9 +78,10 @@ class Spread:
     def half_width(self, level: float = LEVEL) -> float:
         return float(stats.t.ppf(1 - (1 - level) / 2, self.df) * self.se)
 
-    def mde(self) -> float:
-        """The smallest true effect a two-sided test at ALPHA finds with probability POWER."""
-        return float((stats.t.ppf(1 - ALPHA / 2, self.df) + stats.t.ppf(POWER, self.df)) * self.se)
+    def mde(self, alpha: float = ALPHA) -> float:
+        """The smallest true effect a two-sided test at ``alpha`` finds with probability POWER (at
+        least: with the seed term's df taken low it errs on the large side)."""
+        return float((stats.t.ppf(1 - alpha / 2, self.df) + stats.t.ppf(POWER, self.df)) * self.se)
 
     def as_dict(self) -> dict:
         return {"se": self.se, "df": self.df, "seed_var": sum(self.seed_var), "fact_var": self.fact_var}
@@ -158,9 +159,11 @@ def paired_contrast(df, arm: str, a, b, *, by=(), weights: dict | None = None, s
     w = items.weights
     effect = float(sum(d.mean(axis=0) for d in groups) @ w)
     spread = _spread(groups, items, w, n_resamples, stream(label + (task or ""), metric, rng))
+    single = [] if paired else [v for v, n in zip((a, b), n_seeds) if n == 1]
+    note = {"note": f"{arm} {single[0]!r} has one seed: its seed noise is not in the CI"} if single else {}
     return _t_finding(effect, spread, direction, n_seeds=n_seeds, n_items=items.n_items, n_facts=items.n_facts,
                       claim=claim, label=label, metric=metric, unit=UNITS.get(metric, ""),
-                      detail={"paired": paired})
+                      detail={"paired": paired, **note})
 
 
 def per_task(df, arm: str, a, b, metrics=("acc", "logscore"), **kw) -> pd.DataFrame:
@@ -178,7 +181,8 @@ def per_task(df, arm: str, a, b, metrics=("acc", "logscore"), **kw) -> pd.DataFr
 
 
 def job_contrast(df, arm: str, a, b, column: str, *, by=(), weights: dict | None = None, seed_column: str = "seed",
-                 claim: str = "", direction: int = 1, label: str = "", unit: str = "") -> Finding:
+                 claim: str = "", direction: int = 1, label: str = "", unit: str = "",
+                 diagnostic: bool = False) -> Finding:
     """A per-job measure ``column`` (e.g. Alpaca perplexity, on one fixed set of texts) of
     ``arm == a`` minus ``arm == b``, paired by seed within strata as ``paired_contrast``; its
     variance is the seeds' alone (the texts are held fixed), with S - 1 degrees of freedom."""
@@ -189,7 +193,7 @@ def job_contrast(df, arm: str, a, b, column: str, *, by=(), weights: dict | None
     seed_var = [float(np.var(g[:, 0], ddof=1) / g.shape[0]) for g in groups if g.shape[0] > 1]
     spread = Spread(seed_var, [g.shape[0] for g in groups if g.shape[0] > 1], 0.0, 2)
     return _t_finding(effect, spread, direction, n_seeds=n_seeds, claim=claim, label=label, metric=column,
-                      unit=unit, detail={"paired": paired})
+                      unit=unit, diagnostic=diagnostic, detail={"paired": paired})
 
 
 def range_trend(df, a, b, *, x: str = "sparsity", low=None, high=None, group: str = "source",

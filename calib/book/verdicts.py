@@ -5,16 +5,17 @@ a ``Verdict`` whose parts come in pairs, the paper's accuracy and the gold choic
 each part, so a chapter prints what it found next to what the paper found and what its design
 could detect. The headline's effect per task rides along (``Verdict.per_task``: the forest plot).
 
-A part's outcome is "reproduced" or "contradicted" only when its 95% CI excludes zero (Holm-
-adjusted for a chapter's secondary parts); otherwise "inconclusive". The two metrics are decided
-apart, never merged. Nothing here plots or formats beyond one line of text.
+A part's outcome is "reproduced" or "contradicted" only when its CI excludes zero, Bonferroni-
+adjusted over every part of the chapter on both metrics (``finding``); otherwise "inconclusive".
+The two metrics are reported apart, never merged; which one is a chapter's primary, and which
+headlines share jobs, is ``claims.CLAIMS``, written before the data. Nothing here plots or formats beyond one line of text.
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from calib.book import published
+from calib.book import claims, published
 from calib.book import statistics as st
 from calib.book.profiles import METHOD_NAMES, by_role, label, role
 
@@ -219,8 +220,9 @@ def table1(df, s: dict) -> st.Verdict:
 def table2(df, s: dict) -> st.Verdict:
     """Tables 2, 5-7: self-generated data beats the original data. Headline: self-generated
     minus original, Wanda at 60%, averaged over the sources; then DSnoT, OWL, the pretraining-role
-    source alone (the paper: +0.3-0.7 even there), and the paper's language-modelling column,
-    Alpaca(-role) perplexity (lower is better)."""
+    source alone (the paper: +0.3-0.7 even there); and, as a labelled diagnostic outside the
+    family and without an outcome, the paper's language-modelling column, Alpaca(-role) perplexity
+    (lower is better)."""
     d = df[df.setting == "60%"]
     wd = _wanda(d)
     head, h = _headline(wd, "synthetic", True, False, by=["source"], label="table2",
@@ -236,7 +238,7 @@ def table2(df, s: dict) -> st.Verdict:
     if wd.alpaca_ppl.notna().all():
         parts.append(st.job_contrast(_shared_seeds(wd, "synthetic", True, False, ["source"]), "synthetic", True, False,
                                      "alpaca_ppl", by=["source"], direction=-1, label="table2_alpaca",
-                                     unit="perplexity",
+                                     unit="perplexity", diagnostic=True,
                                      claim="Wanda at 60%: Alpaca-role perplexity, self-generated minus original "
                                            "(lower is better; the texts held fixed)"))
     return _verdict(parts, "self-generated calibration data beats the original data", h)
@@ -335,7 +337,7 @@ def table4(df, s: dict) -> st.Verdict:
 def fig5(scores: pd.DataFrame, synthetic_label: str) -> st.Verdict:
     """Fig. 5: self-generated text scores higher Min-50%++ than every other source. ``scores``:
     one line per window with columns ``data`` and ``score``; one part per other source (the
-    first is the headline, the others Holm-adjusted)."""
+    first is the headline, the others in its Bonferroni family)."""
     syn = scores.loc[scores.data == synthetic_label, "score"].to_numpy()
     parts = [st.mean_difference(syn, scores.loc[scores.data == other, "score"].to_numpy(), metric="Min-50%++",
                                 label="fig5", claim=f"Min-50%++ of self-generated minus {other} windows")
@@ -416,16 +418,36 @@ def summary(v: st.Verdict, paper: dict | None = None, kind: str = "finding") -> 
                      "effect": p.effect, "CI": f"{lvl}[{ci[0]:+.2f}, {ci[1]:+.2f}]", "CI half-width": hw,
                      "MDE (80% power)": p.mde, "n": p.n_text(),
                      "paper": paper.get(p.label, "") if on_paper else "",
-                     "outcome": words[p.outcome] + (f" ({p.p_text()})" if p.p is not None else ""),
+                     "outcome": ("Diagnostic, not decided: " if p.diagnostic else "") + words[p.outcome]
+                                + (f" ({p.p_text()})" if p.p is not None else ""),
                      f"for ±{TARGET} points it would take": takes})
     return pd.DataFrame(rows)
 
 
-def headline(v: st.Verdict, kind: str = "finding") -> str:
-    """The chapter's verdict (markdown): the outcome on each metric, never merged, then each part's line."""
+def headline(v: st.Verdict, kind: str = "finding", chapter: str | None = None) -> str:
+    """The chapter's verdict (markdown): the outcome on each metric, never merged, then each part's
+    line. Off the chapter's primary metric (``claims.CLAIMS``) an outcome names its metric:
+    "Reproduced on the log-score"."""
     words = OUTCOME_WORDS[kind]
-    outcomes = " ".join(f"{_metric_title(m)}: {words[o]}." for m, o in v.outcomes.items())
-    lines = [f"**{outcomes}** In the world: {v.claim}."]
+    out = []
+    for m, o in v.outcomes.items():
+        w = words[o]
+        said = claims.outcome_text(chapter, m, w)
+        out.append(f"{_metric_title(m)}: {said}.")
+    lines = [f"**{' '.join(out)}** In the world: {v.claim}."]
     for p in v.parts:
-        lines.append(f"- {p.claim} ({p.metric_name}): {p.text()}")
+        tag = " (diagnostic, not decided)" if p.diagnostic else ""
+        lines.append(f"- {p.claim} ({p.metric_name}){tag}: {p.text()}")
     return "\n".join(lines)
+
+
+def without_task(df, task: str = claims.SENSITIVITY_TASK) -> pd.DataFrame:
+    """The frame with ``task``'s items dropped from every job (and ``avg`` recomputed over the rest):
+    the sensitivity variant each headline is shown under (``claims``)."""
+    def drop(rec):
+        return {t: r for t, r in rec.items() if t != task} if isinstance(rec, dict) else rec
+    out = df.assign(records=[drop(r) for r in df["records"]])
+    if "avg" in out:
+        out["avg"] = [100 * float(np.mean([np.mean(r["acc"]) for r in rec.values()])) if isinstance(rec, dict) and rec
+                      else np.nan for rec in out["records"]]
+    return out
