@@ -64,7 +64,11 @@ def test_fig1_second_part_pairs_on_the_shared_seeds():
     df = pd.concat([frame(SOURCES_60(0.15), seeds=4), frame([({"method": "owl", "source": WIKI}, 0.65)], seeds=2)])
     v = V.fig1(df, S)
     assert [p.label for p in parts(v)] == ["fig1", "fig1_data_vs_method"]
-    assert parts(v)[1].n_seeds == 2 and parts(v)[1].outcome == "reproduced"  # 0.75 vs 0.65
+    second = parts(v)[1]
+    assert second.n_seeds == 2 and second.effect == pytest.approx(10, abs=2)  # 0.75 vs 0.65
+    # two shared seeds leave the seed term 1 df; in a Bonferroni family of 4 parts the critical t
+    # is ~51, so +10 points is not decided (it was, at 95% with Satterthwaite's df: issue 32)
+    assert second.detail["df"] < 2 and second.level == pytest.approx(0.9875) and second.outcome == "inconclusive"
 
 
 def test_fig2_range_against_noise_and_the_trend():

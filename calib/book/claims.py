@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 SENSITIVITY_TASK = "world_mmlu"    # the task dropped in every headline's sensitivity verdict
 SECONDARY = ("logscore",)          # per-item metrics shown beside the primary, in the chapter's family
+SHORT_PREFIXES = (1, 2, 4)         # Fig. 4's headline arm: the paper's best prefix lengths (Sec. 6.2)
+TABLE4_RATE = 20                   # Table 4's headline arm: the paper's filter rate
 
 
 @dataclass(frozen=True)
@@ -97,4 +99,4 @@ def independent(chapters=None) -> list[list[str]]:
     return list(groups.values())
 
 
-__all__ = ["CLAIMS", "Claim", "SECONDARY", "SENSITIVITY_TASK", "claim", "independent", "outcome_text"]
+__all__ = ["CLAIMS", "Claim", "SECONDARY", "SENSITIVITY_TASK", "SHORT_PREFIXES", "TABLE4_RATE", "claim", "independent", "outcome_text"]

@@ -19,7 +19,7 @@ from calib.book import claims, published
 from calib.book import statistics as st
 from calib.book.profiles import METHOD_NAMES, by_role, label, role
 
-SHORT_PREFIXES = (1, 2, 4)  # the paper's best prefix lengths (Sec. 6.2)
+SHORT_PREFIXES = claims.SHORT_PREFIXES  # the paper's best prefix lengths (Sec. 6.2)
 TARGET = 0.5  # the accuracy half-width (points) a headline should reach to resolve the paper's smaller effects
 METRICS = tuple(st.METRICS)  # accuracy (the paper's), then the log-score
 
@@ -319,7 +319,7 @@ def table4(df, s: dict) -> st.Verdict:
     """Table 4: filtering the highest-perplexity texts helps a little. Headline: self-generated
     (the paper's 20% filter) minus the original data; then filtered at 10-20% minus unfiltered."""
     w = _wanda(df, "60%")
-    syn20 = w[w.synthetic & (w.filter_rate == 20)]
+    syn20 = w[w.synthetic & (w.filter_rate == claims.TABLE4_RATE)]
     head, h = _headline(_stack(w, {"syn": syn20, "original": w[~w.synthetic]}), "arm", "syn", "original",
                         by=["source"], label="table4", claim="self-generated (20% filtered) minus the original data")
     parts = [head]
