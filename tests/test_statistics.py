@@ -216,6 +216,16 @@ def test_what_it_would_take_is_capped_by_the_facts():
     assert V.needed(V.Spread([0.01], [4], 0.01, 1000), 4, 500, 0.5, fact_pool=1400).seeds == 4
 
 
+def test_what_it_would_take_counts_draws_with_replacement():
+    """Items on 700 of a pool's 1,400 facts, a target that needs 1.5x the facts: drawn with
+    replacement, 500 items per task must become 1,000, not 750 (issue 32: it assumed proportion)."""
+    spread = V.Spread([0.0], [4], 1.0, 700)
+    target = spread.scaled(facts=1050).half_width() + 1e-9
+    free, pool = V.needed(spread, 4, 500, target), V.needed(spread, 4, 500, target, fact_pool=1400)
+    assert free.facts == pool.facts == 1050 and free.items_per_task == 750
+    assert pool.items_per_task == 1000
+
+
 def test_pairing_by_seed_narrows_the_ci_when_seed_noise_is_shared():
     df = simulate({"a": 3.0, "b": 0.0}, shared_sd=3.0, seed_sd=0.2, rng=5)
     paired = contrast(df)
