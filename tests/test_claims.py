@@ -44,3 +44,17 @@ def test_without_task_drops_the_mmlu_format_items_and_recomputes_avg():
     out = V.without_task(df)
     assert list(out.records[0]) == ["world_boolq"] and out.avg[0] == pytest.approx(75.0)
     assert list(df.records[0]) == ["world_boolq", "world_mmlu"] and df.avg[0] == 37.5  # its input is left alone
+
+
+def test_findings_table_says_the_metric_and_counts_shared_evidence_once():
+    from calib.book import statistics as st
+    def verdict(acc, log):
+        parts = [st.Finding(acc, effect=1.0, ci=(0.2, 1.8), p=0.01 if acc != "inconclusive" else 0.4, metric="acc"),
+                 st.Finding(log, effect=9.0, ci=(3.0, 15.0), p=0.001, metric="logscore", unit="nats×100")]
+        return st.Verdict(claim="c", parts=tuple(parts), outcomes={"acc": acc, "logscore": log})
+    md = V.findings_table({"fig4_prefix": (verdict("inconclusive", "reproduced"), verdict("inconclusive", "inconclusive")),
+                           "table4_filter": (verdict("reproduced", "reproduced"), None)})
+    row = next(line for line in md.splitlines() if line.startswith("| fig4_prefix"))
+    assert "| accuracy | inconclusive: +1.00 points [+0.20, +1.80] | reproduced on the log-score: +9.00" in row
+    assert row.endswith("| inconclusive | table4_filter |")
+    assert "2 headlines, 1 independent pieces of evidence" in md

@@ -12,7 +12,6 @@ P: the items needed grow faster than the facts, without bound as F nears P (``dr
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass
 
 from calib.book.inference import Spread
