@@ -350,3 +350,23 @@ def test_clear_errors_for_bad_frames():
         V.paired_contrast(moved, "source", "a", "b")
     with pytest.raises(CalibError, match="needs 4\\+ cells"):
         V.correlation(np.arange(6.0), np.arange(6.0) ** 2, [0, 0, 1, 1, 2, 2])
+
+
+def test_equivalence_and_non_inferiority_with_a_stated_margin():
+    """Fig. 3 and Table 3 claim "does not close" and "matches or exceeds": a zero effect with a
+    tight CI is equivalent within ±2 and non-inferior at margin 2, where a superiority test says
+    inconclusive; a clearly negative effect is contradicted; a wide CI stays inconclusive."""
+    from calib.book.inference import _t_finding
+    tight, wide = V.Spread([0.0], [4], 0.25, 1000), V.Spread([0.0], [4], 9.0, 1000)
+    zero = _t_finding(0.1, tight, 1)
+    assert zero.outcome == "inconclusive"
+    eq, ni = V.margin_test(zero, 2.0, "equivalence"), V.margin_test(zero, 2.0, "non-inferiority")
+    assert eq.outcome == ni.outcome == "reproduced" and eq.level == pytest.approx(0.90)
+    assert -2 < eq.ci[0] and eq.ci[1] < 2 and eq.p == pytest.approx(max(
+        V.margin_test(_t_finding(0.1, tight, 1), 2.0, "non-inferiority").p, eq.p))
+    assert V.margin_test(_t_finding(-4.0, tight, 1), 2.0, "non-inferiority").outcome == "contradicted"
+    assert V.margin_test(_t_finding(4.0, tight, 1), 2.0, "equivalence").outcome == "contradicted"
+    assert V.margin_test(_t_finding(0.1, wide, 1), 2.0, "equivalence").outcome == "inconclusive"
+    assert "(equivalence, margin ±2 points)" in eq.claim
+    with pytest.raises(CalibError, match="unknown kind 'superior'"):
+        V.margin_test(zero, 2.0, "superior")

@@ -81,6 +81,7 @@ def test_fig2_range_against_noise_and_the_trend():
     assert acc[0].p_raw < 0.05 and acc[0].adjusted == "Bonferroni, 4 parts"
     assert (acc[0].outcome == "reproduced") == (acc[0].p < 0.05)
     assert parts(v, "logscore")[0].outcome == "reproduced"
+    assert "Fig. 1's contrast" in v.per_task.attrs["claim"]  # the forest plot is titled by what it shows
     assert acc[1].label == "fig2_trend" and acc[1].outcome == "reproduced"
     flat = frame([({"source": x}, 0.6) for x in (PRE, WIKI, WEB, MIXED)])
     assert parts(V.fig2(flat, S))[0].outcome == "inconclusive"

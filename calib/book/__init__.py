@@ -52,7 +52,8 @@ def report(verdict, kind: str = "finding", paper: dict | None = None):
     if verdict.per_task is not None:
         import matplotlib.pyplot as plt
         from calib.book.figures import forest
-        forest(verdict.per_task, f"The headline per task: {verdict.parts[0].claim} (95% CIs; green: excludes 0)")
+        shown = verdict.per_task.attrs.get("claim") or verdict.parts[0].claim
+        forest(verdict.per_task, f"Per task: {shown} (95% CIs, not adjusted across tasks; green: excludes 0)")
         plt.show()
 
 

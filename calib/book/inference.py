@@ -99,6 +99,30 @@ def _t_finding(effect: float, spread: Spread, direction: int, **kw) -> Finding:
                    detail={**kw.pop("detail", {}), **spread.as_dict(), "spread": spread}, **kw)
 
 
+def margin_test(f: Finding, margin: float, kind: str) -> Finding:
+    """A t-based contrast ``f`` tested as the paper's claim reads (issue 32): "non-inferiority" (the
+    effect, on the paper's side, is above -margin: one one-sided t test) or "equivalence" (it lies
+    within ±margin: two one-sided tests, TOST; p the larger). Reproduced when p < ALPHA, which is
+    exactly when the 1 - 2 ALPHA CI (shown, 90%) clears the margin; contradicted when that CI lies
+    wholly on the wrong side of it; else inconclusive. The margin is in the metric's unit."""
+    check_choice("kind", kind, ("non-inferiority", "equivalence"))
+    spread = f.detail["spread"]
+    se, df, d = spread.se, spread.df, f.direction * f.effect
+    lo = float(stats.t.sf((d + margin) / se, df))                 # H0: d <= -margin
+    if kind == "non-inferiority":
+        p, wrong = lo, float(stats.t.cdf((d + margin) / se, df))   # wrong: d >= -margin rejected
+    else:
+        hi = float(stats.t.cdf((d - margin) / se, df))             # H0: d >= margin
+        p = max(lo, hi)
+        wrong = min(float(stats.t.cdf((d + margin) / se, df)), float(stats.t.sf((d - margin) / se, df)))
+    outcome = "reproduced" if p < ALPHA else "contradicted" if wrong < ALPHA else "inconclusive"
+    ci_at = (lambda level: f.ci_at(2 * level - 1)) if f.ci_at is not None else None  # noqa: E731
+    return Finding(outcome=outcome, effect=f.effect, ci=ci_at(LEVEL) if ci_at else f.ci, level=1 - 2 * ALPHA, p=p,
+                   mde=None, metric=f.metric, n_seeds=f.n_seeds, n_items=f.n_items, n_facts=f.n_facts,
+                   claim=f"{f.claim} ({kind}, margin ±{margin:g} {f.unit})", direction=f.direction, label=f.label,
+                   unit=f.unit, ci_at=ci_at, detail={**f.detail, "margin": margin, "kind": kind})
+
+
 # ------------------------------------------------------------------ contrasts
 def _groups(df, arm, a, b, by, weights, seed_column, metric, column=None):
     """The cells grouped by seed set, each pre-combined into one signed [seed, item] difference
@@ -217,4 +241,4 @@ def range_trend(df, a, b, *, x: str = "sparsity", low=None, high=None, group: st
                            seed_column=seed_column, claim=claim, label=label, **kw)
 
 
-__all__ = ["N_RESAMPLES", "RNG", "SEED_DF_QUANTILE", "Spread", "job_contrast", "paired_contrast", "per_task", "range_trend", "stream"]
+__all__ = ["N_RESAMPLES", "RNG", "SEED_DF_QUANTILE", "Spread", "job_contrast", "margin_test", "paired_contrast", "per_task", "range_trend", "stream"]

@@ -16,12 +16,15 @@ from calib.book.finding import (
     adjust, chapter_outcome, combine, holm, outcome_of,
 )
 from calib.book.comparisons import correlation, mean_difference, range_test
-from calib.book.inference import N_RESAMPLES, RNG, Spread, job_contrast, paired_contrast, per_task, range_trend, stream
+from calib.book.inference import (
+    N_RESAMPLES, RNG, Spread, job_contrast, margin_test, paired_contrast, per_task, range_trend, stream,
+)
 from calib.book.power import Need, needed
 
 __all__ = [
     "PARAMETERS", "Design", "Items", "item_matrix", "ALPHA", "CHAPTER_OUTCOMES", "LEVEL", "METRICS", "NAMES", "OUTCOMES",
     "PAPER_METRIC", "POWER", "UNITS", "Finding", "Verdict", "adjust", "chapter_outcome", "combine", "holm", "outcome_of",
-    "N_RESAMPLES", "RNG", "Spread", "correlation", "job_contrast", "mean_difference", "paired_contrast", "per_task",
+    "N_RESAMPLES", "RNG", "Spread", "correlation", "job_contrast", "margin_test",
+    "mean_difference", "paired_contrast", "per_task",
     "range_test", "range_trend", "stream", "Need", "needed",
 ]
