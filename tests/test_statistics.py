@@ -370,3 +370,22 @@ def test_equivalence_and_non_inferiority_with_a_stated_margin():
     assert "(equivalence, margin ±2 points)" in eq.claim
     with pytest.raises(CalibError, match="unknown kind 'superior'"):
         V.margin_test(zero, 2.0, "superior")
+
+
+def test_items_are_clustered_by_every_fact_they_rest_on():
+    """A two-hop item names both hops ("a|b"): items that share either hop fall in one cluster
+    (issue 32: clustered by the first hop only, dependence through the second crossed clusters).
+    Rows with one fact per item cluster as before, and a job recorded before (first hops only)
+    still pairs with one recorded after."""
+    from calib.book.designs import fact_clusters
+    codes, n = fact_clusters(np.array(["a|b", "c|b", "d", "e|f", "f", "a"], dtype=object))
+    assert n == 3 and codes[0] == codes[1] == codes[5] and codes[3] == codes[4] != codes[2]
+    assert fact_clusters(np.array(["x", "y", "x"], dtype=object))[1] == 2
+    df = simulate({"a": 1.0, "b": 0.0}, seeds=3, facts=30, rng=21)
+    def hop(f):   # f0|f1, f2|f3, ...: even facts' items also rest on the next fact
+        i = int(f[1:])
+        return f"{f}|f{i + 1}" if i % 2 == 0 else f
+    two = {t: {**r, "fact": np.array([hop(f) for f in r["fact"]], dtype=object)} for t, r in df.records[1].items()}
+    mixed = df.assign(records=[two if i == 1 else r for i, r in enumerate(df.records)])  # one job with both hops
+    f = contrast(mixed)
+    assert contrast(df).n_facts == 30 and f.n_facts == 15 and f.effect == pytest.approx(contrast(df).effect)
