@@ -116,7 +116,7 @@ class Finding:
         out += f", {self.p_text()}" if self.p is not None else ""
         out += f", n = {self.n_text()}"
         if self.null95 is not None:
-            out += f" (noise-only null: 95th percentile {self.null95:.2f})"
+            out += f" (noise-only null: 97.5th percentile {self.null95:.2f})"
         if self.detail.get("note"):
             out += f" ({self.detail['note']})"
         if self.outcome == "inconclusive":
