@@ -58,3 +58,18 @@ def test_findings_table_says_the_metric_and_counts_shared_evidence_once():
     assert "| accuracy | inconclusive: +1.00 points [+0.20, +1.80] | reproduced on the log-score: +9.00" in row
     assert row.endswith("| inconclusive | table4_filter |")
     assert "2 headlines, 1 independent pieces of evidence" in md
+
+
+def test_findings_forest_draws_every_headline_on_its_primary_metric():
+    import matplotlib
+    matplotlib.use("Agg")
+    from calib.book import figures
+    from calib.book import statistics as st
+    acc = st.Finding("reproduced", effect=1.0, ci=(0.2, 1.8), p=0.01, metric="acc")
+    mink = st.Finding("inconclusive", effect=0.1, ci=(-0.2, 0.4), p=0.5, metric="Min-50%++", unit="")
+    fig = figures.findings_forest({
+        "fig1_methods": st.Verdict("c", (acc,), {"acc": "reproduced"}),
+        "fig5_mink": (st.Verdict("c", (mink,), {"Min-50%++": "inconclusive"}), None)})
+    labels = [ax.get_yticklabels()[0].get_text() for ax in fig.axes]
+    assert labels == ["fig1_methods: reproduced", "fig5_mink: inconclusive"]
+    assert fig.axes[1].get_xlabel().startswith("Min-50%++")
