@@ -73,3 +73,12 @@ def test_findings_forest_draws_every_headline_on_its_primary_metric():
     labels = [ax.get_yticklabels()[0].get_text() for ax in fig.axes]
     assert labels == ["fig1_methods: reproduced", "fig5_mink: inconclusive"]
     assert fig.axes[1].get_xlabel().startswith("Min-50%++")
+
+
+def test_a_headline_that_shares_jobs_says_so():
+    from calib.book import statistics as st
+    v = st.Verdict("c", (st.Finding("reproduced", effect=1.0, ci=(0.2, 1.8), p=0.01, metric="logscore"),),
+                   {"logscore": "reproduced"})
+    text = V.headline(v, chapter="table4_filter")
+    assert "Reproduced on the log-score." in text and "Shares its jobs with fig4_prefix" in text
+    assert "Shares" not in V.headline(v, chapter="table1_similarity")

@@ -445,6 +445,9 @@ def headline(v: st.Verdict, kind: str = "finding", chapter: str | None = None) -
         said = claims.outcome_text(chapter, m, w)
         out.append(f"{_metric_title(m)}: {said}.")
     lines = [f"**{' '.join(out)}** In the world: {v.claim}."]
+    shared = claims.CLAIMS[chapter].shares_with if chapter in claims.CLAIMS else ()
+    if shared:
+        lines[0] += f" Shares its jobs with {', '.join(shared)}: one piece of evidence with it, not two."
     for p in v.parts:
         tag = " (diagnostic, not decided)" if p.diagnostic else ""
         lines.append(f"- {p.claim} ({p.metric_name}){tag}: {p.text()}")
