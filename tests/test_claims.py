@@ -77,7 +77,7 @@ def test_findings_forest_draws_every_headline_on_its_primary_metric():
 
 def test_a_headline_that_shares_jobs_says_so():
     from calib.book import statistics as st
-    v = st.Verdict("c", (st.Finding("reproduced", effect=1.0, ci=(0.2, 1.8), p=0.01, metric="logscore"),),
+    v = st.Verdict("c", (st.Finding("reproduced", effect=1.0, ci=(0.2, 1.8), p=0.01, metric="logscore", n_seeds=4),),
                    {"logscore": "reproduced"})
     text = V.headline(v, chapter="table4_filter")
     assert "Reproduced on the log-score." in text and "Shares its jobs with fig4_prefix" in text
