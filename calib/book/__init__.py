@@ -48,16 +48,18 @@ def report(verdict, kind: str = "finding", paper: dict | None = None, where: str
     the headline's effect per task for both metrics (a forest plot), where it was computed."""
     from IPython.display import Markdown, display
     from IPython.display import HTML
-    display(Markdown(verdicts.headline(verdict, kind, where)))
+    display(Markdown(verdicts.headline(verdict, kind, where=where)))
     t = verdicts.summary(verdict, paper, kind)
     display(HTML(verdict_table(t, "Verdict: effects with 95% CIs over calibration seeds and the facts the "
-                                  "evaluation items rest on (where a level is shown, the Holm-adjusted one); ±: the "
+                                  "evaluation items rest on (where a level is shown, the Bonferroni-adjusted one, "
+                                  "simultaneous over the chapter's parts); ±: the "
                                   "CI's half-width; MDE: the smallest effect the design finds with 80% power; "
                                   "paper: the paper's effect")))
     if verdict.per_task is not None:
         import matplotlib.pyplot as plt
         from calib.book.figures import forest
-        forest(verdict.per_task, f"The headline per task: {verdict.parts[0].claim} (95% CIs; green: excludes 0)")
+        shown = verdict.per_task.attrs.get("claim") or verdict.parts[0].claim
+        forest(verdict.per_task, f"Per task: {shown} (95% CIs, not adjusted across tasks; green: excludes 0)")
         plt.show()
 
 

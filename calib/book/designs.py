@@ -106,12 +106,17 @@ def item_matrix(df, metric: str = "acc") -> tuple[np.ndarray, Items]:
         if facts is None:
             facts = f
         elif not np.array_equal(f, facts):
+            if np.array_equal(_first_hops(f), _first_hops(facts)):   # a row recorded with fewer hops
+                facts = np.array(["|".join(dict.fromkeys(str(a).split("|") + str(b).split("|")))
+                                  for a, b in zip(facts, f)], dtype=object)
+                rows.append(np.concatenate(cols))
+                continue
             raise CalibError(f"job ({describe(r)}) rests on other facts than the first job: every job must "
                              f"be scored on the same items")
         rows.append(np.concatenate(cols))
     x = np.vstack(rows) * SCALE
-    uniq, codes = np.unique(facts, return_inverse=True)
-    items = Items(sizes, codes.astype(np.int64), len(uniq))
+    codes, n_clusters = fact_clusters(facts)
+    items = Items(sizes, codes, n_clusters)
     if metric == "acc" and "avg" in df.columns:   # the effect must equal the difference of the avg the tables show
         avg = x @ items.weights
         given = df["avg"].to_numpy(dtype=float)
@@ -120,6 +125,33 @@ def item_matrix(df, metric: str = "acc") -> tuple[np.ndarray, Items]:
             raise CalibError(f"job ({describe(df.iloc[bad[0]])}) has avg {given[bad[0]]:.6f} but its items "
                              f"average {avg[bad[0]]:.6f} (mean over tasks of item accuracy x 100)")
     return x, items
+
+
+def _first_hops(facts: np.ndarray) -> np.ndarray:
+    return np.array([str(f).split("|")[0] for f in facts], dtype=object)
+
+
+def fact_clusters(facts) -> tuple[np.ndarray, int]:
+    """Items -> clusters of connected facts, and their number. An item's ``fact`` may name several
+    facts joined by "|" (a two-hop item rests on both hops); items sharing any fact fall in one
+    cluster (a union-find over facts), so the bootstrap resamples every fact an item rests on with
+    it. A single fact per item (rows evaluated before) gives one cluster per fact, as before."""
+    parent: dict[str, str] = {}
+
+    def root(a: str) -> str:
+        while parent.setdefault(a, a) != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+    hops = [str(f).split("|") for f in facts]
+    for fs in hops:
+        for other in fs[1:]:
+            ra, rb = root(fs[0]), root(other)
+            if ra != rb:
+                parent[max(ra, rb)] = min(ra, rb)
+    roots = np.array([root(fs[0]) for fs in hops], dtype=object)
+    uniq, codes = np.unique(roots, return_inverse=True)
+    return codes.astype(np.int64), len(uniq)
 
 
 def key(v):
