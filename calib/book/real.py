@@ -201,23 +201,19 @@ def methods(df: pd.DataFrame, s: dict) -> st.Verdict:
                       per_task=per)
 
 
-def _range(d, label, claim) -> st.Finding:
-    from dataclasses import replace
-    return replace(st.range_test(d, "source", metric=METRIC, label=label, claim=claim), unit=UNIT)
-
-
 def sources(df: pd.DataFrame, s: dict) -> st.Verdict:
-    """The calibration source matters, and more at higher sparsity and at 2:4. Headline: the range
-    of Wanda's NLL across sources at the highest sparsity against seed and document noise; then
-    the ``pair`` gap at 2:4 (declared: the first source, code, calibrates better than the second,
+    """The calibration source matters, and more at higher sparsity and at 2:4. Headline: the
+    ``pair`` gap in Wanda's NLL at the highest sparsity (declared below); then the same gap at 2:4 (declared: the first source, code, calibrates better than the second,
     the dictionary, as pretraining-like data beats Wikipedia in the paper), and the growth of that
     gap (a difference-in-differences) from ``trend_sparsity`` to the highest sparsity."""
     r = s["real"]
     w = df[(df.method == "wanda") & ~df.synthetic]
     top, low = max(r["sparsities"]), r["trend_sparsity"]
     at = lambda x: w[w.setting == setting(x)]  # noqa: E731
-    parts = [_range(at(top), "real_range_top", f"the range across sources at {top:.0%} exceeds noise")]
     a, b = r["pair"]
+    # the headline is the declared pair at the top sparsity: a two-sided range test over 2 seeds of
+    # 3 sources has too few distinct permutations to reach p < 0.05 (its smallest p is 0.13)
+    parts = [_contrast(at(top), "source", a, b, label="real_pair_top", claim=f"{a} minus {b} data at {top:.0%}")]
     for p in r["patterns"]:   # the pair alone: a range of two sources is |a - b|, and a directed test is stronger
         parts.append(_contrast(at(p), "source", a, b, label=f"real_pair_{p}", claim=f"{a} minus {b} data at {p}"))
     un = w[(w.pattern == "unstructured") & w.source.isin([a, b])]
