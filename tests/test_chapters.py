@@ -69,9 +69,17 @@ def test_smoke_and_toy_grids_cover_the_paper():
         assert {j.pattern if j.pattern != "unstructured" else j.sparsity for j in t3} == set(s["table3_settings"])
         pg = list(_keys(C.pruned_generator_grid(s)).values())
         assert {j.synthetic["generator"] for j in pg if j.synthetic} == {"dense", "pruned"}
-        assert len(pg) == 3 * S and {j.calibration["nsamples"] for j in pg} == {s["nsamples"]}
+        assert len(pg) == 3 * H and {j.calibration["nsamples"] for j in pg} == {s["nsamples"]}
+        # every headline arm gets headline seeds (issue 32): Fig. 4's 1-4 token prefixes and the
+        # original data, Table 4's 20% filter, Table 3's three arms, Beyond's generators
+        syn = lambda jobs, k, v: [j for j in jobs if j.synthetic and j.synthetic[k] == v]  # noqa: E731
+        assert set(_seeds(f4, synthetic=None).values()) == {H}
+        assert all(set(_seeds(syn(f4, "prefix_len", p)).values()) == {H} for p in (1, 2, 4) if p in s["prefix_lens"])
+        assert set(_seeds(syn(t4, "filter_rate", 20)).values()) == {H}
+        assert set(_seeds(t3).values()) == {H}
         sm = list(_keys(C.second_model_grid(s)).values())
-        assert len(sm) == (1 + len(s["prefix_lens"])) * S and {j.calibration["seqlen"] for j in sm} == {
+        short = len([p for p in s["prefix_lens"] if p in (1, 2, 4)])
+        assert len(sm) == (1 + short) * H + (len(s["prefix_lens"]) - short) * S and {j.calibration["seqlen"] for j in sm} == {
             s["seqlen"]} and {C.role(j.calibration["source"]) for j in sm} == {"c4"}
 
 

@@ -66,8 +66,8 @@ def test_finding_text_and_row():
         ("reproduced", 0.95, 1.90, 10, "acc")
     g = V.Finding("inconclusive", effect=0.12, ci=(-0.40, 0.64), p=0.6, mde=0.74, n_seeds=(1, 8), n_items=2100)
     assert g.text() == ("inconclusive: +0.12 points [-0.40, +0.64], p = 0.600, n = 1 vs 8 seeds x 2,100 items; "
-                        "CI half-width ±0.52 points: effects under about 0.74 points would be missed more often "
-                        "than not (80% power)")
+                        "CI half-width ±0.52 points: an effect of 0.74 points or more would be found at least 80% "
+                        "of the time, one near ±0.52 points about half")
     assert g.as_dict()["n_seeds"] == "1 vs 8"
     tiny = V.Finding("reproduced", effect=17.2, ci=(11.8, 22.7), p=0.0001, n_seeds=4, metric="logscore")
     assert tiny.p_text() == "p < 0.001"  # not 'p = 0.000'
@@ -83,37 +83,43 @@ def _part(outcome, p, metric="acc", effect=1.0, label=""):
     return V.Finding(outcome, effect=effect, ci=(effect - 1, effect + 1), p=p, metric=metric, label=label)
 
 
-def test_defect_1_partly_needs_a_reproduced_part_and_the_headline_decides():
-    """'Partly' only when some part is reproduced and the headline is not contradicted; the old
-    rule said 'partly' for any disagreement, {inconclusive, contradicted} included."""
+def test_defect_1_partly_needs_a_reproduced_part_and_a_contradiction_is_never_hidden():
+    """'Partly' only when some part is reproduced and none is contradicted (issue 32: a reproduced
+    headline with a contradicted secondary part read "partly"); the headline decides otherwise."""
     inc, con, rep = _part("inconclusive", 0.4), _part("contradicted", 0.001, effect=-2), _part("reproduced", 0.001)
     assert V.combine([inc, con]).outcomes == {"acc": "mixed"}
-    assert V.combine([con, rep]).outcomes == {"acc": "contradicted"}  # the headline decides
+    assert V.combine([con, inc]).outcomes == {"acc": "contradicted"}  # the headline decides
+    assert V.combine([con, rep]).outcomes == {"acc": "mixed"}
+    assert V.combine([rep, con]).outcomes == {"acc": "mixed"}
     assert V.combine([inc, rep]).outcomes == {"acc": "partly"}
     assert V.combine([rep, inc]).outcomes == {"acc": "partly"}
     assert V.combine([rep, rep]).outcomes == {"acc": "reproduced"}
     assert set(V.CHAPTER_OUTCOMES) == {"reproduced", "contradicted", "inconclusive", "partly", "mixed"}
 
 
-def test_defect_2_secondary_parts_are_holm_adjusted():
-    """Three secondary parts at p = 0.02, 0.03, 0.04 each pass 0.05 alone; Holm keeps none. The
-    headline is not adjusted, metrics are families of their own, and an adjusted part's CI is widened
-    to the level its adjusted p implies, so it still excludes zero exactly when the part is decided."""
+def test_defect_2_one_family_over_parts_and_metrics_with_simultaneous_intervals():
+    """Headline and secondary parts on both metrics are one Bonferroni family (issue 32: the
+    headline went unadjusted and each metric was a family of its own, so "partly" could rest on
+    about 2 alpha). Five parts: each p x 5, each CI the 99% one (simultaneous), each MDE at 1%; a
+    CI excludes zero exactly when its part is decided. A diagnostic stays outside, unadjusted."""
+    from calib.book.inference import _t_finding
     spread = V.Spread([0.0], [2], 0.25, 1000)
-    def t_part(effect, label, metric="acc"):
-        from calib.book.inference import _t_finding
-        return _t_finding(effect, spread, 1, label=label, metric=metric)
+    def t_part(effect, label, metric="acc", **kw):
+        return _t_finding(effect, spread, 1, label=label, metric=metric, **kw)
     head = t_part(1.5, "head")
     secondary = [t_part(e, f"s{i}") for i, e in enumerate((1.16, 1.085, 1.03))]
     assert all(p.outcome == "reproduced" for p in secondary) and all(p.p < 0.05 for p in secondary)
-    v = V.combine([head, *secondary, t_part(1.03, "other metric", "logscore")])
-    adj = [p for p in v.parts if p.label.startswith("s")]
-    assert [round(p.p, 3) for p in adj] == pytest.approx(
-        [round(q, 3) for q in V.holm([p.p for p in secondary])], abs=1e-3)
-    assert all(p.outcome == "inconclusive" and p.adjusted == "Holm, 3 parts" for p in adj)
-    assert all(p.ci[0] < 0 < p.ci[1] and p.level > 0.95 for p in adj)
-    assert v.parts[0].outcome == "reproduced" and v.parts[-1].outcome == "reproduced"  # headlines: not adjusted
-    assert v.outcomes == {"acc": "partly", "logscore": "reproduced"}
+    diag = t_part(1.03, "ppl", "alpaca_ppl", diagnostic=True)
+    other = t_part(1.03, "other metric", "logscore")
+    v = V.combine([head, *secondary, other, diag])
+    fam = v.parts[:5]
+    assert [p.p for p in fam] == pytest.approx([min(1, 5 * p.p) for p in (head, *secondary, other)])
+    assert all(p.adjusted == "Bonferroni, 5 parts" and p.level == pytest.approx(0.99) for p in fam)
+    assert all((p.ci[0] > 0) == (p.outcome == "reproduced") for p in fam)
+    assert fam[0].outcome == "reproduced" and all(p.outcome == "inconclusive" for p in fam[1:])
+    assert fam[0].mde == pytest.approx(spread.mde(0.01)) and fam[0].mde > head.mde
+    assert v.parts[5] == diag and diag.outcome == "reproduced" and "alpaca_ppl" not in v.outcomes
+    assert v.outcomes == {"acc": "partly", "logscore": "inconclusive"}
     assert V.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
 
 
@@ -128,12 +134,13 @@ def test_reproduced_and_contradicted_on_both_metrics():
     assert contrast(df).effect == pytest.approx(df[df.source == "a"].avg.mean() - df[df.source == "b"].avg.mean())
 
 
-def test_inconclusive_when_the_arms_are_the_same_jobs_reshuffled():
-    df = simulate({"a": 0.0}, seeds=6, rng=2)
-    twin = df.copy()
-    twin["source"] = "b"
-    f = V.paired_contrast(pd.concat([df, twin]), "source", "a", "b", n_resamples=FAST)
-    assert f.outcome == "inconclusive" and f.effect == 0 and f.p == 1.0
+def test_a_null_effect_between_different_jobs_is_rarely_decided():
+    """Two arms of different jobs drawn alike (not the same jobs twice, where se = 0 forces p = 1):
+    over 40 frames at 4 seeds, at most 4 contrasts are decided (5% expected), on both metrics."""
+    for m in ("acc", "logscore"):
+        decided = sum(contrast(simulate({"a": 0.0, "b": 0.0}, seeds=4, rng=500 + r), metric=m).outcome != "inconclusive"
+                      for r in range(40))
+        assert decided <= 4, (m, decided)
 
 
 def test_the_log_score_resolves_what_accuracy_cannot():
@@ -144,26 +151,42 @@ def test_the_log_score_resolves_what_accuracy_cannot():
     assert log.outcome == "reproduced" and abs(log.effect / log.detail["se"]) > 2 * abs(acc.effect / acc.detail["se"])
 
 
-def _coverage(make, runs: int, **kw) -> float:
-    hits = 0
-    for r in range(runs):
-        f = make(r)
-        hits += f.ci[0] > 0 or f.ci[1] < 0
-    return hits / runs
+def _rejection_rate(make, runs: int) -> float:
+    """The share of ``runs`` Findings whose CI excludes zero (a false-positive rate under a null)."""
+    return sum(f.ci[0] > 0 or f.ci[1] < 0 for f in map(make, range(runs))) / runs
 
 
-def test_defect_4_two_seeds_get_a_seed_term_with_one_degree_of_freedom():
-    """With 2 seeds and seed noise dominating, a bootstrap over the 2 seeds (3 distinct draws) is
-    far too narrow (the old CI excluded a zero effect in 53% of 60 such runs); the seed term with
-    S - 1 = 1 degree of freedom keeps it near 95% (8.7% of 150 runs: Satterthwaite's df is a little
-    generous when the one-df term happens to come out small; at the world's designs, where the facts
-    dominate, it is not)."""
-    def make(r):
-        df = simulate({"a": 0.0, "b": 0.0}, seeds=2, seed_sd=4.0, shared_sd=0.0, flip=0.0, facts=200, rng=100 + r)
-        return V.paired_contrast(df, "source", "a", "b", n_resamples=99)
-    assert _coverage(make, 80) <= 0.15
-    f = make(0)
+def _bench():
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "bench" / "bench_statistics.py"
+    spec = importlib.util.spec_from_file_location("bench_statistics", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_defect_4_two_seeds_with_seeds_dominating_hold_their_level():
+    """bench/bench_statistics.py, fast: 2 seeds, seeds carrying 80% of the estimate's variance,
+    200 null contrasts. Plain Welch-Satterthwaite pooled the seed term's 1 df into the facts'
+    many and rejected 10% of them here (issue 32); the seed term entered at its upper bound
+    holds 5%. The tolerance, 7.5%, fails the old rule."""
+    b = _bench()
+    assert b.cell(0.8, 2, 0.0, runs=200, resamples=99, start=77_000) <= 0.075
+    f = V.paired_contrast(b.frame(0.8, 2, rng=1), "source", "a", "b", metric="logscore", n_resamples=99)
     assert f.detail["df"] < 3  # the seed term's single degree of freedom dominates
+
+
+def test_coverage_at_a_non_null_effect_and_power_at_the_mde():
+    """At 4 seeds and a true effect of 2 SE the 95% CI covers it in 90-99% of 100 runs; at a
+    true effect equal to the reported MDE, at least 80% of contrasts are decided (70+ of 100: the
+    MDE may err on the large side, with the seed term's df taken low, never on the small)."""
+    b = _bench()
+    assert 0.90 <= 1 - b.cell(0.2, 4, 2.0, runs=100, resamples=99, start=88_000) <= 0.99
+    mde = V.paired_contrast(b.frame(0.2, 4, rng=2), "source", "a", "b", metric="logscore", n_resamples=99).mde
+    found = sum(V.paired_contrast(b.frame(0.2, 4, mde, rng=90_000 + r), "source", "a", "b", metric="logscore",
+                                  n_resamples=99).outcome == "reproduced" for r in range(100))
+    assert found >= 70, (mde, found)
 
 
 def test_defect_5_facts_not_items_are_the_units():
@@ -174,7 +197,7 @@ def test_defect_5_facts_not_items_are_the_units():
         df = simulate({"a": 0.0, "b": 0.0}, seeds=4, seed_sd=0.1, shared_sd=0.0, fact_arm_sd=0.5, flip=0.0,
                       facts=60, per_fact=per_fact, rng=200 + r)
         return V.paired_contrast(df, "source", "a", "b", n_resamples=199)
-    assert _coverage(make, 40) <= 0.12
+    assert _rejection_rate(make, 40) <= 0.12
     df = simulate({"a": 0.0, "b": 0.0}, seeds=4, fact_arm_sd=0.5, flip=0.0, facts=60, per_fact=4, rng=7)
     by_fact = contrast(df)
     as_items = df.assign(records=[{t: {**r, "fact": np.array([f"{t}/{i}" for i in range(len(r["fact"]))])}
@@ -193,6 +216,16 @@ def test_what_it_would_take_is_capped_by_the_facts():
     assert V.needed(V.Spread([0.01], [4], 0.01, 1000), 4, 500, 0.5, fact_pool=1400).seeds == 4
 
 
+def test_what_it_would_take_counts_draws_with_replacement():
+    """Items on 700 of a pool's 1,400 facts, a target that needs 1.5x the facts: drawn with
+    replacement, 500 items per task must become 1,000, not 750 (issue 32: it assumed proportion)."""
+    spread = V.Spread([0.0], [4], 1.0, 700)
+    target = spread.scaled(facts=1050).half_width() + 1e-9
+    free, pool = V.needed(spread, 4, 500, target), V.needed(spread, 4, 500, target, fact_pool=1400)
+    assert free.facts == pool.facts == 1050 and free.items_per_task == 750
+    assert pool.items_per_task == 1000
+
+
 def test_pairing_by_seed_narrows_the_ci_when_seed_noise_is_shared():
     df = simulate({"a": 3.0, "b": 0.0}, shared_sd=3.0, seed_sd=0.2, rng=5)
     paired = contrast(df)
@@ -207,6 +240,7 @@ def test_single_seed_arm_adds_no_seed_term():
     one = pd.concat([df[df.source == "a"], df[(df.source == "b") & (df.seed == 0)].assign(seed=None)])
     f = V.paired_contrast(one, "source", "a", "b", n_resamples=FAST)
     assert f.n_seeds == (4, 1) and len(f.detail["spread"].seed_var) == 1
+    assert "source 'b' has one seed: its seed noise is not in the CI" in f.text()  # said, not silent
 
 
 def test_averaged_over_strata_and_weighted():
@@ -247,20 +281,24 @@ def test_defect_8_independent_streams_and_detectable_effects():
     assert x.effect == y.effect and x.detail["fact_var"] != y.detail["fact_var"]
     assert contrast(df, label="x").detail["fact_var"] == x.detail["fact_var"]  # reproducible
     assert V.stream("x", "acc") != V.stream("x", "logscore")
-    assert x.mde == pytest.approx(x.detail["spread"].mde()) and x.mde > x.half_width
+    assert x.mde == pytest.approx(x.detail["spread"].mde())
 
 
 def test_defect_7_one_rule_for_p_and_ci():
     """Whatever the test, p < 0.05 exactly when the 95% CI excludes zero (the old correlation took
-    its outcome from a bootstrap CI and its p from a permutation test)."""
+    its outcome from a bootstrap CI and its p from a permutation test). For a t-based contrast that
+    holds by construction; what can fail is that p and the CI use the same se and df: the CI at
+    level 1 - p has an endpoint at zero."""
     g = np.random.default_rng(13)
     for r in range(12):
         x = g.normal(size=24)
         y = 0.25 * r / 6 * x + g.normal(size=24)
-        for f in (V.correlation(x, y, n_resamples=499, rng=r), V.mean_difference(x + 0.1 * r, y, n_resamples=499, rng=r),
-                  contrast(simulate({"a": 0.4 * r, "b": 0.0}, seeds=3, rng=r))):
+        for f in (V.correlation(x, y, n_resamples=499, rng=r), V.mean_difference(x + 0.1 * r, y, n_resamples=499, rng=r)):
             assert (f.p < 0.05) == (f.ci[0] > 0 or f.ci[1] < 0), (r, f.p, f.ci)
             assert (f.outcome != "inconclusive") == (f.p < 0.05)
+        f = contrast(simulate({"a": 0.4 * r, "b": 0.0}, seeds=3, rng=r))
+        low, high = f.ci_at(1 - f.p)
+        assert min(abs(low), abs(high)) == pytest.approx(0, abs=1e-6 * (1 + abs(f.effect))), (r, f.p, low, high)
 
 
 def test_defect_6_a_correlation_resamples_cells_not_jobs():
@@ -279,9 +317,11 @@ def test_defect_6_a_correlation_resamples_cells_not_jobs():
 
 
 def test_range_null_no_effect_is_mostly_inconclusive_strong_effect_reproduced():
+    """Four sources alike: at most 6 of 60 range tests decided (5% expected; a 20% false-positive
+    rate passes this with probability 0.005)."""
     four = {"a": 0.0, "b": 0.0, "c": 0.0, "d": 0.0}
-    nulls = [V.range_test(simulate(four, seeds=4, rng=400 + r), n_resamples=299).outcome for r in range(8)]
-    assert nulls.count("reproduced") <= 1
+    nulls = [V.range_test(simulate(four, seeds=4, facts=60, rng=400 + r), n_resamples=199).outcome for r in range(60)]
+    assert nulls.count("inconclusive") >= 54, nulls.count("inconclusive")
     strong = V.range_test(simulate({"a": 10.0, "b": 0.0, "c": 5.0, "d": 0.0}, seeds=4, rng=14), n_resamples=FAST)
     assert strong.outcome == "reproduced" and strong.descriptive_ci and strong.p < 0.05 and strong.measure == "range"
 
@@ -310,3 +350,42 @@ def test_clear_errors_for_bad_frames():
         V.paired_contrast(moved, "source", "a", "b")
     with pytest.raises(CalibError, match="needs 4\\+ cells"):
         V.correlation(np.arange(6.0), np.arange(6.0) ** 2, [0, 0, 1, 1, 2, 2])
+
+
+def test_equivalence_and_non_inferiority_with_a_stated_margin():
+    """Fig. 3 and Table 3 claim "does not close" and "matches or exceeds": a zero effect with a
+    tight CI is equivalent within ±2 and non-inferior at margin 2, where a superiority test says
+    inconclusive; a clearly negative effect is contradicted; a wide CI stays inconclusive."""
+    from calib.book.inference import _t_finding
+    tight, wide = V.Spread([0.0], [4], 0.25, 1000), V.Spread([0.0], [4], 9.0, 1000)
+    zero = _t_finding(0.1, tight, 1)
+    assert zero.outcome == "inconclusive"
+    eq, ni = V.margin_test(zero, 2.0, "equivalence"), V.margin_test(zero, 2.0, "non-inferiority")
+    assert eq.outcome == ni.outcome == "reproduced" and eq.level == pytest.approx(0.90)
+    assert -2 < eq.ci[0] and eq.ci[1] < 2 and eq.p == pytest.approx(max(
+        V.margin_test(_t_finding(0.1, tight, 1), 2.0, "non-inferiority").p, eq.p))
+    assert V.margin_test(_t_finding(-4.0, tight, 1), 2.0, "non-inferiority").outcome == "contradicted"
+    assert V.margin_test(_t_finding(4.0, tight, 1), 2.0, "equivalence").outcome == "contradicted"
+    assert V.margin_test(_t_finding(0.1, wide, 1), 2.0, "equivalence").outcome == "inconclusive"
+    assert "(equivalence, margin ±2 points)" in eq.claim
+    with pytest.raises(CalibError, match="unknown kind 'superior'"):
+        V.margin_test(zero, 2.0, "superior")
+
+
+def test_items_are_clustered_by_every_fact_they_rest_on():
+    """A two-hop item names both hops ("a|b"): items that share either hop fall in one cluster
+    (issue 32: clustered by the first hop only, dependence through the second crossed clusters).
+    Rows with one fact per item cluster as before, and a job recorded before (first hops only)
+    still pairs with one recorded after."""
+    from calib.book.designs import fact_clusters
+    codes, n = fact_clusters(np.array(["a|b", "c|b", "d", "e|f", "f", "a"], dtype=object))
+    assert n == 3 and codes[0] == codes[1] == codes[5] and codes[3] == codes[4] != codes[2]
+    assert fact_clusters(np.array(["x", "y", "x"], dtype=object))[1] == 2
+    df = simulate({"a": 1.0, "b": 0.0}, seeds=3, facts=30, rng=21)
+    def hop(f):   # f0|f1, f2|f3, ...: even facts' items also rest on the next fact
+        i = int(f[1:])
+        return f"{f}|f{i + 1}" if i % 2 == 0 else f
+    two = {t: {**r, "fact": np.array([hop(f) for f in r["fact"]], dtype=object)} for t, r in df.records[1].items()}
+    mixed = df.assign(records=[two if i == 1 else r for i, r in enumerate(df.records)])  # one job with both hops
+    f = contrast(mixed)
+    assert contrast(df).n_facts == 30 and f.n_facts == 15 and f.effect == pytest.approx(contrast(df).effect)

@@ -28,7 +28,7 @@ from calib.book.profiles import (
     notebook_settings, role, settings,
 )
 from calib.book.published import claim, stated
-from calib.book import statistics, verdicts
+from calib.book import real, statistics, verdicts
 
 __all__ = [
     "by_method", "curves", "forest", "source_colour", "synthetic_gain", "by_architecture", "heldout_table",
@@ -36,28 +36,30 @@ __all__ = [
     "CHAPTERS", "GRIDS", "chapter", "fig1_grid", "fig2_grid", "fig3_grid", "fig4_grid", "pruned_generator_grid",
     "second_model_grid", "table1_grid", "table2_grid", "table3_grid", "table4_grid", "SELF_GENERATED", "mink_scores",
     "predictors", "pretraining_texts", "METHOD_NAMES", "NAMES", "PAPER_SOURCES", "PARAMETERS", "PROFILE_NAMES",
-    "PROFILES", "WORLD_SOURCES", "by_role", "label", "notebook_settings", "role", "settings", "claim", "stated",
+    "PROFILES", "WORLD_SOURCES", "by_role", "label", "notebook_settings", "role", "settings", "claim", "stated", "real",
     "statistics", "verdicts", "report", "parameters", "setup",
 ]
 
 
-def report(verdict, kind: str = "finding", paper: dict | None = None):
+def report(verdict, kind: str = "finding", paper: dict | None = None, where: str = "In the world"):
     """Show a chapter's verdict: the outcome on each metric with each part's effect, CI, p and n,
     then a table (``frames.verdict_table``) with the CI half-width and the detectable effect next to
     the paper's effect, then
     the headline's effect per task for both metrics (a forest plot), where it was computed."""
     from IPython.display import Markdown, display
     from IPython.display import HTML
-    display(Markdown(verdicts.headline(verdict, kind)))
+    display(Markdown(verdicts.headline(verdict, kind, where=where)))
     t = verdicts.summary(verdict, paper, kind)
     display(HTML(verdict_table(t, "Verdict: effects with 95% CIs over calibration seeds and the facts the "
-                                  "evaluation items rest on (where a level is shown, the Holm-adjusted one); ±: the "
+                                  "evaluation items rest on (where a level is shown, the Bonferroni-adjusted one, "
+                                  "simultaneous over the chapter's parts); ±: the "
                                   "CI's half-width; MDE: the smallest effect the design finds with 80% power; "
                                   "paper: the paper's effect")))
     if verdict.per_task is not None:
         import matplotlib.pyplot as plt
         from calib.book.figures import forest
-        forest(verdict.per_task, f"The headline per task: {verdict.parts[0].claim} (95% CIs; green: excludes 0)")
+        shown = verdict.per_task.attrs.get("claim") or verdict.parts[0].claim
+        forest(verdict.per_task, f"Per task: {shown} (95% CIs, not adjusted across tasks; green: excludes 0)")
         plt.show()
 
 

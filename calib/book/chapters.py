@@ -20,6 +20,7 @@ PARTS = {  # table-of-contents part -> its caption in _toc.yml
     "sec3": "How much calibration data matters (Sec. 3)",
     "sec5": "Self-generated calibration data (Sec. 5-6)",
     "beyond": "Beyond the paper",
+    "real": "A real pretrained model",
 }
 
 
@@ -53,6 +54,7 @@ CHAPTERS: dict[str, Chapter] = {c.name: c for c in [
     Chapter("fig5_mink", "sec5", (G.table2_grid,), "fig5", "fig5"),
     Chapter("beyond", "beyond", (G.table2_grid, G.pruned_generator_grid, G.second_model_grid, G.fig4_grid),
             "pruned_generator"),
+    Chapter("real_model", "real", (G.real_grid,), "real_model"),
 ]}
 
 

@@ -43,7 +43,8 @@ def range_test(df, group: str = "source", *, by=(), seed_column: str = "seed", m
     """Is the range (max - min) of the ``group`` means larger than noise alone makes it?
 
     A range is never negative, so a CI excluding zero says nothing; it is tested against two
-    nulls, and reproduced only when it beats both (p < ALPHA), else inconclusive:
+    nulls, and reproduced only when it beats both at ALPHA / 2 (p, doubled, < ALPHA: the level of a
+    two-sided contrast's side), else inconclusive:
     - seed noise: the group labels are exchangeable within each seed (scipy.stats.permutation_test,
       permutation_type="samples"). This null is conditional on the evaluation items: sources that
       merely win different items, by chance, of a small item set would pass it.
@@ -94,9 +95,10 @@ def range_test(df, group: str = "source", *, by=(), seed_column: str = "seed", m
     effect, null = float(est[0]), dist[1]
     # like permutation_test's p: the share of null replicates at or above the observation, counting it
     detail = {"p_seeds": float(perm.pvalue), "p_items": float((1 + np.sum(null >= effect - 1e-12)) / (1 + len(null))),
-              "null95_seeds": float(np.percentile(perm.null_distribution, 95)),
-              "null95_items": float(np.percentile(null, 95))}
-    p = max(detail["p_seeds"], detail["p_items"])
+              "null95_seeds": float(np.percentile(perm.null_distribution, 100 * (1 - ALPHA / 2))),
+              "null95_items": float(np.percentile(null, 100 * (1 - ALPHA / 2)))}
+    # doubled: the test sits at ALPHA / 2 in the upper tail, as a two-sided contrast does (issue 32)
+    p = min(1.0, 2 * max(detail["p_seeds"], detail["p_items"]))
     return Finding(outcome="reproduced" if p < ALPHA else "inconclusive", effect=effect,
                    ci=_boot_ci(dist[0], LEVEL), n_seeds=max(len(s) for s in sets.values()),
                    n_items=items.n_items, n_facts=items.n_facts, claim=claim, label=label, measure="range",

@@ -6,7 +6,7 @@ choice's normalised log-probability), tasks weighted equally, and it depends on 
   generated from which prefixes too): jobs that share a seed share that draw;
 * the evaluation items, which rest on knowledge-base facts: items about one fact succeed or fail
   together, across tasks, so the unit of independence is the fact (``records[...]["fact"]``; a
-  real task's document), not the item.
+  real task's document; for held-out perplexity, the document itself), not the item.
 ``Items`` holds the item layout and the fact clusters; ``item_matrix`` reads the frame; ``cells``
 groups a frame's jobs by arm and stratum; ``Design`` draws the mean of each block of jobs under
 resampled seeds and facts. Pure numpy/pandas; the tests built on these are in ``inference``.
@@ -79,7 +79,8 @@ def item_matrix(df, metric: str = "acc") -> tuple[np.ndarray, Items]:
     first = df.iloc[0]
     if not isinstance(first["records"], dict) or not first["records"]:
         raise CalibError(f"records of job ({describe(first)}) must be a non-empty dict task -> per-item fields")
-    sizes = {t: int(np.size(r.get("acc", []))) for t, r in first["records"].items()}
+    # items counted on the metric itself: a held-out document's NLL has no accuracy beside it
+    sizes = {t: int(np.size(r.get(metric, []))) for t, r in first["records"].items()}
     facts = None
     rows = []
     for _, r in df.iterrows():
@@ -105,12 +106,17 @@ def item_matrix(df, metric: str = "acc") -> tuple[np.ndarray, Items]:
         if facts is None:
             facts = f
         elif not np.array_equal(f, facts):
+            if np.array_equal(_first_hops(f), _first_hops(facts)):   # a row recorded with fewer hops
+                facts = np.array(["|".join(dict.fromkeys(str(a).split("|") + str(b).split("|")))
+                                  for a, b in zip(facts, f)], dtype=object)
+                rows.append(np.concatenate(cols))
+                continue
             raise CalibError(f"job ({describe(r)}) rests on other facts than the first job: every job must "
                              f"be scored on the same items")
         rows.append(np.concatenate(cols))
     x = np.vstack(rows) * SCALE
-    uniq, codes = np.unique(facts, return_inverse=True)
-    items = Items(sizes, codes.astype(np.int64), len(uniq))
+    codes, n_clusters = fact_clusters(facts)
+    items = Items(sizes, codes, n_clusters)
     if metric == "acc" and "avg" in df.columns:   # the effect must equal the difference of the avg the tables show
         avg = x @ items.weights
         given = df["avg"].to_numpy(dtype=float)
@@ -119,6 +125,33 @@ def item_matrix(df, metric: str = "acc") -> tuple[np.ndarray, Items]:
             raise CalibError(f"job ({describe(df.iloc[bad[0]])}) has avg {given[bad[0]]:.6f} but its items "
                              f"average {avg[bad[0]]:.6f} (mean over tasks of item accuracy x 100)")
     return x, items
+
+
+def _first_hops(facts: np.ndarray) -> np.ndarray:
+    return np.array([str(f).split("|")[0] for f in facts], dtype=object)
+
+
+def fact_clusters(facts) -> tuple[np.ndarray, int]:
+    """Items -> clusters of connected facts, and their number. An item's ``fact`` may name several
+    facts joined by "|" (a two-hop item rests on both hops); items sharing any fact fall in one
+    cluster (a union-find over facts), so the bootstrap resamples every fact an item rests on with
+    it. A single fact per item (rows evaluated before) gives one cluster per fact, as before."""
+    parent: dict[str, str] = {}
+
+    def root(a: str) -> str:
+        while parent.setdefault(a, a) != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+    hops = [str(f).split("|") for f in facts]
+    for fs in hops:
+        for other in fs[1:]:
+            ra, rb = root(fs[0]), root(other)
+            if ra != rb:
+                parent[max(ra, rb)] = min(ra, rb)
+    roots = np.array([root(fs[0]) for fs in hops], dtype=object)
+    uniq, codes = np.unique(roots, return_inverse=True)
+    return codes.astype(np.int64), len(uniq)
 
 
 def key(v):

@@ -104,7 +104,7 @@ def forest(per_task, title: str = ""):
 def synthetic_gain(cells, verdict=None, labels: dict | None = None):
     """Table 2's claim at a glance: self-generated minus original data for each source, one row of
     panels per method and one column per metric, each effect with its 95% CI; a diamond for the
-    verdict's mean over sources (its CI, Holm-widened for a secondary part) and, for accuracy, a
+    verdict's mean over sources (its CI, widened by the chapter's Bonferroni family) and, for accuracy, a
     black ring for the paper's Δ on DCLM-7B. Each panel has its own x scale, so that one method's
     wide CIs (2 seeds: a t with one degree of freedom) do not flatten another's. ``cells``:
     ``verdicts.table2_cells``; ``verdict``: ``verdicts.table2``; ``labels``: method -> the verdict
@@ -145,5 +145,43 @@ def synthetic_gain(cells, verdict=None, labels: dict | None = None):
         axes[i][0].set_yticks([0] + [y[x] for x in sources], ["mean (verdict)"] + [label(x) for x in sources])
         axes[i][0].set_ylabel(METHOD_NAMES.get(m, m), fontsize=9, fontweight="bold")
     fig.suptitle("Self-generated minus original data, 60% (95% CIs; rings: the paper's Δ on DCLM-7B)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+OUTCOME_COLOURS = {"reproduced": "#1b9e77", "contradicted": "#d95f02", "inconclusive": "#999999",
+                   "partly": "#7570b3", "mixed": "#e7298a"}
+
+
+def findings_forest(results: dict):
+    """The book's findings in one picture: per headline (``results``: chapter -> verdict, as
+    ``verdicts.findings_table`` takes, or (verdict, sensitivity)), its effect on its declared
+    primary metric (``claims``) with the CI shown in the verdict, coloured by the chapter's
+    outcome, and an arrow for the paper's direction. Metrics differ in unit: each row says its own."""
+    import matplotlib.pyplot as plt
+
+    from calib.book import claims
+    from calib.book.finding import NAMES
+    rows = []
+    for chapter, v in results.items():
+        v = v[0] if isinstance(v, tuple) else v
+        c = claims.claim(chapter)
+        if c.primary not in v.outcomes:
+            continue
+        h = v.headline(c.primary)
+        rows.append((chapter, c, h, v.outcomes[c.primary]))
+    fig, axes = plt.subplots(len(rows), 1, figsize=(7, 0.55 * len(rows) + 0.8), squeeze=False)
+    for ax, (chapter, c, h, outcome) in zip(axes[:, 0], rows):
+        ax.errorbar([h.effect], [0], xerr=[[h.effect - h.ci[0]], [h.ci[1] - h.effect]], fmt="o",
+                    color=OUTCOME_COLOURS[outcome], capsize=3)
+        ax.axvline(0, color="black", lw=0.8)
+        span = max(abs(h.ci[0]), abs(h.ci[1]), 1e-9) * 1.3
+        ax.set_xlim(-span, span)
+        ax.annotate("paper →" if c.direction > 0 else "← paper", xy=(0.99 if c.direction > 0 else 0.01, 0.5),
+                    xycoords="axes fraction", ha="right" if c.direction > 0 else "left", va="center", fontsize=7)
+        ax.set_yticks([0], [f"{chapter}: {outcome}"])
+        ax.tick_params(axis="x", labelsize=7)
+        ax.set_xlabel(f"{NAMES.get(c.primary, c.primary)} ({h.unit})", fontsize=7, labelpad=1)
+    fig.suptitle("Every headline on its declared metric (CI as adjusted in its chapter)", fontsize=9)
     fig.tight_layout()
     return fig

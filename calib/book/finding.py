@@ -5,11 +5,18 @@ The rules, in one place:
 * a part is "reproduced" or "contradicted" only when its p is below ALPHA, which is exactly when
   its CI excludes zero (p and CI come from one distribution), on the paper's side or the other;
   else "inconclusive";
-* a chapter's first part of each metric is its headline, tested at ALPHA; the other parts of that
-  metric are Holm-adjusted among themselves (``holm``), and their CIs are widened to the level the
-  adjusted p implies, so a CI still excludes zero exactly when the adjusted part is decided;
-* a chapter's outcome per metric: its parts' common outcome; else "contradicted" when the headline
-  is; else "partly" when some part is reproduced; else "mixed". Metrics are never merged.
+* a chapter's tested parts, headline and secondary, on both metrics (accuracy and the log-score),
+  form one family, adjusted by Bonferroni (``adjust``): with m parts each p is multiplied by m, its
+  CI is the 1 - ALPHA/m interval and its MDE is at ALPHA/m. Bonferroni rather than Holm because
+  its intervals are simultaneous and sit on the same level as its decisions (Holm's step-down
+  levels have no such intervals), so a CI still excludes zero exactly when the part is decided.
+  The log-score was added after the accuracy results were seen (issue 32): it is in the family,
+  never a free second chance;
+* a diagnostic (``Finding.diagnostic``, e.g. Alpaca-role perplexity) is shown with its own 95% CI
+  but is outside the family and has no chapter outcome;
+* a chapter's outcome per metric: its parts' common outcome; else "mixed" when one part is
+  reproduced and another contradicted; else "contradicted" when the headline is; else "partly"
+  when some part is reproduced; else "mixed". Metrics are never merged.
 Pure functions and records; the tests that make Findings are in ``inference``.
 """
 from __future__ import annotations
@@ -23,14 +30,15 @@ from calib.errors import CalibError, check_choice
 
 OUTCOMES = ("reproduced", "contradicted", "inconclusive")
 CHAPTER_OUTCOMES = OUTCOMES + ("partly", "mixed")
-LEVEL = 0.95          # every CI is a 95% interval, unless Holm widens a secondary part's
+LEVEL = 0.95          # every CI is a 95% interval, unless a family's adjustment widens it
 ALPHA = 1 - LEVEL
 POWER = 0.80          # the power of the minimum detectable effect
 # the per-item metrics every contrast reports: the paper's accuracy, and the gold choice's
 # log-probability normalised over the item's choices (calib.evaluate's records), x 100
 METRICS = {"acc": "accuracy", "logscore": "log-score"}
 UNITS = {"acc": "points", "logscore": "nats×100"}
-NAMES = {**METRICS, "alpaca_ppl": "Alpaca-role perplexity"}  # what a metric is called in text
+NAMES = {**METRICS, "alpaca_ppl": "Alpaca-role perplexity",   # what a metric is called in text
+         "nll_per_token": "held-out NLL per token"}            # the real-model chapter's (calib.book.real)
 PAPER_METRIC = "acc"
 
 
@@ -38,7 +46,7 @@ PAPER_METRIC = "acc"
 class Finding:
     """One test of one metric. ``n_seeds`` is an int when the arms share their seeds (paired),
     else (n_a, n_b); ``n_points`` counts the points of a correlation or the values of two samples;
-    ``p_raw`` is the p before Holm's adjustment; ``mde`` the smallest effect the design finds with
+    ``p_raw`` is the p before the family's adjustment; ``mde`` the smallest effect the design finds with
     80% power; ``detail`` holds a test's further numbers (they go into ``as_dict``)."""
     outcome: str
     effect: float | None = None
@@ -46,7 +54,7 @@ class Finding:
     level: float = LEVEL
     p: float | None = None
     p_raw: float | None = None
-    adjusted: str = ""          # how p was adjusted ("Holm, 3 parts"), or ""
+    adjusted: str = ""          # how p was adjusted ("Bonferroni, 4 parts"), or ""
     mde: float | None = None
     metric: str = "acc"
     n_seeds: int | tuple[int, int] | None = None
@@ -60,6 +68,7 @@ class Finding:
     unit: str = "points"
     null95: float | None = None
     descriptive_ci: bool = False  # the CI describes the estimate; the outcome is the test's (range tests)
+    diagnostic: bool = False      # shown, never decided with the chapter (outside the family, no outcome)
     detail: dict = field(default_factory=dict)
     ci_at: Callable | None = field(default=None, compare=False, repr=False)  # level -> CI
 
@@ -75,7 +84,7 @@ class Finding:
         return NAMES.get(self.metric, self.metric)
 
     def numbers(self) -> str:
-        """'+1.42 points [+0.95, +1.90]' ('[98.3% CI ...]' when Holm widened it)."""
+        """'+1.42 points [+0.95, +1.90]' ('[98.8% CI ...]' when the family's adjustment widened it)."""
         if self.effect is None:
             return ""
         unit = f" {self.unit}" if self.unit else ""
@@ -93,7 +102,7 @@ class Finding:
         return f"{seeds} seeds{items}"
 
     def p_text(self) -> str:
-        """'p = 0.196', 'p < 0.001' (never 'p = 0.000'), with the unadjusted p after a Holm level."""
+        """'p = 0.196', 'p < 0.001' (never 'p = 0.000'), with the unadjusted p after an adjusted one."""
         if self.p is None:
             return ""
         small = lambda v: v < 0.0005  # noqa: E731 - what rounds to 0.000
@@ -108,14 +117,16 @@ class Finding:
         out += f", {self.p_text()}" if self.p is not None else ""
         out += f", n = {self.n_text()}"
         if self.null95 is not None:
-            out += f" (noise-only null: 95th percentile {self.null95:.2f})"
+            out += f" (noise-only null: 97.5th percentile {self.null95:.2f})"
+        if self.detail.get("note"):
+            out += f" ({self.detail['note']})"
         if self.outcome == "inconclusive":
             unit = f" {self.unit}" if self.unit else ""
             if self.null95 is not None:
                 out += "; a range below that could not be told from noise"
             elif self.mde is not None:
-                out += (f"; CI half-width ±{self.half_width:.2f}{unit}: effects under about {self.mde:.2f}{unit} "
-                        f"would be missed more often than not (80% power)")
+                out += (f"; CI half-width ±{self.half_width:.2f}{unit}: an effect of {self.mde:.2f}{unit} or more "
+                        f"would be found at least 80% of the time, one near ±{self.half_width:.2f}{unit} about half")
         return out
 
     def as_dict(self) -> dict:
@@ -148,15 +159,29 @@ def holm(p: list[float]) -> list[float]:
     return adj.tolist()
 
 
-def _adjusted(f: Finding, p_adj: float, m: int) -> Finding:
-    """``f`` with its Holm-adjusted p, outcome and CI (at the level the adjusted p implies)."""
-    level = f.level
-    ci = f.ci
-    if f.ci_at is not None and not f.descriptive_ci and p_adj > f.p:
-        level = 1 - ALPHA * f.p / p_adj
+def _adjusted(f: Finding, m: int) -> Finding:
+    """``f`` as one of ``m`` parts of a Bonferroni family: p x m, the 1 - ALPHA/m CI (simultaneous
+    with the family's others) and the MDE at ALPHA/m."""
+    p_adj = min(1.0, f.p * m)
+    level, ci, mde = f.level, f.ci, f.mde
+    if f.ci_at is not None and not f.descriptive_ci:
+        level = 1 - ALPHA / m
         ci = f.ci_at(level)
-    return replace(f, p=p_adj, p_raw=f.p, adjusted=f"Holm, {m} parts", level=level, ci=ci,
+    spread = f.detail.get("spread")
+    if mde is not None and spread is not None:
+        mde = spread.mde(ALPHA / m)
+    return replace(f, p=p_adj, p_raw=f.p, adjusted=f"Bonferroni, {m} parts", level=level, ci=ci, mde=mde,
                    outcome=outcome_of(p_adj, f.effect, f.direction))
+
+
+def adjust(parts: list[Finding]) -> list[Finding]:
+    """The chapter's family (every part with a p that is not a diagnostic) Bonferroni-adjusted."""
+    family = [i for i, p in enumerate(parts) if p.p is not None and not p.diagnostic]
+    out = list(parts)
+    if len(family) > 1:
+        for i in family:
+            out[i] = _adjusted(parts[i], len(family))
+    return out
 
 
 @dataclass(frozen=True)
@@ -183,24 +208,21 @@ def chapter_outcome(parts: list[Finding]) -> str:
     kinds = {p.outcome for p in parts}
     if len(kinds) == 1:
         return kinds.pop()
+    if {"reproduced", "contradicted"} <= kinds:
+        return "mixed"            # a contradicted part is never hidden under "partly"
     if parts[0].outcome == "contradicted":
         return "contradicted"
     return "partly" if "reproduced" in kinds else "mixed"
 
 
 def combine(parts, claim: str = "", per_task=None) -> Verdict:
-    """A chapter's verdict from its parts: per metric, the first part is the headline and the
-    rest are Holm-adjusted among themselves (parts without a p are left as they are)."""
+    """A chapter's verdict from its parts (each metric's first is its headline): the family adjusted
+    (``adjust``), then an outcome per metric; diagnostics are kept and get none."""
     parts = list(parts)
     if not parts:
         raise CalibError("combine needs at least one part")
-    metrics = list(dict.fromkeys(p.metric for p in parts))
-    out = list(parts)
-    for m in metrics:
-        idx = [i for i, p in enumerate(parts) if p.metric == m]
-        rest = [i for i in idx[1:] if parts[i].p is not None]
-        if len(rest) > 1:
-            for i, q in zip(rest, holm([parts[i].p for i in rest])):
-                out[i] = _adjusted(parts[i], q, len(rest))
-    outcomes = {m: chapter_outcome([p for p in out if p.metric == m]) for m in metrics}
+    out = adjust(parts)
+    decided = [p for p in out if not p.diagnostic]
+    metrics = list(dict.fromkeys(p.metric for p in decided))
+    outcomes = {m: chapter_outcome([p for p in decided if p.metric == m]) for m in metrics}
     return Verdict(claim=claim, parts=tuple(out), outcomes=outcomes, per_task=per_task)

@@ -187,7 +187,7 @@ def verdict_table(t: "pd.DataFrame", caption: str = "") -> str:
         level, _, interval = str(text).rpartition(": ")
         return (f'<span class="level">{esc(level)}</span> ' if level else "") + esc(interval)
 
-    def outcome(text):  # "Inconclusive (p = 0.471 (Holm, ...))" -> the word bold, the p small
+    def outcome(text):  # "Inconclusive (p = 0.471 (Bonferroni, ...))" -> the word bold, the p small
         word, _, rest = str(text).partition(" (")
         return f"<b>{esc(word)}</b>" + (f' <span class="note">({esc(rest)}</span>' if rest else "")
 

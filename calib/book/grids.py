@@ -9,7 +9,9 @@ so every comparison stays paired). Cells that no verdict or figure needs are not
 """
 from __future__ import annotations
 
+from calib.book.claims import SHORT_PREFIXES, TABLE4_RATE
 from calib.book.profiles import by_role, role
+from calib.book.real import real_grid
 
 SPARSITY = 0.6  # the paper's headline unstructured sparsity: the cells its verdicts compare
 
@@ -116,8 +118,8 @@ def table3_grid(s: dict) -> dict:
     c4, pre = by_role(s, "c4", fallback=0), by_role(s, "dclm")
     subs = []
     for x in s["table3_settings"]:
-        subs.append({"method": "wanda", **_setting(x), "calibration": _cal(s, sorted({c4, pre}), s["seeds"])})
-        subs.append({"method": "wanda", **_setting(x), "calibration": _cal(s, [c4], s["seeds"]),
+        subs.append({"method": "wanda", **_setting(x), "calibration": _cal(s, sorted({c4, pre}), s["headline_seeds"])})
+        subs.append({"method": "wanda", **_setting(x), "calibration": _cal(s, [c4], s["headline_seeds"]),
                      "synthetic": _syn(s)})
     return _grid(s, subs)
 
@@ -127,30 +129,38 @@ def _two_sources(s: dict) -> list[str]:
     return [src for src in s["sources"] if role(src) in ("c4", "wikipedia")] or list(s["sources"])[:2]
 
 
-def _self_generated(s: dict, sources, model: str | None = None, **synthetic) -> dict:
-    """Wanda at 60% with the original data and with self-generated data (a list in
-    ``synthetic`` is an axis)."""
-    return _grid(s, [{"method": "wanda", "sparsity": SPARSITY, "calibration": _cal(s, sources, s["seeds"]),
-                      "synthetic": [None, _syn(s, **synthetic)]}], model=model)
+def _self_generated(s: dict, sources, model: str | None = None, headline=(), **synthetic) -> dict:
+    """Wanda at 60% with the original data and with self-generated data (a list in ``synthetic``
+    is an axis). The original arm and the axis values in ``headline`` get headline seeds."""
+    (axis, values), = synthetic.items() if synthetic else ((None, None),)
+    top = [v for v in values if v in headline] if axis else []
+    rest = [v for v in values if v not in top] if axis else None
+    subs = [{"method": "wanda", "sparsity": SPARSITY, "calibration": _cal(s, sources, s["headline_seeds"]),
+             "synthetic": [None] + ([_syn(s, **{axis: top})] if top else [])}]
+    if rest is None or rest:
+        subs.append({"method": "wanda", "sparsity": SPARSITY, "calibration": _cal(s, sources, s["seeds"]),
+                     "synthetic": _syn(s, **({axis: rest} if axis else {}))})
+    return _grid(s, subs, model=model)
 
 
 def fig4_grid(s: dict) -> dict:
     """Fig. 4: prefix length of self-generation (0 = BOS only), Wanda at 60%."""
-    return _self_generated(s, _two_sources(s), prefix_len=list(s["prefix_lens"]))
+    return _self_generated(s, _two_sources(s), headline=SHORT_PREFIXES, prefix_len=list(s["prefix_lens"]))
 
 
 def table4_grid(s: dict) -> dict:
     """Table 4: perplexity-filter rate, Wanda at 60%."""
-    return _self_generated(s, _two_sources(s), filter_rate=list(s["filter_rates"]))
+    return _self_generated(s, _two_sources(s), headline=(TABLE4_RATE,), filter_rate=list(s["filter_rates"]))
 
 
 def pruned_generator_grid(s: dict) -> dict:
     """Beyond: self-generation by the dense model versus by the pruned model itself,
     from the Wikipedia-role source (the paper's largest gain), Wanda at 60%."""
-    return _self_generated(s, [by_role(s, "wikipedia", fallback=0)], generator=["dense", "pruned"])
+    return _self_generated(s, [by_role(s, "wikipedia", fallback=0)], headline=("dense", "pruned"),
+                           generator=["dense", "pruned"])
 
 
 def second_model_grid(s: dict) -> dict:
     """Beyond: the prefix-length sweep of Fig. 4 on a second architecture."""
-    return _self_generated(s, [by_role(s, "c4", fallback=0)], model=s["second_model"],
+    return _self_generated(s, [by_role(s, "c4", fallback=0)], model=s["second_model"], headline=SHORT_PREFIXES,
                            prefix_len=list(s["prefix_lens"]))

@@ -5,10 +5,13 @@ With S seeds and items on F facts, a contrast's variance is about seed / S + fac
 spread's two terms, rescaled). More items help only while they rest on new facts: the world's
 knowledge base holds ``fact_pool`` facts its tasks can ask about, so for the world suite F cannot
 pass that, and where even that many facts and 20x the seeds fall short of the target, the answer
-says so instead of extrapolating to items the knowledge base cannot supply.
+says so instead of extrapolating to items the knowledge base cannot supply. The task makers draw
+facts with replacement, so N items cover about P (1 - (1 - 1/P)^N) distinct facts of a pool of
+P: the items needed grow faster than the facts, without bound as F nears P (``draws``).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from calib.book.inference import Spread
@@ -36,11 +39,22 @@ class Need:
         return f"over {MAX_SEED_FACTOR}x the seeds and {MAX_FACT_FACTOR}x the items (±{self.best:.2f} there)"
 
 
+def draws(facts: float, pool: int | None) -> float:
+    """The items (draws with replacement) expected to cover ``facts`` distinct facts of ``pool``;
+    ``facts`` itself when the pool is unbounded."""
+    if pool is None:
+        return float(facts)
+    if facts >= pool:
+        return math.inf
+    return math.log1p(-facts / pool) / math.log1p(-1 / pool)
+
+
 def needed(spread: Spread, seeds: int, items_per_task: int, target: float, fact_pool: int | None = None) -> Need:
     """The design (seeds, items per task) of least seeds x items whose predicted 95% half-width is at
-    most ``target``; items scale with the facts they rest on, up to ``fact_pool`` facts (None: no cap)."""
+    most ``target``; items grow with the facts they rest on (drawn with replacement from
+    ``fact_pool`` facts, below which F stays; None: in proportion, no cap)."""
     f0 = spread.n_facts
-    top = fact_pool if fact_pool is not None else MAX_FACT_FACTOR * f0
+    top = fact_pool - 1 if fact_pool is not None else MAX_FACT_FACTOR * f0
     fact_steps = sorted({min(top, max(f0, round(f0 * k / 4))) for k in range(4, 4 * MAX_FACT_FACTOR + 1)})
     best, options = None, []
     for s in range(max(seeds, 2), MAX_SEED_FACTOR * max(seeds, 1) + 1):
@@ -54,4 +68,5 @@ def needed(spread: Spread, seeds: int, items_per_task: int, target: float, fact_
     if not options:
         return Need(target, best=best, facts=fact_pool, capped_by_facts=fact_pool is not None)
     s, f = min(options, key=lambda o: (o[0] * o[1], o[0]))
-    return Need(target, seeds=s, items_per_task=round(items_per_task * f / f0), facts=f)
+    grow = draws(f, fact_pool) / draws(f0, fact_pool) if f0 < (fact_pool or math.inf) else 1.0
+    return Need(target, seeds=s, items_per_task=round(items_per_task * grow), facts=f)

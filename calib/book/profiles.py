@@ -62,6 +62,25 @@ PROFILES = {
 # Wikipedia roles played by the DCLM-Baseline and Wikipedia parts of its own pretraining mix
 PROFILES["paper-olmo2"] = dict(PROFILES["paper"], model="/models/OLMo-2-1124-7B", sources=OLMO2_SOURCES,
                                store="runs/book-paper-olmo2.db")
+# The real-model chapter (calib.book.real): SmolLM2-135M on real text, few short calibration windows,
+# held-out documents of each real domain. Measured on 7 Dec (2 Ray workers, load average 2.6-3.9):
+# a job 70-120 s (prune 8 x 128 tokens 27-40 s, score 3 x 8 documents of 256 tokens 62-67 s), a
+# self-generated set about 1 min; 7 jobs in 402 s. So smoke scores 4 documents per domain: the pair
+# of sources, Wanda and magnitude at 60%, self-generated from one source (7 jobs); toy, 8 documents:
+# three sources at 60%, the pair at 50% (the trend) and 2:4, with SparseGPT and self-generated,
+# unfiltered and 20% filtered (27 jobs; an estimated 20-25 min at that load)
+REAL_SOURCES = ["real/code", "real/reference", "real/docs"]
+_REAL = dict(model="smollm2", sources=REAL_SOURCES, pair=REAL_SOURCES[:2], methods=["wanda", "sparsegpt"],
+             suite={"name": "real", "n_heldout": 8}, nsamples=16, seqlen=128, seeds=2, sparsities=[0.6],
+             trend_sparsity=0.5, patterns=["2:4"], method_sparsity=0.6, synthetic_sparsity=0.6,
+             synthetic_sources=REAL_SOURCES[:2], filter_rates=[0, 20],
+             synthetic={"n_docs": 32, "max_new_tokens": 96, "batch_size": 16})
+PROFILES["smoke"]["real"] = dict(_REAL, sources=REAL_SOURCES[:2], methods=["wanda"], nsamples=8,
+                                 suite={"name": "real", "n_heldout": 4},
+                                 trend_sparsity=None, patterns=[], filter_rates=[0], synthetic_sources=REAL_SOURCES[:1],
+                                 synthetic={"n_docs": 16, "max_new_tokens": 96, "batch_size": 16})
+PROFILES["toy"]["real"] = _REAL
+PROFILES["paper"]["real"] = PROFILES["paper-olmo2"]["real"] = _REAL
 PROFILE_NAMES = tuple(PROFILES)
 
 

@@ -5,21 +5,22 @@ a ``Verdict`` whose parts come in pairs, the paper's accuracy and the gold choic
 each part, so a chapter prints what it found next to what the paper found and what its design
 could detect. The headline's effect per task rides along (``Verdict.per_task``: the forest plot).
 
-A part's outcome is "reproduced" or "contradicted" only when its 95% CI excludes zero (Holm-
-adjusted for a chapter's secondary parts); otherwise "inconclusive". The two metrics are decided
-apart, never merged. Nothing here plots or formats beyond one line of text.
+A part's outcome is "reproduced" or "contradicted" only when its CI excludes zero, Bonferroni-
+adjusted over every part of the chapter on both metrics (``finding``); otherwise "inconclusive".
+The two metrics are reported apart, never merged; which one is a chapter's primary, and which
+headlines share jobs, is ``claims.CLAIMS``, written before the data. Nothing here plots or formats beyond one line of text.
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from calib.book import published
+from calib.book import claims, published
 from calib.book import statistics as st
 from calib.book.grids import AT, SPARSITY  # the cells the grids run at the headline sparsity
 from calib.book.profiles import METHOD_NAMES, by_role, label, role
 
-SHORT_PREFIXES = (1, 2, 4)  # the paper's best prefix lengths (Sec. 6.2)
+SHORT_PREFIXES = claims.SHORT_PREFIXES  # the paper's best prefix lengths (Sec. 6.2)
 TARGET = 0.5  # the accuracy half-width (points) a headline should reach to resolve the paper's smaller effects
 METRICS = tuple(st.METRICS)  # accuracy (the paper's), then the log-score
 
@@ -118,6 +119,7 @@ def _verdict(parts, claim: str, head: tuple | None = None) -> st.Verdict:
         d, arm, a, b, kw = head
         per = st.per_task(_shared_seeds(d, arm, a, b, kw.get("by", ())), arm, a, b, metrics=METRICS,
                           **{k: v for k, v in kw.items() if k != "claim"})
+        per.attrs["claim"] = kw.get("claim", "")   # what the forest plot shows, which may not be parts[0]
     return st.combine([p for part in parts for p in (part if isinstance(part, list) else [part])], claim=claim,
                       per_task=per)
 
@@ -184,7 +186,9 @@ def fig2(df, s: dict) -> st.Verdict:
                                     claim="the range across sources at 2:4 exceeds what noise alone produces")
                       for m in METRICS])
     return _verdict(parts, "the source matters more at high sparsity and for N:M patterns",
-                    (w[w.setting == AT], "source", pre, wiki, {"label": "fig2_gap60"}))
+                    (w[w.setting == AT], "source", pre, wiki,
+                     {"label": "fig2_gap60", "claim": f"Wanda at {AT}: {_name(s, 'dclm')} minus {_name(s, 'wikipedia')} "
+                                                      f"(Fig. 1's contrast; a range has no per-task form)"}))
 
 
 def fig3(df, s: dict) -> st.Verdict:
@@ -199,12 +203,16 @@ def fig3(df, s: dict) -> st.Verdict:
 
 
 def amount_effect(df, s: dict) -> st.Verdict:
-    """Descriptive (Fig. 3): the gap at the largest minus at the smallest amount; the paper
-    says amounts move a source's average by only 0.1-0.2 points."""
+    """Fig. 3: the gap at the largest minus at the smallest amount; the paper says amounts move a
+    source's average by only 0.1-0.2 points. On accuracy an equivalence test (TOST) with the
+    margin declared in ``claims``; on the log-score the plain contrast."""
     w = _wanda(df, synthetic=False)
-    return _verdict([[st.range_trend(w, by_role(s, "dclm"), by_role(s, "wikipedia"), x="nsamples", metric=m,
-                                     label="fig3_amount", claim="change of the gap from the smallest to the largest amount")
-                      for m in METRICS]], "the gap does not change with the amount of data")
+    margin = claims.CLAIMS["fig3_amount"].margin    # "does not close": equivalence on accuracy
+    parts = [st.range_trend(w, by_role(s, "dclm"), by_role(s, "wikipedia"), x="nsamples", metric=m,
+                            label="fig3_amount", claim="change of the gap from the smallest to the largest amount")
+             for m in METRICS]
+    return _verdict([[st.margin_test(f, margin, "equivalence") if f.metric == st.PAPER_METRIC else f for f in parts]],
+                    "the gap does not change with the amount of data")
 
 
 def table1(df, s: dict) -> st.Verdict:
@@ -220,8 +228,9 @@ def table1(df, s: dict) -> st.Verdict:
 def table2(df, s: dict) -> st.Verdict:
     """Tables 2, 5-7: self-generated data beats the original data. Headline: self-generated
     minus original, Wanda at 60%, averaged over the sources; then DSnoT, OWL, the pretraining-role
-    source alone (the paper: +0.3-0.7 even there), and the paper's language-modelling column,
-    Alpaca(-role) perplexity (lower is better)."""
+    source alone (the paper: +0.3-0.7 even there); and, as a labelled diagnostic outside the
+    family and without an outcome, the paper's language-modelling column, Alpaca(-role) perplexity
+    (lower is better)."""
     d = df[df.setting == AT]
     wd = _wanda(d)
     head, h = _headline(wd, "synthetic", True, False, by=["source"], label="table2",
@@ -237,7 +246,7 @@ def table2(df, s: dict) -> st.Verdict:
     if wd.alpaca_ppl.notna().all():
         parts.append(st.job_contrast(_shared_seeds(wd, "synthetic", True, False, ["source"]), "synthetic", True, False,
                                      "alpaca_ppl", by=["source"], direction=-1, label="table2_alpaca",
-                                     unit="perplexity",
+                                     unit="perplexity", diagnostic=True,
                                      claim="Wanda at 60%: Alpaca-role perplexity, self-generated minus original "
                                            "(lower is better; the texts held fixed)"))
     return _verdict(parts, "self-generated calibration data beats the original data", h)
@@ -269,7 +278,8 @@ def table2_cells(df, s: dict, metrics=METRICS) -> pd.DataFrame:
 def table3(df, s: dict) -> st.Verdict:
     """Table 3: self-generated data also helps at other settings. Headline: self-generated
     (from the C4-role source) minus that source, Wanda, averaged over 50%, 65%, 4:8 and 2:4;
-    then self-generated minus the pretraining-role data (the paper: matches or exceeds)."""
+    then self-generated minus the pretraining-role data (the paper: matches or exceeds), on
+    accuracy a non-inferiority test with the margin declared in ``claims``."""
     c4, pre = by_role(s, "c4", fallback=0), by_role(s, "dclm")
     d = _wanda(df)
     d = _with(d, data=np.where(d.synthetic, "syn", d.source))
@@ -277,8 +287,10 @@ def table3(df, s: dict) -> st.Verdict:
                         claim=f"self-generated minus {_name(s, 'c4')} data, mean over settings")
     parts = [head]
     if pre in set(d.data):
-        parts.append(contrast(d, "data", "syn", pre, by=["setting"], label="table3_vs_pretrain",
-                              claim=f"self-generated minus {_name(s, 'dclm')} data, mean over settings"))
+        vs = contrast(d, "data", "syn", pre, by=["setting"], label="table3_vs_pretrain",
+                      claim=f"self-generated minus {_name(s, 'dclm')} data, mean over settings")
+        margin = claims.CLAIMS["table3_settings"].margin   # "matches or exceeds": non-inferiority on accuracy
+        parts.append([st.margin_test(f, margin, "non-inferiority") if f.metric == st.PAPER_METRIC else f for f in vs])
     return _verdict(parts, "self-generated data helps at other sparsities and patterns too", h)
 
 
@@ -318,7 +330,7 @@ def table4(df, s: dict) -> st.Verdict:
     """Table 4: filtering the highest-perplexity texts helps a little. Headline: self-generated
     (the paper's 20% filter) minus the original data; then filtered at 10-20% minus unfiltered."""
     w = _wanda(df, AT)
-    syn20 = w[w.synthetic & (w.filter_rate == 20)]
+    syn20 = w[w.synthetic & (w.filter_rate == claims.TABLE4_RATE)]
     head, h = _headline(_stack(w, {"syn": syn20, "original": w[~w.synthetic]}), "arm", "syn", "original",
                         by=["source"], label="table4", claim="self-generated (20% filtered) minus the original data")
     parts = [head]
@@ -336,7 +348,7 @@ def table4(df, s: dict) -> st.Verdict:
 def fig5(scores: pd.DataFrame, synthetic_label: str) -> st.Verdict:
     """Fig. 5: self-generated text scores higher Min-50%++ than every other source. ``scores``:
     one line per window with columns ``data`` and ``score``; one part per other source (the
-    first is the headline, the others Holm-adjusted)."""
+    first is the headline, the others in its Bonferroni family)."""
     syn = scores.loc[scores.data == synthetic_label, "score"].to_numpy()
     parts = [st.mean_difference(syn, scores.loc[scores.data == other, "score"].to_numpy(), metric="Min-50%++",
                                 label="fig5", claim=f"Min-50%++ of self-generated minus {other} windows")
@@ -417,16 +429,69 @@ def summary(v: st.Verdict, paper: dict | None = None, kind: str = "finding") -> 
                      "effect": p.effect, "CI": f"{lvl}[{ci[0]:+.2f}, {ci[1]:+.2f}]", "CI half-width": hw,
                      "MDE (80% power)": p.mde, "n": p.n_text(),
                      "paper": paper.get(p.label, "") if on_paper else "",
-                     "outcome": words[p.outcome] + (f" ({p.p_text()})" if p.p is not None else ""),
+                     "outcome": ("Diagnostic, not decided: " if p.diagnostic else "") + words[p.outcome]
+                                + (f" ({p.p_text()})" if p.p is not None else ""),
                      f"for ±{TARGET} points it would take": takes})
     return pd.DataFrame(rows)
 
 
-def headline(v: st.Verdict, kind: str = "finding") -> str:
-    """The chapter's verdict (markdown): the outcome on each metric, never merged, then each part's line."""
+def headline(v: st.Verdict, kind: str = "finding", chapter: str | None = None,
+             where: str = "In the world") -> str:
+    """The chapter's verdict (markdown): the outcome on each metric, never merged, then each part's
+    line. Off the chapter's primary metric (``claims.CLAIMS``) an outcome names its metric:
+    "Reproduced on the log-score"."""
     words = OUTCOME_WORDS[kind]
-    outcomes = " ".join(f"{_metric_title(m)}: {words[o]}." for m, o in v.outcomes.items())
-    lines = [f"**{outcomes}** In the world: {v.claim}."]
+    out = []
+    for m, o in v.outcomes.items():
+        w = words[o]
+        said = claims.outcome_text(chapter, m, w)
+        out.append(f"{_metric_title(m)}: {said}.")
+    lines = [f"**{' '.join(out)}** {where}: {v.claim}."]
+    shared = claims.CLAIMS[chapter].shares_with if chapter in claims.CLAIMS else ()
+    if shared:
+        lines[0] += f" Shares its jobs with {', '.join(shared)}: one piece of evidence with it, not two."
     for p in v.parts:
-        lines.append(f"- {p.claim} ({p.metric_name}): {p.text()}")
+        tag = " (diagnostic, not decided)" if p.diagnostic else ""
+        lines.append(f"- {p.claim} ({p.metric_name}){tag}: {p.text()}")
     return "\n".join(lines)
+
+
+def without_task(df, task: str = claims.SENSITIVITY_TASK) -> pd.DataFrame:
+    """The frame with ``task``'s items dropped from every job (and ``avg`` recomputed over the rest):
+    the sensitivity variant each headline is shown under (``claims``)."""
+    def drop(rec):
+        return {t: r for t, r in rec.items() if t != task} if isinstance(rec, dict) else rec
+    out = df.assign(records=[drop(r) for r in df["records"]])
+    if "avg" in out:
+        out["avg"] = [100 * float(np.mean([np.mean(r["acc"]) for r in rec.values()])) if isinstance(rec, dict) and rec
+                      else np.nan for rec in out["records"]]
+    return out
+
+
+def findings_table(results: dict) -> str:
+    """The findings table (markdown) for the README and the intro: ``results`` maps a chapter
+    (``claims.CLAIMS``) to (its verdict, its verdict without the MMLU-format task, or None). Per
+    headline: the primary metric, each metric's outcome in the chapter's adjusted family, the
+    sensitivity's, and the headlines it shares jobs with."""
+    def cell(chapter, v, m):
+        if v is None or m not in v.outcomes:
+            return "—"
+        return f"{claims.outcome_text(chapter, m, v.outcomes[m])}: {v.headline(m).numbers()}"
+    lines = ["| chapter | headline | primary metric | accuracy (adjusted) | log-score (adjusted) | "
+             f"without {claims.SENSITIVITY_TASK} (primary) | shares jobs with |", "|---|---|---|---|---|---|---|"]
+    for chapter, (v, sens) in results.items():
+        c = claims.claim(chapter)
+        lines.append(f"| {chapter} | {c.contrast} | {st.NAMES.get(c.primary, c.primary)} | {cell(chapter, v, 'acc')} | "
+                     f"{cell(chapter, v, 'logscore')} | {sens.outcomes.get(c.primary, '—') if sens else '—'} | "
+                     f"{', '.join(c.shares_with) or '—'} |")
+    groups = claims.independent(list(results))
+    lines.append(f"\n{len(results)} headlines, {len(groups)} independent pieces of evidence (headlines that share "
+                 "jobs count once); nothing is adjusted across chapters.")
+    return "\n".join(lines)
+
+
+def real_model(df, s: dict):
+    """The real chapter's headline: on a real pretrained model the calibration source matters, and
+    more at 2:4 and at higher sparsity (calib.book.real.sources; its other two verdicts are there)."""
+    from calib.book import real
+    return real.sources(df, s)
