@@ -164,6 +164,10 @@ def evaluation_tokens(job, scorer: str | None = None) -> tuple[int, bool]:
 def _evaluation_tokens(job) -> tuple[dict, bool]:
     """({scorer: tokens}, counted) of one evaluation: perplexity texts, then the lm-eval requests."""
     suite = job.evaluation
+    if suite.name == "real":  # each held-out document scored over at most its first HELDOUT_TOKENS
+        from calib import real
+        n = len(suite.tasks) * (suite.n_heldout or real.N_HELDOUT) * real.HELDOUT_TOKENS
+        return {"fast": n, "hflm": n}, False
     tok = _tokenizer(job.model)
     counted = tok is not None
     if suite.world:
