@@ -332,7 +332,7 @@ CASES = [
     ("evaluate --model {M} --suite world --tasks nosuch", ["'nosuch'", "world_boolq"]),
     ("evaluate --model {M} --limit 0", ["--limit", "0"]),
     ("evaluate --model {M} --ppl -1", ["--ppl", "-1"]),
-    ("evaluate --model {M} --heldout -1", ["--heldout", "-1"]),
+    ("evaluate --model {M} --suite world --heldout -1", ["--heldout", "-1"]),
     ("evaluate --model {M} --batch-size 0 " + EVAL, ["--batch-size", "0"]),
     ("evaluate --model {M} --dtype float8 " + EVAL, ["'float8'", "float32"]),
     ("evaluate --model {M} --scorer nosuch " + EVAL, ["'nosuch'", "fast, hflm"]),
@@ -522,7 +522,7 @@ def test_bad_input(work, argv, expect, capsys):
     from calib.cli import main
     W, M = work
     args = shlex.split(argv.format(W=W, M=M))
-    if args[0] == "prune" and "--calib" not in args:  # the tiny models are not world models: c4 by default
+    if args and args[0] == "prune" and "--calib" not in args:  # the tiny models are not world models: c4 by default
         args += ["--calib", "world/pretrain"]
     before = snapshot(W)
     try:
@@ -608,7 +608,8 @@ def test_deterministic_failure_is_not_retried_and_its_reason_printed(work, tmp_p
     W, _ = work
     grid = tmp_path / "g.yaml"
     grid.write_text(yaml.safe_dump({"model": str(W / "nan"), "suite": {"name": "ppl", "n_alpaca": 8},
-                                    "calibration": {"nsamples": 2, "seqlen": 16, "pool": 20}}))
+                                    "calibration": {"source": "world/pretrain", "nsamples": 2, "seqlen": 16,
+                                                    "pool": 20}}))
     assert main(["run", str(grid), "--store", str(tmp_path / "r.db"), "--retries", "3", "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert "failed" in err and "non-finite activations" in err
