@@ -46,7 +46,8 @@ def defaults(model: str | Path | None) -> dict:
     try:
         here = path.resolve()
         for alias in PACKAGED_DEFAULTS:
-            if here == model_path(alias).resolve():
+            folder = _packaged_dir(alias)
+            if folder is not None and here == folder.resolve():
                 return dict(PACKAGED_DEFAULTS[alias])
         rep = json.loads((path / "prune_report.json").read_text())
         base = rep.get("base_model") or rep.get("model")
@@ -206,13 +207,24 @@ def smollm2_gguf() -> tuple[Path, str, str]:
     return Path(path), dist.version, sha
 
 
-def smollm2_dir() -> Path:
+def _packaged_dir(alias: str) -> Path | None:
+    """A packaged model's folder without creating it: SmolLM2's is converted only when it is used
+    (None where its wheel is not installed)."""
+    if alias != SMOLLM2:
+        return model_path(alias)
+    try:
+        return smollm2_dir(convert=False)
+    except CalibError:
+        return None
+
+
+def smollm2_dir(convert: bool = True) -> Path:
     """The converted SmolLM2 folder in the cache (converted here on first use, once per wheel
-    version and GGUF hash; processes that race wait on one lock)."""
+    version and GGUF hash; processes that race wait on one lock); ``convert=False``: its path only."""
     from calib.io import atomic_folder, file_lock
     gguf, version, sha = smollm2_gguf()
     out = cache_dir() / "models" / f"{SMOLLM2}-{version}-{sha[:16]}"
-    if (out / SMOLLM2_RECORD).is_file():
+    if not convert or (out / SMOLLM2_RECORD).is_file():
         return out
     with file_lock(out.parent / f".{out.name}.lock"):
         if not (out / SMOLLM2_RECORD).is_file():

@@ -151,3 +151,13 @@ def test_wanda_far_below_magnitude_on_heldout_text(smol, calib_ids):
         assert sum(r["records"]["nll"]) / sum(r["records"]["tokens"]) == pytest.approx(math.log(r["ppl"]))
         ppl[method] = r["ppl"]
     assert dense["ppl"] < ppl["wanda"] < ppl["magnitude"] / 3, (dense["ppl"], ppl)
+
+
+def test_defaults_of_another_model_do_not_convert_smollm2(tmp_path, monkeypatch):
+    """Asking a folder's defaults compares it with the packaged models' folders: SmolLM2's is
+    named, never converted, there (a conversion takes minutes)."""
+    from calib.models import defaults
+    monkeypatch.setenv("CALIB_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "m").mkdir()
+    assert defaults(str(tmp_path / "m"))["source"] == "c4"
+    assert not (tmp_path / "cache" / "models").exists()
