@@ -267,15 +267,15 @@ def cells(df: pd.DataFrame, s: dict) -> pd.DataFrame:
 
 def conclusion(verdicts) -> str:
     """The chapter's verdicts in one markdown table: every part, its effect with the 95% CI (the
-    Holm-widened one for a secondary part) and its outcome; a range test's CI is descriptive."""
+    Bonferroni-adjusted one within its verdict's family) and its outcome. A CI is one unbreakable
+    cell (a no-break space after its comma), as the book's tables keep number cells on one line."""
     lines = ["| verdict | part | effect | 95% CI | outcome |", "|---|---|---:|---:|---|"]
     for v in verdicts:
         for i, p in enumerate(v.parts):
-            ci = "" if p.ci is None else f"[{p.ci[0]:+.2f}, {p.ci[1]:+.2f}]"
+            ci = "" if p.ci is None else f"[{p.ci[0]:+.2f},\u00a0{p.ci[1]:+.2f}]"
             lines.append(f"| {v.claim if i == 0 else ''} | {p.claim} | {p.effect:+.2f} {p.unit} | {ci} | "
                          f"**{p.outcome}** ({p.p_text()}) |")
-    return "\n".join(lines) + ("\n\nA negative effect is a lower held-out NLL (better) for the first arm; a "
-                               "range is never negative and is tested against seed and document noise.")
+    return "\n".join(lines) + "\n\nA negative effect is a lower held-out NLL (better) for the first arm."
 
 
 __all__ = ["METRIC", "DIRECTION", "UNIT", "settings", "real_grid", "with_nll", "domains", "setting", "table",
