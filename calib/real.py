@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from calib.cache import digest
 from calib.errors import CalibError, check_choice
 from calib.sources import Source, register
 
@@ -172,10 +173,8 @@ def documents(name: str, n: int | None = None, split: str = "calib") -> list[tup
 
 def version() -> str:
     """What fixes the real suite's texts: the pinned files and the split and scoring constants."""
-    import json
-    spec = [sorted((s.name, s.file) for s in SOURCES.values()), GCIDE_INDEX, HELDOUT_SHARE, MIN_CHARS, PAGE_CHARS,
-            HELDOUT_TOKENS]
-    return hashlib.sha256(json.dumps(spec).encode()).hexdigest()[:12]
+    return digest([sorted((s.name, s.file) for s in SOURCES.values()), GCIDE_INDEX, HELDOUT_SHARE, MIN_CHARS,
+                   PAGE_CHARS, HELDOUT_TOKENS])[:12]
 
 
 def texts(name: str, n: int | None = None, split: str = "calib") -> list[str]:
@@ -185,12 +184,11 @@ def texts(name: str, n: int | None = None, split: str = "calib") -> list[str]:
 def _register() -> None:
     """Each real source as a calib.sources record: it plays no paper corpus; its version is the
     pinned file's hash and the split's constants, so it keys only its own jobs."""
-    import json
     for src in SOURCES.values():
         spec = [src.file, GCIDE_INDEX if src.file == GCIDE else None, HELDOUT_SHARE, MIN_CHARS, PAGE_CHARS]
         register(Source(src.name, None, src.sampling, src.display, "real",
-                        texts=lambda n, name=src.name: texts(name, n, "calib"),
-                        version=hashlib.sha256(json.dumps(spec).encode()).hexdigest()[:12], colour=src.colour))
+                        texts=lambda n, name=src.name: texts(name, n, "calib"), version=digest(spec)[:12],
+                        colour=src.colour))
 
 
 _register()
