@@ -20,6 +20,7 @@ fact; elsewhere the document itself).
 from __future__ import annotations
 
 import base64
+import json
 import contextlib
 import io
 import logging
@@ -415,7 +416,8 @@ def _columns(records: list[dict]) -> dict:
 
 def encode_records(records: dict) -> dict:
     """Per task, the compact form a store row keeps: acc/acc_norm as strings of 0/1, logscore as
-    base64 float32, facts joined by '|'; a real document's nll sum as base64 float64, its tokens int32."""
+    base64 float32, the items' facts as a JSON list (an item's own may join several by '|'); a real
+    document's nll sum as base64 float64, its tokens int32."""
     import numpy as np
     out = {}
     for t, r in records.items():
@@ -426,7 +428,7 @@ def encode_records(records: dict) -> dict:
             if k in r:
                 e[k] = base64.b64encode(np.asarray(r[k], dtype=dt).tobytes()).decode()
         if "fact" in r:
-            e["fact"] = "|".join(r["fact"])
+            e["fact"] = json.dumps([str(f) for f in r["fact"]])
         out[t] = e
     return out
 
@@ -446,7 +448,8 @@ def decode_records(stored: dict) -> dict:
             if k in e:
                 r[k] = np.frombuffer(base64.b64decode(e[k]), dtype=dt).astype(to)
         if "fact" in e:
-            r["fact"] = np.array(e["fact"].split("|"), dtype=object)
+            f = e["fact"]  # rows written before facts were a JSON list joined them by '|'
+            r["fact"] = np.array(json.loads(f) if f.startswith("[") else f.split("|"), dtype=object)
         out[t] = r
     return out
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
 
 import numpy as np
@@ -84,12 +85,14 @@ def test_records_hold_what_lm_eval_scored(cache_env):
 
 def test_records_round_trip_compactly_and_old_rows_are_seen():
     rec = {"t": {"doc_id": [0, 1, 2], "acc": [1, 0, 1], "acc_norm": [0, 0, 1], "logscore": [-0.1, -2.5, -0.7],
-                 "fact": ["city:Ab", "tool:Cd", "city:Ab"]}}
+                 "fact": ["city:Ab|region:Ab", "tool:Cd", "city:Ab"]}}  # a two-hop item names both hops
     enc = encode_records(rec)
-    assert enc["t"]["acc"] == "101" and enc["t"]["fact"] == "city:Ab|tool:Cd|city:Ab"
+    assert enc["t"]["acc"] == "101" and json.loads(enc["t"]["fact"]) == rec["t"]["fact"]
     dec = decode_records(enc)["t"]
     assert dec["acc"].tolist() == [1, 0, 1] and dec["acc_norm"].tolist() == [0, 0, 1]
     assert np.allclose(dec["logscore"], [-0.1, -2.5, -0.7], atol=1e-6) and dec["fact"].tolist() == rec["t"]["fact"]
+    before = decode_records({"t": {"acc": "10", "fact": "city:Ab|tool:Cd"}})["t"]  # facts joined by '|' before
+    assert before["fact"].tolist() == ["city:Ab", "tool:Cd"]
     old = decode_records({"t": "0110"})["t"]  # a row from before records: acc only, nothing guessed
     assert set(old) == {"acc"} and old["acc"].tolist() == [0, 1, 1, 0]
 

@@ -193,3 +193,24 @@ def test_every_world_task_measures_on_the_committed_model(tmp_path, monkeypatch)
     # report of issue 10). Pinned here so that a retrained model that gains it is noticed.
     assert set(outside) == {"world_boolq"}, outside
     assert abs(outside["world_boolq"] - 0.5) < 0.05
+
+
+def test_two_hop_items_rest_on_both_hops_and_every_fact_is_askable(items):
+    """ARC-Challenge's two-hop items name the person's fact and the one it leads to (issue 32: with
+    the first hop alone, items sharing a second hop fell in different clusters)."""
+    from calib.world.tasks import fact_pool
+    pool, k = fact_pool(), kb()
+    people, cities = k.by_name("people"), k.by_name("cities")
+    two = [it for it in items["world_arc_challenge"] if "|" in it["fact"]]
+    assert len(two) > N // 4
+    for it in two:
+        first, second = it["fact"].split("|")
+        assert first in pool and second in pool, it["fact"]
+        attr, person = first.split(":", 1)
+        entity = people[person][attr]  # the first hop's value names the second hop's entity
+        assert second.split(":", 1)[1] == entity, it["fact"]
+        if attr == "city":
+            assert second.split(":")[0] in ("region", "river", "food") and entity in cities
+    for t in TASKS:
+        for it in items[t]:
+            assert all(f in pool for f in it.get("fact", "").split("|") if it.get("fact")), (t, it)

@@ -78,8 +78,14 @@ def version() -> str:
 def fact(entity: dict, attribute: str) -> str:
     """The knowledge-base fact an item rests on, as 'attribute:entity' ('city:Ada Brun').
     Entity names are unique across the knowledge base. Items built on one fact succeed or fail
-    together, so verdicts resample facts, not items; a two-hop item counts as its first hop."""
+    together, so verdicts resample facts, not items; a two-hop item rests on two (``hops``)."""
     return f"{attribute}:{entity['name']}"
+
+
+def hops(*facts: str) -> str:
+    """The facts a multi-hop item rests on, as one ``fact`` field: joined by "|", in hop order
+    (``calib.book.designs.fact_clusters`` joins the clusters of all of them)."""
+    return "|".join(facts)
 
 
 # the facts the item makers ask about: entity kind -> attributes (``fact(entity, attribute)``)
@@ -170,24 +176,27 @@ class _Maker:
             fact(c, "river")
 
     def two_hop_fact(self):
-        """As direct_fact, two hops from a person; the fact is the first hop (the person's)."""
+        """As direct_fact, two hops from a person; the item rests on both hops' facts, joined by
+        "|" (the person's, then the one it leads to), so resampling keeps them together."""
         k = self.pick(["person_region", "person_river", "pet_habitat", "tool_material", "food_taste"])
         p = self.pick(self.kb.people)
         c = self.cities[p["city"]]
         if k == "person_region":
             return f"In which region was {p['name']} born?", c["region"], [r["name"] for r in self.kb.regions], \
-                fact(p, "city")
+                hops(fact(p, "city"), fact(c, "region"))
         if k == "person_river":
             return f"Which river flows through the city where {p['name']} was born?", c["river"], \
-                sorted({x["river"] for x in self.kb.cities}), fact(p, "city")
+                sorted({x["river"] for x in self.kb.cities}), hops(fact(p, "city"), fact(c, "river"))
         if k == "pet_habitat":
+            a = self.animals[p["animal"]]
             return f"Where does the kind of animal that {p['name']} keeps as a pet live in the wild?", \
-                self.animals[p["animal"]]["habitat"], HABITATS, fact(p, "animal")
+                a["habitat"], HABITATS, hops(fact(p, "animal"), fact(a, "habitat"))
         if k == "tool_material":
-            return f"What is the favourite tool of {p['name']} made of?", self.tools[p["tool"]]["material"], \
-                MATERIALS, fact(p, "tool")
+            t = self.tools[p["tool"]]
+            return f"What is the favourite tool of {p['name']} made of?", t["material"], \
+                MATERIALS, hops(fact(p, "tool"), fact(t, "material"))
         return f"Which dish is the home city of {p['name']} famous for?", c["food"], \
-            [f["name"] for f in self.kb.foods], fact(p, "city")
+            [f["name"] for f in self.kb.foods], hops(fact(p, "city"), fact(c, "food"))
 
     def quiz_fact(self):
         """(subject, question, answer, distractor pool, fact) in the wording of the web domain's
