@@ -58,6 +58,10 @@ def test_findings_table_says_the_metric_and_counts_shared_evidence_once():
     assert "| accuracy | inconclusive: +1.00 points [+0.20, +1.80] | reproduced on the log-score: +9.00" in row
     assert row.endswith("| inconclusive | table4_filter |")
     assert "2 headlines, 1 independent pieces of evidence" in md
+    nll = st.Finding("reproduced", effect=-6.7, ci=(-13.1, -0.3), p=0.04, metric="nll_per_token", unit="nats×100")
+    md = V.findings_table({"real_model": (st.Verdict("c", (nll,), {"nll_per_token": "reproduced"}), None)})
+    row = next(line for line in md.splitlines() if line.startswith("| real_model"))  # its primary is not accuracy
+    assert "| reproduced: -6.70 nats×100 [-13.10, -0.30] | — | — | — |" in row
 
 
 def test_findings_forest_draws_every_headline_on_its_primary_metric():

@@ -5,6 +5,7 @@ chapters.py  one record per chapter: notebook, grids, headline verdict, table-of
 grids.py     the grid builders the chapters run
 frames.py    running grids into the store; tidy frames and tables
 verdicts.py  whether each finding holds, with its confidence interval
+claims.py    the headlines as declared before the data; findings.py recomputes them for the intro
 figures.py   colours, the curves several chapters draw, Table 2 cell by cell
 predict.py   calibration-quality predictors per set (the Beyond chapter)
 published.py the paper's own numbers (published.yaml)
@@ -13,8 +14,9 @@ runner.py    python -m calib.book: the experiments, then the notebooks
 A notebook's setup is one call, ``s = C.setup("<chapter>", globals())``, right after its
 parameters cell; the names below are what notebooks use, as ``C.<name>``.
 """
+from calib.book import figures
 from calib.book.figures import by_method, curves, forest, source_colour, synthetic_gain
-from calib.book.chapters import CHAPTERS, GRIDS, chapter
+from calib.book.chapters import CHAPTERS, GRIDS, INTRO, chapter
 from calib.book.frames import (
     by_architecture, heldout_table, mean_std, number, run, seeds, spread, styled, synthetic_table, tidy, verdict_table,
 )
@@ -28,16 +30,16 @@ from calib.book.profiles import (
     notebook_settings, role, settings,
 )
 from calib.book.published import claim, stated
-from calib.book import real, statistics, verdicts
+from calib.book import findings, real, statistics, verdicts
 
 __all__ = [
-    "by_method", "curves", "forest", "source_colour", "synthetic_gain", "by_architecture", "heldout_table",
+    "figures", "by_method", "curves", "forest", "source_colour", "synthetic_gain", "by_architecture", "heldout_table",
     "mean_std", "number", "run", "seeds", "spread", "styled", "synthetic_table", "tidy", "verdict_table", "AT",
-    "CHAPTERS", "GRIDS", "chapter", "fig1_grid", "fig2_grid", "fig3_grid", "fig4_grid", "pruned_generator_grid",
+    "CHAPTERS", "GRIDS", "INTRO", "chapter", "fig1_grid", "fig2_grid", "fig3_grid", "fig4_grid", "pruned_generator_grid",
     "second_model_grid", "table1_grid", "table2_grid", "table3_grid", "table4_grid", "SELF_GENERATED", "mink_scores",
     "predictors", "pretraining_texts", "METHOD_NAMES", "NAMES", "PAPER_SOURCES", "PARAMETERS", "PROFILE_NAMES",
     "PROFILES", "WORLD_SOURCES", "by_role", "label", "notebook_settings", "role", "settings", "claim", "stated", "real",
-    "statistics", "verdicts", "report", "parameters", "setup",
+    "statistics", "verdicts", "findings", "report", "sensitivity", "parameters", "setup",
 ]
 
 
@@ -63,6 +65,13 @@ def report(verdict, kind: str = "finding", paper: dict | None = None, where: str
         plt.show()
 
 
+def sensitivity(chapter: str, verdict, df, s: dict):
+    """Show the chapter's headline without the MMLU-format task beside its verdict (``claims``:
+    declared for every headline; shown, never a replacement)."""
+    from IPython.display import Markdown, display
+    display(Markdown(findings.sensitivity_text(chapter, verdict, findings.headline(chapter, s, df, sensitivity=True))))
+
+
 def parameters(namespace: dict) -> dict:
     """A notebook's papermill parameters: the plain values its parameters cell and papermill's
     injected cell defined in ``namespace`` (not IPython's own names, modules or functions)."""
@@ -81,7 +90,8 @@ def setup(name: str, namespace: dict) -> dict:
     settings. Called first, right after the parameters cell, with the notebook's ``globals()``."""
     import os
     import warnings
-    chapter(name)
+    if name != INTRO:
+        chapter(name)
     s = notebook_settings(parameters(namespace))
     os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars belong in terminals, not in the book
     warnings.filterwarnings("ignore", message="IProgress not found")

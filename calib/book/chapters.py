@@ -14,6 +14,7 @@ from typing import Callable
 from calib.book import grids as G
 from calib.errors import check_choice
 
+INTRO = "intro"  # the book's first page: every chapter's headline, recomputed (calib.book.findings), executed last
 NOTEBOOKS = "notebooks"  # the chapters' notebooks: this package's folder, or one in the working directory
 PARTS = {  # table-of-contents part -> its caption in _toc.yml
     "world": "The embedded world",

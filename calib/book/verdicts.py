@@ -471,18 +471,19 @@ def without_task(df, task: str = claims.SENSITIVITY_TASK) -> pd.DataFrame:
 def findings_table(results: dict) -> str:
     """The findings table (markdown) for the README and the intro: ``results`` maps a chapter
     (``claims.CLAIMS``) to (its verdict, its verdict without the MMLU-format task, or None). Per
-    headline: the primary metric, each metric's outcome in the chapter's adjusted family, the
-    sensitivity's, and the headlines it shares jobs with."""
+    headline: the primary metric, its outcome and the secondary's in the chapter's adjusted family,
+    the sensitivity's primary outcome, and the headlines it shares jobs with."""
     def cell(chapter, v, m):
-        if v is None or m not in v.outcomes:
+        if v is None or m is None or m not in v.outcomes:
             return "—"
         return f"{claims.outcome_text(chapter, m, v.outcomes[m])}: {v.headline(m).numbers()}"
-    lines = ["| chapter | headline | primary metric | accuracy (adjusted) | log-score (adjusted) | "
+    lines = ["| chapter | headline | primary metric | primary (adjusted) | secondary (adjusted) | "
              f"without {claims.SENSITIVITY_TASK} (primary) | shares jobs with |", "|---|---|---|---|---|---|---|"]
     for chapter, (v, sens) in results.items():
         c = claims.claim(chapter)
-        lines.append(f"| {chapter} | {c.contrast} | {st.NAMES.get(c.primary, c.primary)} | {cell(chapter, v, 'acc')} | "
-                     f"{cell(chapter, v, 'logscore')} | {sens.outcomes.get(c.primary, '—') if sens else '—'} | "
+        second = next(iter(c.secondary), None)
+        lines.append(f"| {chapter} | {c.contrast} | {st.NAMES.get(c.primary, c.primary)} | {cell(chapter, v, c.primary)} | "
+                     f"{cell(chapter, v, second)} | {sens.outcomes.get(c.primary, '—') if sens else '—'} | "
                      f"{', '.join(c.shares_with) or '—'} |")
     groups = claims.independent(list(results))
     lines.append(f"\n{len(results)} headlines, {len(groups)} independent pieces of evidence (headlines that share "
