@@ -84,3 +84,19 @@ def test_every_claim_is_a_chapter_with_a_headline_function():
     from calib.book.chapters import CHAPTERS
     for name in claims.CLAIMS:
         assert name in CHAPTERS and CHAPTERS[name].verdict_function is not None, name
+
+
+def test_the_table_and_the_plot_show_the_headlines_own_outcome_not_the_chapters():
+    """A reproduced headline in a chapter whose other part is inconclusive reads 'reproduced' in
+    the findings (the chapter's own page says 'partly')."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from calib.book import figures, verdicts
+    parts = (st.Finding("reproduced", effect=1.0, ci=(0.2, 1.8), p=0.01, metric="acc"),
+             st.Finding("inconclusive", effect=0.1, ci=(-0.5, 0.7), p=0.6, metric="acc"))
+    v = st.Verdict(claim="c", parts=parts, outcomes={"acc": "partly"})
+    row = next(line for line in verdicts.findings_table({"fig3_amount": (v, None)}).splitlines()
+               if line.startswith("| fig3_amount"))
+    assert "| reproduced: +1.00 points [+0.20, +1.80] |" in row and "partly" not in row
+    fig = figures.findings_forest({"fig3_amount": (v, None)})
+    assert fig.axes[0].get_yticklabels()[0].get_text() == "fig3_amount: reproduced"

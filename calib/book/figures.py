@@ -169,7 +169,7 @@ def findings_forest(results: dict):
         if c.primary not in v.outcomes:
             continue
         h = v.headline(c.primary)
-        rows.append((chapter, c, h, v.outcomes[c.primary]))
+        rows.append((chapter, c, h, h.outcome))   # the headline's own outcome, as the findings table gives it
     fig, axes = plt.subplots(len(rows), 1, figsize=(7, 0.55 * len(rows) + 0.8), squeeze=False)
     for ax, (chapter, c, h, outcome) in zip(axes[:, 0], rows):
         ax.errorbar([h.effect], [0], xerr=[[h.effect - h.ci[0]], [h.ci[1] - h.effect]], fmt="o",

@@ -68,12 +68,12 @@ def collect(s: dict, chapters=None, progress: bool = True) -> dict:
 
 def table(results: dict) -> str:
     """The findings table (``verdicts.findings_table``), then what the sensitivity variant changes:
-    the headlines whose primary outcome differs without the MMLU-format task."""
-    changed = [f"{name} ({v.outcomes.get(claims.claim(name).primary)} -> "
-               f"{sens.outcomes.get(claims.claim(name).primary)})"
-               for name, (v, sens) in results.items()
-               if sens is not None and sens.outcomes.get(claims.claim(name).primary)
-               != v.outcomes.get(claims.claim(name).primary)]
+    the headlines whose outcome on their primary metric differs without the MMLU-format task."""
+    def head(v, name):
+        m = claims.claim(name).primary
+        return v.headline(m).outcome if v is not None and m in v.outcomes else None
+    changed = [f"{name} ({head(v, name)} -> {head(sens, name)})" for name, (v, sens) in results.items()
+               if sens is not None and head(sens, name) != head(v, name)]
     tested = sum(sens is not None for _, sens in results.values())
     note = (f"Without {claims.SENSITIVITY_TASK}, {len(changed)} of {tested} headlines change their primary outcome"
             + (": " + ", ".join(changed) + "." if changed else "."))
@@ -87,10 +87,10 @@ def sensitivity_text(chapter: str, v, sens) -> str:
     if sens is None:
         return f"*Sensitivity ({c.sensitivity}).*"
     parts = []
-    for m, outcome in sens.outcomes.items():
-        was = v.outcomes.get(m)
-        change = "" if was == outcome else f" (with it: {claims.outcome_text(chapter, m, was)})"
-        parts.append(f"{claims.outcome_text(chapter, m, outcome)}: {sens.headline(m).numbers()}{change}")
+    for m in sens.outcomes:   # the headline part's outcome on each metric, within the chapter's family
+        h, was = sens.headline(m), v.headline(m).outcome if m in v.outcomes else None
+        change = "" if was == h.outcome else f" (with it: {claims.outcome_text(chapter, m, was)})"
+        parts.append(f"{claims.outcome_text(chapter, m, h.outcome)}: {h.numbers()}{change}")
     return (f"**Sensitivity, {c.sensitivity}** (the MMLU-format items use the web domain's quiz template "
             f"word for word; declared in `calib/book/claims.py`): " + "; ".join(parts) + ".")
 

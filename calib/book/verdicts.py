@@ -471,19 +471,20 @@ def without_task(df, task: str = claims.SENSITIVITY_TASK) -> pd.DataFrame:
 def findings_table(results: dict) -> str:
     """The findings table (markdown) for the README and the intro: ``results`` maps a chapter
     (``claims.CLAIMS``) to (its verdict, its verdict without the MMLU-format task, or None). Per
-    headline: the primary metric, its outcome and the secondary's in the chapter's adjusted family,
-    the sensitivity's primary outcome, and the headlines it shares jobs with."""
-    def cell(chapter, v, m):
+    headline: the primary metric, the headline's outcome on it and on the secondary, each within the
+    chapter's adjusted family, the sensitivity's primary outcome, and the headlines it shares jobs with."""
+    def cell(chapter, v, m):   # the headline part's own outcome (the chapter's other parts are in the chapter)
         if v is None or m is None or m not in v.outcomes:
             return "—"
-        return f"{claims.outcome_text(chapter, m, v.outcomes[m])}: {v.headline(m).numbers()}"
+        h = v.headline(m)
+        return f"{claims.outcome_text(chapter, m, h.outcome)}: {h.numbers()}"
     lines = ["| chapter | headline | primary metric | primary (adjusted) | secondary (adjusted) | "
              f"without {claims.SENSITIVITY_TASK} (primary) | shares jobs with |", "|---|---|---|---|---|---|---|"]
     for chapter, (v, sens) in results.items():
         c = claims.claim(chapter)
         second = next(iter(c.secondary), None)
         lines.append(f"| {chapter} | {c.contrast} | {st.NAMES.get(c.primary, c.primary)} | {cell(chapter, v, c.primary)} | "
-                     f"{cell(chapter, v, second)} | {sens.outcomes.get(c.primary, '—') if sens else '—'} | "
+                     f"{cell(chapter, v, second)} | {sens.headline(c.primary).outcome if sens and c.primary in sens.outcomes else '—'} | "
                      f"{', '.join(c.shares_with) or '—'} |")
     groups = claims.independent(list(results))
     lines.append(f"\n{len(results)} headlines, {len(groups)} independent pieces of evidence (headlines that share "
