@@ -21,8 +21,10 @@ def test_the_table_says_which_headlines_the_sensitivity_changes():
                          "fig3_amount": (_verdict("inconclusive"), _verdict("inconclusive")),
                          "fig5_mink": (_verdict("inconclusive"), None)})
     assert md.splitlines()[0].startswith("| chapter | headline | primary metric |")
-    assert md.endswith("Without world_mmlu, 1 of 2 headlines change their primary outcome: fig1_methods "
-                       "(reproduced -> inconclusive).")
+    assert md.endswith("Without world_mmlu (2 headlines have the variant), 1 outcomes change: fig1_methods on the "
+                       "accuracy (reproduced -> inconclusive).")
+    same = findings.table({"fig3_amount": (_verdict("inconclusive"), _verdict("inconclusive"))})
+    assert same.endswith("no headline changes its outcome on its primary or secondary metric.")
     assert "3 headlines, 3 independent pieces of evidence" in md
 
 

@@ -170,18 +170,18 @@ def findings_forest(results: dict):
             continue
         h = v.headline(c.primary)
         rows.append((chapter, c, h, h.outcome))   # the headline's own outcome, as the findings table gives it
-    fig, axes = plt.subplots(len(rows), 1, figsize=(7, 0.55 * len(rows) + 0.8), squeeze=False)
+    fig, axes = plt.subplots(len(rows), 1, figsize=(7.5, 0.55 * len(rows) + 0.8), squeeze=False)
     for ax, (chapter, c, h, outcome) in zip(axes[:, 0], rows):
         ax.errorbar([h.effect], [0], xerr=[[h.effect - h.ci[0]], [h.ci[1] - h.effect]], fmt="o",
                     color=OUTCOME_COLOURS[outcome], capsize=3)
         ax.axvline(0, color="black", lw=0.8)
         span = max(abs(h.ci[0]), abs(h.ci[1]), 1e-9) * 1.3
         ax.set_xlim(-span, span)
-        ax.annotate("paper →" if c.direction > 0 else "← paper", xy=(0.99 if c.direction > 0 else 0.01, 0.5),
-                    xycoords="axes fraction", ha="right" if c.direction > 0 else "left", va="center", fontsize=7)
+        ax.annotate("paper: →" if c.direction > 0 else "paper: ←", xy=(1.01, 0.5), xycoords="axes fraction",
+                    ha="left", va="center", fontsize=7)   # outside the axes: never over a CI's cap
         ax.set_yticks([0], [f"{chapter}: {outcome}"])
         ax.tick_params(axis="x", labelsize=7)
-        ax.set_xlabel(f"{NAMES.get(c.primary, c.primary)} ({h.unit})", fontsize=7, labelpad=1)
+        ax.set_xlabel(NAMES.get(c.primary, c.primary) + (f" ({h.unit})" if h.unit else ""), fontsize=7, labelpad=1)
     fig.suptitle("Every headline on its declared metric (CI as adjusted in its chapter)", fontsize=9)
     fig.tight_layout()
     return fig

@@ -68,15 +68,23 @@ def collect(s: dict, chapters=None, progress: bool = True) -> dict:
 
 def table(results: dict) -> str:
     """The findings table (``verdicts.findings_table``), then what the sensitivity variant changes:
-    the headlines whose outcome on their primary metric differs without the MMLU-format task."""
-    def head(v, name):
-        m = claims.claim(name).primary
+    the headlines whose outcome on a declared metric (primary or secondary) differs without the
+    MMLU-format task."""
+    from calib.book.finding import NAMES
+
+    def head(v, m):
         return v.headline(m).outcome if v is not None and m in v.outcomes else None
-    changed = [f"{name} ({head(v, name)} -> {head(sens, name)})" for name, (v, sens) in results.items()
-               if sens is not None and head(sens, name) != head(v, name)]
-    tested = sum(sens is not None for _, sens in results.values())
-    note = (f"Without {claims.SENSITIVITY_TASK}, {len(changed)} of {tested} headlines change their primary outcome"
-            + (": " + ", ".join(changed) + "." if changed else "."))
+    changed, tested = [], 0
+    for name, (v, sens) in results.items():
+        if sens is None:
+            continue
+        tested += 1
+        c = claims.claim(name)
+        changed += [f"{name} on the {NAMES.get(m, m)} ({head(v, m)} -> {head(sens, m)})"
+                    for m in (c.primary, *c.secondary) if head(sens, m) != head(v, m)]
+    note = (f"Without {claims.SENSITIVITY_TASK} ({tested} headlines have the variant), "
+            + (f"{len(changed)} outcomes change: " + ", ".join(changed) + "." if changed
+               else "no headline changes its outcome on its primary or secondary metric."))
     return verdicts.findings_table(results) + "\n\n" + note
 
 
