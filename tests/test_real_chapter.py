@@ -135,8 +135,9 @@ def test_verdicts_on_a_synthetic_frame():
     assert R.doc_counts(df) == [40, 40, 40]
 
     mean, std = R.table(df, s)
-    assert list(mean.index) == ["magnitude 60%", "sparsegpt 60%", "wanda 50%", "wanda 60%", "wanda 2:4"]
-    assert mean.columns[0] == "no data" and mean.loc["magnitude 60%", "no data"] > mean.loc["wanda 60%", a]
+    assert list(mean.columns) == ["magnitude 60%", "sparsegpt 60%", "wanda 50%", "wanda 60%", "wanda 2:4"]
+    assert mean.index[0] == "no data" and mean.loc["no data", "magnitude 60%"] > mean.loc[a, "wanda 60%"]
+    assert len(mean.index) == 1 + len(r["sources"]) + 2 * len(r["synthetic_sources"])  # the data are the rows
 
 
 def test_a_null_frame_is_inconclusive():

@@ -117,8 +117,9 @@ def setting(x) -> str:
 
 def table(df: pd.DataFrame, s: dict, column: str = "ppl") -> tuple[pd.DataFrame, pd.DataFrame]:
     """Mean and std over seeds of ``column`` (perplexity; ``nll:<domain>`` per domain) per
-    method, setting and data (a source, or a source self-generated): rows method/setting,
-    columns the data, the paper's Tables 1-2 laid out on the real model."""
+    method, setting and data (a source, or a source self-generated): rows the data, columns
+    method/setting (the paper's Tables 1-2 on the real model, turned so that the toy grid's eight
+    kinds of data fit the page as rows)."""
     r = s["real"]
     d = df.assign(data=[src if not sy else f"{src} self-gen. {k:g}%"
                         for src, sy, k in zip(df.source, df.synthetic, df.filter_rate.fillna(0))],
@@ -131,8 +132,9 @@ def table(df: pd.DataFrame, s: dict, column: str = "ppl") -> tuple[pd.DataFrame,
     rows = [x for x in rows if x in set(g.row)]
     cols = list(dict.fromkeys(["no data", *r["sources"], *g.data]))
     cols = [c for c in cols if c in set(g.data)]
-    mean = g.pivot(index="row", columns="data", values="mean").reindex(index=rows, columns=cols)
-    std = g.pivot(index="row", columns="data", values="std").reindex(index=rows, columns=cols)
+    mean = g.pivot(index="data", columns="row", values="mean").reindex(index=cols, columns=rows)
+    std = g.pivot(index="data", columns="row", values="std").reindex(index=cols, columns=rows)
+    mean.index.name = std.index.name = mean.columns.name = std.columns.name = None
     return mean, std
 
 
