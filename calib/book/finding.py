@@ -197,6 +197,11 @@ class Verdict:
         metric = metric or next(iter(self.outcomes))
         return next(p for p in self.parts if p.metric == metric)
 
+    def headline_outcome(self, metric: str) -> str | None:
+        """The headline part's own outcome on ``metric`` (None where the verdict has no such metric);
+        ``outcomes`` holds the chapter's, over all its parts."""
+        return self.headline(metric).outcome if metric in self.outcomes else None
+
     @property
     def outcome(self) -> str:
         """The outcome on the paper's measure (accuracy), or on the first metric where it has none."""

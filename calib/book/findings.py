@@ -2,8 +2,9 @@
 (``claims.CLAIMS``), through its chapter's own verdict function on its chapter's own data, and
 its sensitivity variant without the MMLU-format task. The intro draws them as one forest plot and
 one table (``figures.findings_forest``, ``verdicts.findings_table``); the runner copies that
-table into the README. Chapters call ``headline`` too, so the intro and the chapter cannot
-disagree."""
+table into the README. ``data`` reads the same grids the chapters run and ``headline`` calls the
+chapter record's verdict function, the one its notebook calls; the chapters' sensitivity lines
+come from ``headline`` too."""
 from __future__ import annotations
 
 import pandas as pd
@@ -71,17 +72,14 @@ def table(results: dict) -> str:
     the headlines whose outcome on a declared metric (primary or secondary) differs without the
     MMLU-format task."""
     from calib.book.finding import NAMES
-
-    def head(v, m):
-        return v.headline(m).outcome if v is not None and m in v.outcomes else None
     changed, tested = [], 0
     for name, (v, sens) in results.items():
         if sens is None:
             continue
         tested += 1
         c = claims.claim(name)
-        changed += [f"{name} on the {NAMES.get(m, m)} ({head(v, m)} -> {head(sens, m)})"
-                    for m in (c.primary, *c.secondary) if head(sens, m) != head(v, m)]
+        changed += [f"{name} on the {NAMES.get(m, m)} ({v.headline_outcome(m)} -> {sens.headline_outcome(m)})"
+                    for m in (c.primary, *c.secondary) if sens.headline_outcome(m) != v.headline_outcome(m)]
     note = (f"Without {claims.SENSITIVITY_TASK} ({tested} headlines have the variant), "
             + (f"{len(changed)} outcomes change: " + ", ".join(changed) + "." if changed
                else "no headline changes its outcome on its primary or secondary metric."))
@@ -96,7 +94,7 @@ def sensitivity_text(chapter: str, v, sens) -> str:
         return f"*Sensitivity ({c.sensitivity}).*"
     parts = []
     for m in sens.outcomes:   # the headline part's outcome on each metric, within the chapter's family
-        h, was = sens.headline(m), v.headline(m).outcome if m in v.outcomes else None
+        h, was = sens.headline(m), v.headline_outcome(m)
         change = "" if was == h.outcome else f" (with it: {claims.outcome_text(chapter, m, was)})"
         parts.append(f"{claims.outcome_text(chapter, m, h.outcome)}: {h.numbers()}{change}")
     return (f"**Sensitivity, {c.sensitivity}** (the MMLU-format items use the web domain's quiz template "

@@ -474,7 +474,7 @@ def findings_table(results: dict) -> str:
     headline: the primary metric, the headline's outcome on it and on the secondary, each within the
     chapter's adjusted family, the sensitivity's primary outcome, and the headlines it shares jobs with."""
     def cell(chapter, v, m):   # the headline part's own outcome (the chapter's other parts are in the chapter)
-        if v is None or m is None or m not in v.outcomes:
+        if v is None or m is None or v.headline_outcome(m) is None:
             return "—"
         h = v.headline(m)
         return f"{claims.outcome_text(chapter, m, h.outcome)}: {h.numbers()}"
@@ -484,7 +484,7 @@ def findings_table(results: dict) -> str:
         c = claims.claim(chapter)
         second = next(iter(c.secondary), None)
         lines.append(f"| {chapter} | {c.contrast} | {st.NAMES.get(c.primary, c.primary)} | {cell(chapter, v, c.primary)} | "
-                     f"{cell(chapter, v, second)} | {sens.headline(c.primary).outcome if sens and c.primary in sens.outcomes else '—'} | "
+                     f"{cell(chapter, v, second)} | {(sens and sens.headline_outcome(c.primary)) or '—'} | "
                      f"{', '.join(c.shares_with) or '—'} |")
     groups = claims.independent(list(results))
     lines.append(f"\n{len(results)} headlines, {len(groups)} independent pieces of evidence (headlines that share "
